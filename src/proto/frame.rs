@@ -1,0 +1,559 @@
+//! Frame codec (protocol-spec §3 and §4): the 8-byte header and every v1 message.
+//!
+//! Decoding is pure: it takes bytes and returns a value, `Incomplete`, or a typed
+//! error. It checks every length against [`Limits`] before it allocates and never
+//! panics on any input (see the property tests and `fuzz/`).
+
+use super::error::DecodeError;
+
+/// Size of the frame header in bytes (§3.1).
+pub const HEADER_LEN: usize = 8;
+/// Length of an xxh3-128 digest on the wire.
+pub const HASH_LEN: usize = 16;
+/// Length of the fixed part of a CHUNK payload before the data (§4.14).
+pub const CHUNK_HEAD_LEN: usize = 16;
+/// Largest control frame payload (§3.3).
+pub const MAX_CONTROL_PAYLOAD: u32 = 1 << 20;
+/// Largest chunk size a peer may negotiate (§5.1).
+pub const MAX_CHUNK_SIZE: u32 = 1 << 30;
+/// Smallest chunk size a peer may negotiate (§5.1).
+pub const MIN_CHUNK_SIZE: u32 = 64 << 10;
+/// Longest relative path, in bytes (§3.3).
+pub const MAX_PATH_LEN: usize = 32 * 1024;
+/// Longest message text in ERROR, FILE_FAILED and FILE_ABORT (§3.3).
+pub const MAX_MESSAGE_LEN: usize = 4096;
+/// The magic that opens HELLO (§4.1).
+pub const MAGIC: [u8; 4] = *b"GFST";
+/// Length of nonces, proofs and MACs.
+pub const NONCE_LEN: usize = 32;
+/// Length of a session id or a job id.
+pub const ID_LEN: usize = 16;
+
+/// Frame type codes (§3.2).
+#[allow(missing_docs)]
+pub mod kind {
+    pub const HELLO: u8 = 0x01;
+    pub const CHALLENGE: u8 = 0x02;
+    pub const AUTH: u8 = 0x03;
+    pub const WELCOME: u8 = 0x04;
+    pub const JOIN: u8 = 0x05;
+    pub const JOINED: u8 = 0x06;
+    pub const TARGET: u8 = 0x10;
+    pub const TARGET_INFO: u8 = 0x11;
+    pub const FILE: u8 = 0x12;
+    pub const FILE_READY: u8 = 0x13;
+    pub const FILE_END: u8 = 0x14;
+    pub const FILE_DONE: u8 = 0x15;
+    pub const FILE_FAILED: u8 = 0x16;
+    pub const FILE_ABORT: u8 = 0x17;
+    pub const DONE: u8 = 0x18;
+    pub const SESSION_DONE: u8 = 0x19;
+    pub const CHUNK: u8 = 0x20;
+    pub const CHUNK_ACK: u8 = 0x21;
+    pub const ERROR: u8 = 0x7f;
+}
+
+/// Decoding limits; a frame longer than its limit is refused before allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest payload accepted for any frame other than CHUNK.
+    pub max_control: u32,
+    /// Largest chunk data length accepted in CHUNK.
+    pub max_chunk: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_control: MAX_CONTROL_PAYLOAD, max_chunk: MAX_CHUNK_SIZE }
+    }
+}
+
+/// The fixed 8-byte header in front of every frame (§3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Frame type, one of [`kind`].
+    pub kind: u8,
+    /// Type-specific flags; v1 defines none, so they must be zero.
+    pub flags: u8,
+    /// Payload length in bytes, not counting the header.
+    pub len: u32,
+}
+
+impl Header {
+    /// Encodes the header.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0] = self.kind;
+        out[1] = self.flags;
+        out[4..8].copy_from_slice(&self.len.to_be_bytes());
+        out
+    }
+
+    /// Decodes and validates a header against `limits` (§3.1, §3.3).
+    pub fn decode(b: &[u8; HEADER_LEN], limits: &Limits) -> Result<Header, DecodeError> {
+        let h = Header { kind: b[0], flags: b[1], len: u32::from_be_bytes([b[4], b[5], b[6], b[7]]) };
+        if b[2] != 0 || b[3] != 0 {
+            return Err(DecodeError::Reserved);
+        }
+        if h.flags != 0 {
+            return Err(DecodeError::Flags(h.kind, h.flags));
+        }
+        let max = if h.kind == kind::CHUNK {
+            limits.max_chunk.saturating_add((CHUNK_HEAD_LEN + HASH_LEN) as u32)
+        } else {
+            limits.max_control
+        };
+        if h.len > max {
+            return Err(DecodeError::TooLong { kind: h.kind, len: h.len, max });
+        }
+        Ok(h)
+    }
+}
+
+/// What a FILE entry describes (§4.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file with `size` bytes of data.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link; its target travels in the entry.
+    Symlink,
+}
+
+impl EntryKind {
+    fn code(self) -> u8 {
+        match self {
+            EntryKind::File => 0,
+            EntryKind::Dir => 1,
+            EntryKind::Symlink => 2,
+        }
+    }
+    fn from_code(c: u8) -> Result<Self, DecodeError> {
+        Ok(match c {
+            0 => EntryKind::File,
+            1 => EntryKind::Dir,
+            2 => EntryKind::Symlink,
+            _ => return Err(DecodeError::BadValue("entry kind")),
+        })
+    }
+}
+
+/// One entry of the manifest: a file, directory or symlink to create (§4.7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Session-unique id, strictly increasing in announcement order.
+    pub id: u64,
+    /// What to create.
+    pub kind: EntryKind,
+    /// Permission bits (mode & 0o7777).
+    pub mode: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime_sec: i64,
+    /// Modification time, nanoseconds part (< 1e9).
+    pub mtime_nsec: u32,
+    /// Size in bytes (0 for directories and symlinks).
+    pub size: u64,
+    /// Path relative to the receiver's root, components joined by `/`.
+    pub path: Vec<u8>,
+    /// Symlink target (empty unless `kind` is `Symlink`).
+    pub link: Vec<u8>,
+}
+
+/// What the receiver found at the destination path (§4.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// Nothing there yet.
+    Missing,
+    /// An existing directory.
+    Dir,
+    /// An existing regular file.
+    File,
+    /// Something else (device, socket, …).
+    Other,
+}
+
+impl TargetKind {
+    fn code(self) -> u8 {
+        match self {
+            TargetKind::Missing => 0,
+            TargetKind::Dir => 1,
+            TargetKind::File => 2,
+            TargetKind::Other => 3,
+        }
+    }
+    fn from_code(c: u8) -> Result<Self, DecodeError> {
+        Ok(match c {
+            0 => TargetKind::Missing,
+            1 => TargetKind::Dir,
+            2 => TargetKind::File,
+            3 => TargetKind::Other,
+            _ => return Err(DecodeError::BadValue("target kind")),
+        })
+    }
+}
+
+/// Outcome carried by CHUNK_ACK (§4.15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckStatus {
+    /// The chunk hashed to the value in its trailer and is stored.
+    Ok,
+    /// The hash did not match: send the chunk again.
+    BadHash,
+    /// The file was already failed or aborted; the data was dropped.
+    Dropped,
+}
+
+impl AckStatus {
+    fn code(self) -> u8 {
+        match self {
+            AckStatus::Ok => 0,
+            AckStatus::BadHash => 1,
+            AckStatus::Dropped => 2,
+        }
+    }
+    fn from_code(c: u8) -> Result<Self, DecodeError> {
+        Ok(match c {
+            0 => AckStatus::Ok,
+            1 => AckStatus::BadHash,
+            2 => AckStatus::Dropped,
+            _ => return Err(DecodeError::BadValue("ack status")),
+        })
+    }
+}
+
+/// Every v1 frame (§4). `Chunk` is listed for completeness and for tests; the data
+/// path streams chunk payloads with [`ChunkHead`] instead of buffering them.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Hello { min_version: u16, max_version: u16, caps: u64, nonce: [u8; NONCE_LEN] },
+    Challenge { version: u16, caps: u64, nonce: [u8; NONCE_LEN] },
+    Auth { proof: [u8; NONCE_LEN], lanes: u16, chunk_size: u32, job_id: [u8; ID_LEN] },
+    Welcome { proof: [u8; NONCE_LEN], session_id: [u8; ID_LEN], discard: bool },
+    Join { session_id: [u8; ID_LEN], lane: u16, mac: [u8; NONCE_LEN] },
+    Joined { lane: u16 },
+    Target { path: Vec<u8> },
+    TargetInfo { kind: TargetKind },
+    File(FileMeta),
+    FileReady { id: u64 },
+    FileEnd { id: u64, digest: [u8; HASH_LEN] },
+    FileDone { id: u64 },
+    FileFailed { id: u64, code: u16, message: String },
+    FileAbort { id: u64, code: u16, message: String },
+    Done { files: u64 },
+    SessionDone { files: u64, bytes: u64 },
+    Chunk { head: ChunkHead, data: Vec<u8>, hash: [u8; HASH_LEN] },
+    ChunkAck { id: u64, offset: u64, status: AckStatus },
+    Error { code: u16, message: String },
+}
+
+/// The fixed part of a CHUNK payload (§4.14): which bytes of which file follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkHead {
+    /// File the data belongs to.
+    pub id: u64,
+    /// Byte offset of the data in the file.
+    pub offset: u64,
+}
+
+impl ChunkHead {
+    /// Encodes the frame header and the chunk head for `data_len` bytes of data;
+    /// the caller then sends the data and the 16-byte hash trailer.
+    pub fn encode_prefix(&self, data_len: u32) -> [u8; HEADER_LEN + CHUNK_HEAD_LEN] {
+        let mut out = [0u8; HEADER_LEN + CHUNK_HEAD_LEN];
+        let len = data_len + (CHUNK_HEAD_LEN + HASH_LEN) as u32;
+        out[..HEADER_LEN].copy_from_slice(&Header { kind: kind::CHUNK, flags: 0, len }.encode());
+        out[8..16].copy_from_slice(&self.id.to_be_bytes());
+        out[16..24].copy_from_slice(&self.offset.to_be_bytes());
+        out
+    }
+
+    /// Decodes the chunk head that follows a CHUNK header of payload length `frame_len`;
+    /// returns the head and the number of data bytes that follow it.
+    pub fn decode(b: &[u8; CHUNK_HEAD_LEN], frame_len: u32) -> Result<(ChunkHead, u32), DecodeError> {
+        let data_len = frame_len.checked_sub((CHUNK_HEAD_LEN + HASH_LEN) as u32).ok_or(DecodeError::Short("CHUNK"))?;
+        let mut r = Reader::new(b);
+        let head = ChunkHead { id: r.u64()?, offset: r.u64()? };
+        Ok((head, data_len))
+    }
+}
+
+/// Outcome of [`decode`] on a buffer that may hold a partial frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A whole frame and how many bytes it took.
+    Frame(Frame, usize),
+    /// More bytes are needed; at least this many in total.
+    Incomplete(usize),
+}
+
+/// Decodes one frame from the front of `buf` (§3).
+pub fn decode(buf: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
+    let Some(hb) = buf.first_chunk::<HEADER_LEN>() else {
+        return Ok(Decoded::Incomplete(HEADER_LEN));
+    };
+    let h = Header::decode(hb, limits)?;
+    let total = HEADER_LEN + h.len as usize;
+    if buf.len() < total {
+        return Ok(Decoded::Incomplete(total));
+    }
+    let frame = decode_body(h.kind, &buf[HEADER_LEN..total])?;
+    Ok(Decoded::Frame(frame, total))
+}
+
+/// Decodes the payload of a frame of type `kind` (§4). The payload must be exactly
+/// the frame: trailing bytes are an error.
+pub fn decode_body(k: u8, p: &[u8]) -> Result<Frame, DecodeError> {
+    let mut r = Reader::new(p);
+    let f = match k {
+        kind::HELLO => {
+            if r.array::<4>()? != MAGIC {
+                return Err(DecodeError::BadMagic);
+            }
+            Frame::Hello { min_version: r.u16()?, max_version: r.u16()?, caps: r.u64()?, nonce: r.array()? }
+        }
+        kind::CHALLENGE => Frame::Challenge { version: r.u16()?, caps: r.u64()?, nonce: r.array()? },
+        kind::AUTH => Frame::Auth { proof: r.array()?, lanes: r.u16()?, chunk_size: r.u32()?, job_id: r.array()? },
+        kind::WELCOME => Frame::Welcome { proof: r.array()?, session_id: r.array()?, discard: r.bool()? },
+        kind::JOIN => Frame::Join { session_id: r.array()?, lane: r.u16()?, mac: r.array()? },
+        kind::JOINED => Frame::Joined { lane: r.u16()? },
+        kind::TARGET => Frame::Target { path: r.bytes16(MAX_PATH_LEN)?.to_vec() },
+        kind::TARGET_INFO => Frame::TargetInfo { kind: TargetKind::from_code(r.u8()?)? },
+        kind::FILE => {
+            let id = r.u64()?;
+            let kind = EntryKind::from_code(r.u8()?)?;
+            let mode = r.u32()?;
+            let mtime_sec = r.u64()? as i64;
+            let mtime_nsec = r.u32()?;
+            if mtime_nsec >= 1_000_000_000 {
+                return Err(DecodeError::BadValue("mtime nanoseconds"));
+            }
+            let size = r.u64()?;
+            let path = r.bytes16(MAX_PATH_LEN)?.to_vec();
+            let link = r.bytes16(MAX_PATH_LEN)?.to_vec();
+            if kind != EntryKind::File && size != 0 {
+                return Err(DecodeError::BadValue("size of a non-file entry"));
+            }
+            if kind != EntryKind::Symlink && !link.is_empty() {
+                return Err(DecodeError::BadValue("link target of a non-symlink entry"));
+            }
+            Frame::File(FileMeta { id, kind, mode, mtime_sec, mtime_nsec, size, path, link })
+        }
+        kind::FILE_READY => Frame::FileReady { id: r.u64()? },
+        kind::FILE_END => Frame::FileEnd { id: r.u64()?, digest: r.array()? },
+        kind::FILE_DONE => Frame::FileDone { id: r.u64()? },
+        kind::FILE_FAILED => Frame::FileFailed { id: r.u64()?, code: r.u16()?, message: r.text()? },
+        kind::FILE_ABORT => Frame::FileAbort { id: r.u64()?, code: r.u16()?, message: r.text()? },
+        kind::DONE => Frame::Done { files: r.u64()? },
+        kind::SESSION_DONE => Frame::SessionDone { files: r.u64()?, bytes: r.u64()? },
+        kind::CHUNK => {
+            let head = ChunkHead { id: r.u64()?, offset: r.u64()? };
+            let rest = r.rest();
+            let split = rest.len().checked_sub(HASH_LEN).ok_or(DecodeError::Short("CHUNK"))?;
+            let mut hash = [0u8; HASH_LEN];
+            hash.copy_from_slice(&rest[split..]);
+            Frame::Chunk { head, data: rest[..split].to_vec(), hash }
+        }
+        kind::CHUNK_ACK => Frame::ChunkAck { id: r.u64()?, offset: r.u64()?, status: AckStatus::from_code(r.u8()?)? },
+        kind::ERROR => Frame::Error { code: r.u16()?, message: r.text()? },
+        other => return Err(DecodeError::UnknownKind(other)),
+    };
+    if !r.rest().is_empty() {
+        return Err(DecodeError::Trailing(k));
+    }
+    Ok(f)
+}
+
+impl Frame {
+    /// The frame type code.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Frame::Hello { .. } => kind::HELLO,
+            Frame::Challenge { .. } => kind::CHALLENGE,
+            Frame::Auth { .. } => kind::AUTH,
+            Frame::Welcome { .. } => kind::WELCOME,
+            Frame::Join { .. } => kind::JOIN,
+            Frame::Joined { .. } => kind::JOINED,
+            Frame::Target { .. } => kind::TARGET,
+            Frame::TargetInfo { .. } => kind::TARGET_INFO,
+            Frame::File(_) => kind::FILE,
+            Frame::FileReady { .. } => kind::FILE_READY,
+            Frame::FileEnd { .. } => kind::FILE_END,
+            Frame::FileDone { .. } => kind::FILE_DONE,
+            Frame::FileFailed { .. } => kind::FILE_FAILED,
+            Frame::FileAbort { .. } => kind::FILE_ABORT,
+            Frame::Done { .. } => kind::DONE,
+            Frame::SessionDone { .. } => kind::SESSION_DONE,
+            Frame::Chunk { .. } => kind::CHUNK,
+            Frame::ChunkAck { .. } => kind::CHUNK_ACK,
+            Frame::Error { .. } => kind::ERROR,
+        }
+    }
+
+    /// Appends the encoded frame (header and payload) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0u8; HEADER_LEN]);
+        let w = out;
+        match self {
+            Frame::Hello { min_version, max_version, caps, nonce } => {
+                w.extend_from_slice(&MAGIC);
+                w.extend_from_slice(&min_version.to_be_bytes());
+                w.extend_from_slice(&max_version.to_be_bytes());
+                w.extend_from_slice(&caps.to_be_bytes());
+                w.extend_from_slice(nonce);
+            }
+            Frame::Challenge { version, caps, nonce } => {
+                w.extend_from_slice(&version.to_be_bytes());
+                w.extend_from_slice(&caps.to_be_bytes());
+                w.extend_from_slice(nonce);
+            }
+            Frame::Auth { proof, lanes, chunk_size, job_id } => {
+                w.extend_from_slice(proof);
+                w.extend_from_slice(&lanes.to_be_bytes());
+                w.extend_from_slice(&chunk_size.to_be_bytes());
+                w.extend_from_slice(job_id);
+            }
+            Frame::Welcome { proof, session_id, discard } => {
+                w.extend_from_slice(proof);
+                w.extend_from_slice(session_id);
+                w.push(*discard as u8);
+            }
+            Frame::Join { session_id, lane, mac } => {
+                w.extend_from_slice(session_id);
+                w.extend_from_slice(&lane.to_be_bytes());
+                w.extend_from_slice(mac);
+            }
+            Frame::Joined { lane } => w.extend_from_slice(&lane.to_be_bytes()),
+            Frame::Target { path } => put_bytes16(w, path),
+            Frame::TargetInfo { kind } => w.push(kind.code()),
+            Frame::File(m) => {
+                w.extend_from_slice(&m.id.to_be_bytes());
+                w.push(m.kind.code());
+                w.extend_from_slice(&m.mode.to_be_bytes());
+                w.extend_from_slice(&(m.mtime_sec as u64).to_be_bytes());
+                w.extend_from_slice(&m.mtime_nsec.to_be_bytes());
+                w.extend_from_slice(&m.size.to_be_bytes());
+                put_bytes16(w, &m.path);
+                put_bytes16(w, &m.link);
+            }
+            Frame::FileReady { id } | Frame::FileDone { id } => w.extend_from_slice(&id.to_be_bytes()),
+            Frame::FileEnd { id, digest } => {
+                w.extend_from_slice(&id.to_be_bytes());
+                w.extend_from_slice(digest);
+            }
+            Frame::FileFailed { id, code, message } | Frame::FileAbort { id, code, message } => {
+                w.extend_from_slice(&id.to_be_bytes());
+                w.extend_from_slice(&code.to_be_bytes());
+                put_bytes16(w, clip(message).as_bytes());
+            }
+            Frame::Done { files } => w.extend_from_slice(&files.to_be_bytes()),
+            Frame::SessionDone { files, bytes } => {
+                w.extend_from_slice(&files.to_be_bytes());
+                w.extend_from_slice(&bytes.to_be_bytes());
+            }
+            Frame::Chunk { head, data, hash } => {
+                w.extend_from_slice(&head.id.to_be_bytes());
+                w.extend_from_slice(&head.offset.to_be_bytes());
+                w.extend_from_slice(data);
+                w.extend_from_slice(hash);
+            }
+            Frame::ChunkAck { id, offset, status } => {
+                w.extend_from_slice(&id.to_be_bytes());
+                w.extend_from_slice(&offset.to_be_bytes());
+                w.push(status.code());
+            }
+            Frame::Error { code, message } => {
+                w.extend_from_slice(&code.to_be_bytes());
+                put_bytes16(w, clip(message).as_bytes());
+            }
+        }
+        let len = (w.len() - start - HEADER_LEN) as u32;
+        let h = Header { kind: self.kind(), flags: 0, len };
+        w[start..start + HEADER_LEN].copy_from_slice(&h.encode());
+    }
+
+    /// Encodes the frame into a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v
+    }
+}
+
+/// Cuts a message to [`MAX_MESSAGE_LEN`] bytes on a character boundary.
+fn clip(s: &str) -> &str {
+    if s.len() <= MAX_MESSAGE_LEN {
+        return s;
+    }
+    let mut end = MAX_MESSAGE_LEN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn put_bytes16(w: &mut Vec<u8>, b: &[u8]) {
+    // Callers keep paths under MAX_PATH_LEN and messages under MAX_MESSAGE_LEN.
+    let n = b.len().min(u16::MAX as usize);
+    w.extend_from_slice(&(n as u16).to_be_bytes());
+    w.extend_from_slice(&b[..n]);
+}
+
+/// A bounds-checked cursor over a payload; every read returns `Short` past the end.
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Reader { b }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.b.len() < n {
+            return Err(DecodeError::Short("field"));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::BadValue("boolean")),
+        }
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    fn bytes16(&mut self, max: usize) -> Result<&'a [u8], DecodeError> {
+        let n = self.u16()? as usize;
+        if n > max {
+            return Err(DecodeError::BadValue("length over limit"));
+        }
+        self.take(n)
+    }
+    fn text(&mut self) -> Result<String, DecodeError> {
+        let b = self.bytes16(MAX_MESSAGE_LEN)?;
+        Ok(String::from_utf8_lossy(b).into_owned())
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.b)
+    }
+}

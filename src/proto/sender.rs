@@ -1,0 +1,323 @@
+//! The sending side's state machine (protocol-spec §5.3–§5.6), free of I/O.
+//!
+//! The engine feeds it manifest entries, control frames from the receiver and the
+//! outcome of every chunk it put on a lane; it answers with control frames to send
+//! and chunks to send next. Chunks are handed out one at a time to whichever lane
+//! asks, so a slow lane simply asks less often and never holds the others back.
+
+use super::error::{code, ProtocolError};
+use super::frame::{AckStatus, EntryKind, FileMeta, Frame, HASH_LEN};
+use super::hash::file_digest;
+use std::collections::{HashMap, VecDeque};
+
+/// How many times one chunk is sent again after a hash mismatch before the file fails.
+pub const MAX_CHUNK_RETRIES: u8 = 3;
+
+/// One chunk a lane should read from the source and send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkTask<S> {
+    /// File id.
+    pub id: u64,
+    /// Offset of the chunk in the file.
+    pub offset: u64,
+    /// Number of data bytes.
+    pub len: u32,
+    /// The engine's handle of the source file.
+    pub source: S,
+    /// True when this is a retransmission.
+    pub retry: bool,
+}
+
+/// A file that did not arrive, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Destination path (wire form).
+    pub path: Vec<u8>,
+    /// Error code (protocol-spec §7).
+    pub code: u16,
+    /// Human-readable reason.
+    pub message: String,
+}
+
+/// Counters the sender keeps for reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderStats {
+    /// Entries announced so far.
+    pub announced: u64,
+    /// Entries the receiver confirmed with FILE_DONE.
+    pub done: u64,
+    /// Sum of sizes of all pushed files.
+    pub bytes_total: u64,
+    /// Data bytes of confirmed files.
+    pub bytes_done: u64,
+    /// Chunks sent again after a hash mismatch.
+    pub retransmitted_chunks: u64,
+}
+
+struct FileTx<S> {
+    meta: FileMeta,
+    source: S,
+    ready: bool,
+    next_offset: u64,
+    hashes: Vec<Option<[u8; HASH_LEN]>>,
+    hashed: usize,
+    retries: HashMap<u64, u8>,
+    end_sent: bool,
+}
+
+/// Sender state machine; `S` is the engine's handle for a source file.
+pub struct Sender<S> {
+    chunk_size: u64,
+    window: usize,
+    next_id: u64,
+    queued: VecDeque<(FileMeta, S)>,
+    files: HashMap<u64, FileTx<S>>,
+    ready: VecDeque<u64>,
+    retries: VecDeque<(u64, u64)>,
+    outbox: VecDeque<Frame>,
+    input_closed: bool,
+    done_sent: bool,
+    failures: Vec<Failure>,
+    failed: u64,
+    stats: SenderStats,
+}
+
+/// Keep at most this many failures with their reasons; the rest are only counted.
+const MAX_FAILURES_KEPT: usize = 1000;
+
+impl<S: Clone> Sender<S> {
+    /// A sender for chunks of `chunk_size` bytes that keeps at most `window` files
+    /// announced and not yet confirmed.
+    pub fn new(chunk_size: u64, window: usize) -> Self {
+        assert!(chunk_size > 0 && window > 0);
+        Sender {
+            chunk_size,
+            window,
+            next_id: 0,
+            queued: VecDeque::new(),
+            files: HashMap::new(),
+            ready: VecDeque::new(),
+            retries: VecDeque::new(),
+            outbox: VecDeque::new(),
+            input_closed: false,
+            done_sent: false,
+            failures: Vec::new(),
+            failed: 0,
+            stats: SenderStats::default(),
+        }
+    }
+
+    /// Adds an entry to the manifest; its `id` is assigned here and returned.
+    pub fn push(&mut self, mut meta: FileMeta, source: S) -> u64 {
+        meta.id = self.next_id;
+        self.next_id += 1;
+        self.stats.bytes_total += meta.size;
+        self.queued.push_back((meta, source));
+        self.next_id - 1
+    }
+
+    /// No more entries will be pushed.
+    pub fn close_input(&mut self) {
+        self.input_closed = true;
+    }
+
+    /// Entries pushed but not yet announced (the engine bounds this to bound memory).
+    pub fn queued_len(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// The next control frame to send, if any: FILE_END and FILE_ABORT first, then
+    /// FILE announcements while the window allows, then DONE once all is settled.
+    pub fn poll_frame(&mut self) -> Option<Frame> {
+        if let Some(f) = self.outbox.pop_front() {
+            return Some(f);
+        }
+        if self.files.len() < self.window {
+            if let Some((meta, source)) = self.queued.pop_front() {
+                let n = meta.size.div_ceil(self.chunk_size) as usize;
+                let frame = Frame::File(meta.clone());
+                self.stats.announced += 1;
+                self.files.insert(
+                    meta.id,
+                    FileTx {
+                        meta,
+                        source,
+                        ready: false,
+                        next_offset: 0,
+                        hashes: vec![None; n],
+                        hashed: 0,
+                        retries: HashMap::new(),
+                        end_sent: false,
+                    },
+                );
+                return Some(frame);
+            }
+        }
+        if self.input_closed && self.queued.is_empty() && self.files.is_empty() && !self.done_sent {
+            self.done_sent = true;
+            return Some(Frame::Done { files: self.stats.announced });
+        }
+        None
+    }
+
+    /// Handles a file-level control frame from the receiver: FILE_READY, FILE_DONE
+    /// or FILE_FAILED. Other frames are the engine's business.
+    pub fn on_frame(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
+        match *frame {
+            Frame::FileReady { id } => {
+                let f = self.files.get_mut(&id).ok_or(ProtocolError::UnknownFile(id))?;
+                if f.ready || f.meta.kind != EntryKind::File {
+                    return Err(ProtocolError::Unexpected("FILE_READY"));
+                }
+                f.ready = true;
+                if f.hashes.is_empty() {
+                    self.maybe_end(id);
+                } else {
+                    self.ready.push_back(id);
+                }
+                Ok(())
+            }
+            Frame::FileDone { id } => {
+                let f = self.files.remove(&id).ok_or(ProtocolError::UnknownFile(id))?;
+                if f.meta.kind == EntryKind::File && f.hashed < f.hashes.len() {
+                    return Err(ProtocolError::Unexpected("FILE_DONE before all chunks were sent"));
+                }
+                self.stats.done += 1;
+                self.stats.bytes_done += f.meta.size;
+                Ok(())
+            }
+            Frame::FileFailed { id, code, ref message } => {
+                // A FILE_FAILED may cross our own FILE_ABORT: then the file is gone already.
+                if let Some(f) = self.files.remove(&id) {
+                    self.record_failure(f.meta.path, code, message.clone());
+                } else if id >= self.next_id {
+                    return Err(ProtocolError::UnknownFile(id));
+                }
+                Ok(())
+            }
+            _ => Err(ProtocolError::Unexpected("control frame")),
+        }
+    }
+
+    /// The next chunk to send on whichever lane asks: retransmissions first, then
+    /// chunks of ready files in announcement order.
+    pub fn next_chunk(&mut self) -> Option<ChunkTask<S>> {
+        while let Some((id, offset)) = self.retries.pop_front() {
+            if let Some(f) = self.files.get(&id) {
+                let len = (f.meta.size - offset).min(self.chunk_size) as u32;
+                return Some(ChunkTask { id, offset, len, source: f.source.clone(), retry: true });
+            }
+        }
+        while let Some(&id) = self.ready.front() {
+            let Some(f) = self.files.get_mut(&id) else {
+                self.ready.pop_front();
+                continue;
+            };
+            if f.next_offset >= f.meta.size {
+                self.ready.pop_front();
+                continue;
+            }
+            let offset = f.next_offset;
+            let len = (f.meta.size - offset).min(self.chunk_size);
+            f.next_offset += len;
+            if f.next_offset >= f.meta.size {
+                self.ready.pop_front();
+            }
+            return Some(ChunkTask { id, offset, len: len as u32, source: f.source.clone(), retry: false });
+        }
+        None
+    }
+
+    /// True when [`Sender::next_chunk`] would return a chunk.
+    pub fn has_chunk(&self) -> bool {
+        !self.retries.is_empty() || !self.ready.is_empty()
+    }
+
+    /// Records the hash of a chunk a lane has sent. If a retransmission hashes
+    /// differently from the first sending, the source changed under us and the file
+    /// is aborted.
+    pub fn on_chunk_sent(&mut self, id: u64, offset: u64, hash: [u8; HASH_LEN]) {
+        let Some(f) = self.files.get_mut(&id) else { return };
+        let idx = (offset / self.chunk_size) as usize;
+        let Some(slot) = f.hashes.get_mut(idx) else { return };
+        match slot {
+            None => {
+                *slot = Some(hash);
+                f.hashed += 1;
+                self.maybe_end(id);
+            }
+            Some(prev) if *prev != hash => {
+                let msg = "source file changed while it was being sent".to_string();
+                self.abort(id, code::SOURCE_CHANGED, msg);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Handles CHUNK_ACK. A bad hash schedules the chunk again, up to
+    /// [`MAX_CHUNK_RETRIES`] times; past that the file fails loudly.
+    pub fn on_chunk_ack(&mut self, id: u64, offset: u64, status: AckStatus) {
+        if status != AckStatus::BadHash {
+            return;
+        }
+        let Some(f) = self.files.get_mut(&id) else { return };
+        let n = f.retries.entry(offset).or_insert(0);
+        *n += 1;
+        if *n > MAX_CHUNK_RETRIES {
+            let msg = format!("chunk at offset {offset} failed verification {} times", *n);
+            self.abort(id, code::INTEGRITY, msg);
+        } else {
+            self.stats.retransmitted_chunks += 1;
+            self.retries.push_back((id, offset));
+        }
+    }
+
+    /// The engine could not read a source file: abort it at the receiver.
+    pub fn on_source_error(&mut self, id: u64, code: u16, message: String) {
+        self.abort(id, code, message);
+    }
+
+    /// True when every entry is settled and DONE has been handed out.
+    pub fn is_finished(&self) -> bool {
+        self.done_sent && self.outbox.is_empty()
+    }
+
+    /// Files that failed, with their reasons (the first 1000).
+    pub fn failures(&self) -> &[Failure] {
+        &self.failures
+    }
+
+    /// How many files failed in all.
+    pub fn failed_count(&self) -> u64 {
+        self.failed
+    }
+
+    /// Counters for reports.
+    pub fn stats(&self) -> &SenderStats {
+        &self.stats
+    }
+
+    fn maybe_end(&mut self, id: u64) {
+        let Some(f) = self.files.get_mut(&id) else { return };
+        if f.end_sent || f.hashed < f.hashes.len() {
+            return;
+        }
+        f.end_sent = true;
+        let digest = file_digest(f.hashes.iter().map(|h| h.as_ref().expect("all chunks hashed")));
+        self.outbox.push_back(Frame::FileEnd { id, digest });
+    }
+
+    fn abort(&mut self, id: u64, code: u16, message: String) {
+        if let Some(f) = self.files.remove(&id) {
+            self.outbox.push_back(Frame::FileAbort { id, code, message: message.clone() });
+            self.record_failure(f.meta.path, code, message);
+        }
+    }
+
+    fn record_failure(&mut self, path: Vec<u8>, code: u16, message: String) {
+        self.failed += 1;
+        if self.failures.len() < MAX_FAILURES_KEPT {
+            self.failures.push(Failure { path, code, message });
+        }
+    }
+}

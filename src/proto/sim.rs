@@ -1,0 +1,206 @@
+//! Drives a `Sender` and a `Receiver` through an in-process simulated pair: frames are
+//! encoded and decoded, lanes deliver in an order chosen by a seeded generator, and
+//! chunk data can be corrupted in flight. Deterministic for a given seed.
+
+use super::error::code;
+use super::frame::{decode, Decoded, EntryKind, FileMeta, Frame, Limits};
+use super::hash::chunk_hash;
+use super::receiver::{ChunkPlan, Next, Receiver};
+use super::sender::Sender;
+use std::collections::{HashMap, VecDeque};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn wire(f: &Frame) -> Frame {
+    let bytes = f.to_vec();
+    match decode(&bytes, &Limits::default()).expect("valid frame") {
+        Decoded::Frame(g, n) => {
+            assert_eq!(n, bytes.len());
+            g
+        }
+        Decoded::Incomplete(_) => panic!("incomplete"),
+    }
+}
+
+struct Outcome {
+    stored: HashMap<Vec<u8>, Vec<u8>>,
+    failures: Vec<(Vec<u8>, u16)>,
+    retransmitted: u64,
+}
+
+/// Runs a whole session. `corrupt(rng, id, retry)` says whether to corrupt a chunk of `id`.
+fn run(
+    files: &[(&[u8], Vec<u8>)],
+    chunk: u64,
+    lanes: usize,
+    seed: u64,
+    corrupt: &dyn Fn(&mut Rng, u64, bool) -> bool,
+) -> Outcome {
+    let mut rng = Rng(seed | 1);
+    let mut tx: Sender<usize> = Sender::new(chunk, 3);
+    let mut rx = Receiver::new(chunk);
+    for (i, (path, data)) in files.iter().enumerate() {
+        let meta = FileMeta {
+            id: 0,
+            kind: EntryKind::File,
+            mode: 0o644,
+            mtime_sec: 1,
+            mtime_nsec: 2,
+            size: data.len() as u64,
+            path: path.to_vec(),
+            link: vec![],
+        };
+        tx.push(meta, i);
+    }
+    tx.close_input();
+    let mut c2s: VecDeque<Frame> = VecDeque::new();
+    let mut s2c: VecDeque<Frame> = VecDeque::new();
+    let mut lane_q: Vec<VecDeque<Frame>> = vec![VecDeque::new(); lanes];
+    let mut ack_q: Vec<VecDeque<Frame>> = vec![VecDeque::new(); lanes];
+    let mut temp: HashMap<u64, (Vec<u8>, Vec<u8>)> = HashMap::new();
+    let mut stored = HashMap::new();
+    let mut finished_rx = false;
+    for _step in 0..1_000_000 {
+        if tx.is_finished() && finished_rx {
+            break;
+        }
+        match rng.below(4) {
+            0 => {
+                while let Some(f) = tx.poll_frame() {
+                    c2s.push_back(wire(&f));
+                }
+            }
+            1 => {
+                let lane = rng.below(lanes as u64) as usize;
+                if lane_q[lane].len() < 4 {
+                    if let Some(t) = tx.next_chunk() {
+                        let d = &files[t.source].1[t.offset as usize..(t.offset + t.len as u64) as usize];
+                        let hash = chunk_hash(d);
+                        tx.on_chunk_sent(t.id, t.offset, hash);
+                        let mut data = d.to_vec();
+                        if !data.is_empty() && corrupt(&mut rng, t.id, t.retry) {
+                            data[0] ^= 1;
+                        }
+                        let head = super::frame::ChunkHead { id: t.id, offset: t.offset };
+                        lane_q[lane].push_back(wire(&Frame::Chunk { head, data, hash }));
+                    }
+                }
+            }
+            2 => {
+                // Receiver: one control frame, or one chunk from a random lane.
+                if let Some(f) = c2s.pop_front() {
+                    match f {
+                        Frame::File(m) => {
+                            rx.on_file(&m).unwrap();
+                            temp.insert(m.id, (m.path.clone(), vec![0u8; m.size as usize]));
+                            s2c.push_back(wire(&rx.on_opened(m.id)));
+                        }
+                        Frame::FileEnd { id, digest } => match rx.on_file_end(id, digest).unwrap() {
+                            Next::Finalize(id) => {
+                                let (p, d) = temp.remove(&id).unwrap();
+                                stored.insert(p, d);
+                                s2c.push_back(wire(&rx.on_finalized(id)));
+                            }
+                            Next::Fail(fr) => s2c.push_back(wire(&fr)),
+                            Next::Wait => {}
+                        },
+                        Frame::FileAbort { id, .. } => {
+                            rx.on_file_abort(id).unwrap();
+                            temp.remove(&id);
+                        }
+                        Frame::Done { files } => rx.on_done(files).unwrap(),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                    finished_rx = rx.is_complete();
+                } else {
+                    let lane = rng.below(lanes as u64) as usize;
+                    if let Some(Frame::Chunk { head, data, hash }) = lane_q[lane].pop_front() {
+                        let plan = rx.on_chunk_head(head.id, head.offset, data.len() as u64).unwrap();
+                        let ok = plan == ChunkPlan::Store && chunk_hash(&data) == hash;
+                        if ok {
+                            let (_, buf) = temp.get_mut(&head.id).unwrap();
+                            buf[head.offset as usize..head.offset as usize + data.len()].copy_from_slice(&data);
+                        }
+                        let (status, next) = rx.on_chunk_checked(head.id, head.offset, hash, ok);
+                        ack_q[lane].push_back(wire(&Frame::ChunkAck { id: head.id, offset: head.offset, status }));
+                        match next {
+                            Next::Finalize(id) => {
+                                let (p, d) = temp.remove(&id).unwrap();
+                                stored.insert(p, d);
+                                s2c.push_back(wire(&rx.on_finalized(id)));
+                            }
+                            Next::Fail(fr) => s2c.push_back(wire(&fr)),
+                            Next::Wait => {}
+                        }
+                    }
+                }
+            }
+            _ => {
+                if let Some(f) = s2c.pop_front() {
+                    tx.on_frame(&f).unwrap();
+                }
+                let lane = rng.below(lanes as u64) as usize;
+                if let Some(Frame::ChunkAck { id, offset, status }) = ack_q[lane].pop_front() {
+                    tx.on_chunk_ack(id, offset, status);
+                }
+            }
+        }
+    }
+    assert!(tx.is_finished() && finished_rx, "session did not settle (seed {seed})");
+    let failures = tx.failures().iter().map(|f| (f.path.clone(), f.code)).collect();
+    Outcome { stored, failures, retransmitted: tx.stats().retransmitted_chunks }
+}
+
+fn sample_files(seed: u64) -> Vec<(&'static [u8], Vec<u8>)> {
+    let mut rng = Rng(seed);
+    let names: [&'static [u8]; 6] = [b"a", b"dir/b", b"dir/sub/c", b"empty", b"odd \n\xff", b"big"];
+    let sizes = [1usize, 4096, 10_000, 0, 777, 100_003];
+    names.iter().zip(sizes).map(|(n, s)| (*n, (0..s).map(|_| rng.next() as u8).collect())).collect()
+}
+
+#[test]
+fn clean_sessions_deliver_every_file_exactly() {
+    for seed in 1..40 {
+        let files = sample_files(seed);
+        let out = run(&files, 4096, 1 + (seed % 5) as usize, seed, &|_, _, _| false);
+        assert!(out.failures.is_empty(), "seed {seed}: {:?}", out.failures);
+        assert_eq!(out.retransmitted, 0);
+        for (p, d) in &files {
+            assert_eq!(out.stored.get(*p), Some(d), "seed {seed}: {}", String::from_utf8_lossy(p));
+        }
+    }
+}
+
+#[test]
+fn corrupted_chunks_are_resent_and_files_still_arrive_intact() {
+    for seed in 1..40 {
+        let files = sample_files(seed);
+        let out = run(&files, 4096, 3, seed, &|rng, _, retry| !retry && rng.below(5) == 0);
+        assert!(out.failures.is_empty(), "seed {seed}: {:?}", out.failures);
+        for (p, d) in &files {
+            assert_eq!(out.stored.get(*p), Some(d), "seed {seed}");
+        }
+        assert!(out.retransmitted > 0, "seed {seed}: corruption was injected, so something was resent");
+    }
+}
+
+#[test]
+fn a_file_that_never_verifies_fails_loudly_and_is_never_stored() {
+    let files = sample_files(7);
+    // File id 5 is "big": corrupt every one of its chunks.
+    let out = run(&files, 4096, 2, 7, &|_, id, _| id == 5);
+    assert_eq!(out.failures, vec![(b"big".to_vec(), code::INTEGRITY)]);
+    assert!(!out.stored.contains_key(&b"big"[..]));
+    assert_eq!(out.stored.len(), files.len() - 1);
+}
