@@ -5,4 +5,8 @@
 //! (tuned TCP lanes), [`storage`] (source walking, confined destination writes),
 //! [`engine`] (threads that join the three), [`cli`] (flags, reports, exit codes).
 
+pub mod cli;
+pub mod engine;
 pub mod proto;
+pub mod storage;
+pub mod transport;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `gfast` binary: everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    gfast::cli::run()
+}

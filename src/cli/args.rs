@@ -1,0 +1,81 @@
+//! Raw command-line flags (clap). Nothing outside `cli` sees these types.
+
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// gfast moves files between two machines as fast as the network and the disks
+/// allow, and verifies every chunk.
+#[derive(Parser, Debug)]
+#[command(name = "gfast", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Cmd {
+    /// Receive files: run the daemon on the destination machine.
+    Serve(ServeArgs),
+    /// Send files and directory trees to a running daemon.
+    Push(PushArgs),
+}
+
+/// Flags of `gfast serve`.
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Directory everything is received into; nothing is ever written outside it.
+    #[arg(long, value_name = "DIR", required_unless_present = "discard")]
+    pub(crate) root: Option<PathBuf>,
+    /// Address and port to listen on (port 0 picks a free one and prints it).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:7447")]
+    pub(crate) listen: String,
+    /// File holding the shared token (created with a random token if missing).
+    /// Without it, GFAST_TOKEN is used, or a token is made up and printed.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Receive and verify everything but write nothing (network benchmarking).
+    #[arg(long)]
+    pub(crate) discard: bool,
+    /// Explicit socket buffer size (e.g. 4M); default: the kernel's autotuning.
+    #[arg(long, value_name = "SIZE", value_parser = super::size::parse_size)]
+    pub(crate) buffer: Option<u64>,
+    /// Most data streams one session may open.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub(crate) max_streams: u16,
+    /// Print a line per session.
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
+}
+
+/// Flags of `gfast push`.
+#[derive(Args, Debug)]
+pub(crate) struct PushArgs {
+    /// Sources (files or directories), then the destination gfast://HOST[:PORT]/PATH.
+    #[arg(required = true, num_args = 2.., value_name = "SRC... DEST")]
+    pub(crate) paths: Vec<OsString>,
+    /// Number of parallel TCP data streams.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) streams: u16,
+    /// Chunk size: files are cut into chunks of this size, each hashed and verified
+    /// (64K to 1G; accepts K, M, G suffixes).
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = super::size::parse_size)]
+    pub(crate) chunk_size: u64,
+    /// File holding the shared token (else GFAST_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Print one JSON object with the job's statistics on stdout at the end.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// No progress bar and no summary line.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Explicit socket buffer size (e.g. 4M); default: the kernel's autotuning.
+    #[arg(long, value_name = "SIZE", value_parser = super::size::parse_size)]
+    pub(crate) buffer: Option<u64>,
+    /// Seconds a silent or unresponsive server is tolerated before giving up.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub(crate) timeout: u64,
+}

@@ -1,0 +1,186 @@
+//! The command line: flags → validated configuration → engine; errors → one line and
+//! an exit code. The engine never sees clap types.
+
+mod args;
+mod report;
+pub mod size;
+pub mod url;
+
+use crate::engine::client::{push, PushConfig};
+use crate::engine::error::Error;
+use crate::engine::server::{random, ServeConfig, Server};
+use crate::engine::stats::Stats;
+use crate::proto::frame::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::transport::tcp::{KernelLimits, Tuning};
+use args::{Cli, Cmd, PushArgs, ServeArgs};
+use clap::Parser;
+use std::io::{IsTerminal, Write};
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Parses the command line and runs it.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Serve(a) => serve(a),
+        Cmd::Push(a) => push_cmd(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gfast: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn read_token(path: &Path) -> Result<Vec<u8>, Error> {
+    let t =
+        std::fs::read(path).map_err(|e| Error::Usage(format!("cannot read token file '{}': {e}", path.display())))?;
+    let t = t.trim_ascii().to_vec();
+    if t.is_empty() {
+        return Err(Error::Usage(format!("token file '{}' is empty", path.display())));
+    }
+    Ok(t)
+}
+
+fn env_token() -> Option<Vec<u8>> {
+    std::env::var_os("GFAST_TOKEN").map(|v| v.as_encoded_bytes().trim_ascii().to_vec()).filter(|t| !t.is_empty())
+}
+
+fn new_token() -> String {
+    random::<24>().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn serve(a: ServeArgs) -> Result<(), Error> {
+    let root = match a.root {
+        Some(r) => r,
+        None => PathBuf::from("/nonexistent-gfast-discard-root"),
+    };
+    if !a.discard {
+        let md = std::fs::metadata(&root)
+            .map_err(|e| Error::Usage(format!("--root '{}': {e} (create it first)", root.display())))?;
+        if !md.is_dir() {
+            return Err(Error::Usage(format!("--root '{}' is not a directory", root.display())));
+        }
+    }
+    let token = match (&a.token_file, env_token()) {
+        (Some(f), _) if f.exists() => read_token(f)?,
+        (Some(f), _) => {
+            let t = new_token();
+            write_private(f, t.as_bytes())
+                .map_err(|e| Error::Usage(format!("cannot create token file '{}': {e}", f.display())))?;
+            eprintln!("gfast serve: created a new token in {}", f.display());
+            t.into_bytes()
+        }
+        (None, Some(t)) => t,
+        (None, None) => {
+            let t = new_token();
+            eprintln!("gfast serve: no --token-file or GFAST_TOKEN given; this run's token is {t}");
+            t.into_bytes()
+        }
+    };
+    let addr = a
+        .listen
+        .to_socket_addrs()
+        .map_err(|e| Error::Usage(format!("--listen '{}': {e}", a.listen)))?
+        .next()
+        .ok_or_else(|| Error::Usage(format!("--listen '{}' resolves to no address", a.listen)))?;
+    let listener = Server::bind(addr).map_err(|e| Error::Io(format!("cannot listen on {addr}"), e))?;
+    let local = listener.local_addr().map_err(|e| Error::Io("listener".into(), e))?;
+    raise_fd_limit();
+    let cfg = ServeConfig {
+        root,
+        token,
+        discard: a.discard,
+        tuning: Tuning { buffer: a.buffer.map(|b| b as usize), ..Tuning::default() },
+        max_lanes: a.max_streams.max(1),
+        verbose: a.verbose,
+    };
+    println!("gfast serve: listening on {local}");
+    let _ = std::io::stdout().flush();
+    if cfg.discard {
+        eprintln!("gfast serve: --discard: data is received and verified, nothing is written");
+    }
+    Server::new(cfg).run(listener).map_err(|e| Error::Io("accepting connections".into(), e))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(data)?;
+    f.write_all(b"\n")
+}
+
+/// Many files in flight need many descriptors: lift the soft limit to the hard one.
+fn raise_fd_limit() {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid struct pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max.min(1 << 20);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
+fn push_cmd(a: PushArgs) -> Result<(), Error> {
+    let json = a.json;
+    let lanes = a.streams;
+    let stats = Arc::new(Stats::new(lanes as usize));
+    let job_id = random::<16>();
+    let res = push_inner(a, stats.clone(), job_id);
+    if json {
+        let v = report::json(&job_id, &stats, res.as_ref().err(), &KernelLimits::read());
+        println!("{v}");
+    }
+    res
+}
+
+fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Error> {
+    let mut paths = a.paths;
+    let dest = paths.pop().expect("clap requires two paths");
+    let remote = url::parse_remote(&dest).map_err(Error::Usage)?;
+    if !(MIN_CHUNK_SIZE as u64..=MAX_CHUNK_SIZE as u64).contains(&a.chunk_size) {
+        return Err(Error::Usage(format!("--chunk-size {} is out of range: use 64K to 1G", size::human(a.chunk_size))));
+    }
+    let token = match (&a.token_file, env_token()) {
+        (Some(f), _) => read_token(f)?,
+        (None, Some(t)) => t,
+        (None, None) => {
+            return Err(Error::Usage(
+                "no token: pass --token-file FILE or set GFAST_TOKEN (the server prints or stores it)".into(),
+            ))
+        }
+    };
+    raise_fd_limit();
+    let cfg = PushConfig {
+        sources: paths.into_iter().map(PathBuf::from).collect(),
+        server: remote.server,
+        dest: remote.path,
+        dest_is_dir: remote.is_dir,
+        token,
+        lanes: a.streams,
+        chunk_size: a.chunk_size as u32,
+        tuning: Tuning {
+            buffer: a.buffer.map(|b| b as usize),
+            timeout: Duration::from_secs(a.timeout.max(1)),
+            ..Tuning::default()
+        },
+        job_id,
+    };
+    let show_progress = !a.quiet && !a.json && std::io::stderr().is_terminal();
+    let bar = show_progress.then(|| report::Progress::start(stats.clone()));
+    let res = push(&cfg, stats.clone());
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let summary = res?;
+    if !a.quiet && !a.json {
+        eprintln!("{}", report::summary_line(&stats, summary.files, a.streams, summary.discard));
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! The engine's error type: one variant per thing a user can act on.
+
+use crate::proto::error::code;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Why a push or a daemon failed. `Display` is one line that says what to do.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The command line or its combination with the destination makes no sense.
+    Usage(String),
+    /// A source could not be read before the transfer started.
+    Source(PathBuf, io::Error),
+    /// The server could not be reached.
+    Connect(String, io::Error),
+    /// Authentication failed (wrong token, or a server that cannot prove it has it).
+    Auth(String),
+    /// The server refused with an ERROR frame.
+    Remote(u16, String),
+    /// The peer broke the protocol.
+    Protocol(String),
+    /// The connection broke in the middle of the session.
+    PeerVanished(String),
+    /// A local I/O failure.
+    Io(String, io::Error),
+    /// The session ended but some files did not arrive.
+    Incomplete {
+        /// How many entries failed.
+        failed: u64,
+        /// The first failure, rendered.
+        first: String,
+    },
+}
+
+impl Error {
+    /// The process exit code for this error (see README, "Exit codes").
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) | Error::Source(..) => 2,
+            Error::Connect(..) => 3,
+            Error::Auth(_) => 4,
+            Error::Remote(c, _) if *c == code::AUTH_FAILED => 4,
+            Error::Remote(c, _) if *c == code::PATH_REFUSED => 2,
+            Error::Incomplete { .. } => 5,
+            _ => 1,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(m) => write!(f, "{m}"),
+            Error::Source(p, e) => write!(f, "cannot read source '{}': {e}", p.display()),
+            Error::Connect(t, e) => {
+                write!(f, "cannot reach {t}: {e} (is `gfast serve` running there, and the port open?)")
+            }
+            Error::Auth(m) => write!(f, "{m}"),
+            Error::Remote(c, m) if *c == code::AUTH_FAILED => {
+                write!(f, "server refused the token: {m} (check --token-file or GFAST_TOKEN)")
+            }
+            Error::Remote(c, m) if *c == code::NO_SPACE => {
+                write!(f, "destination is full: {m} (free space on the server, then run the push again)")
+            }
+            Error::Remote(_, m) => write!(f, "server: {m}"),
+            Error::Protocol(m) => write!(f, "protocol error: {m}"),
+            Error::PeerVanished(m) => write!(f, "connection to the server lost mid-transfer: {m}"),
+            Error::Io(w, e) => write!(f, "{w}: {e}"),
+            Error::Incomplete { failed, first } => {
+                write!(f, "{failed} file(s) did not arrive; first: {first}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,8 @@
+//! Threads that connect the protocol core, the transport and the storage: the
+//! daemon side (`server`, `session`) and the pushing side (`client`).
+
+pub mod client;
+pub mod error;
+pub mod server;
+mod session;
+pub mod stats;

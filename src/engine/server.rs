@@ -1,0 +1,167 @@
+//! `gfast serve`: accepts connections, runs the handshake on control connections and
+//! attaches data lanes to their sessions. A session's failure never ends the daemon.
+
+use super::session::{self, Session};
+use crate::proto::auth::SessionKeys;
+use crate::proto::error::code;
+use crate::proto::frame::{Frame, Limits, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::proto::{CAPS, VERSION};
+use crate::transport::framed::{read_frame, write_frame, WireError};
+use crate::transport::tcp::{self, Tuning};
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Validated settings of a daemon.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Everything is confined under this directory.
+    pub root: PathBuf,
+    /// Shared secret clients must prove they know.
+    pub token: Vec<u8>,
+    /// Receive and verify, write nothing.
+    pub discard: bool,
+    /// Socket tuning for accepted connections.
+    pub tuning: Tuning,
+    /// Most lanes one session may open.
+    pub max_lanes: u16,
+    /// Print one line per session to stderr.
+    pub verbose: bool,
+}
+
+/// The running daemon: configuration and live sessions.
+pub struct Server {
+    pub(crate) cfg: ServeConfig,
+    pub(crate) sessions: Mutex<HashMap<[u8; 16], Arc<Session>>>,
+    pending: AtomicUsize,
+}
+
+/// Connections still in their first frame are limited, so a flood of idle sockets
+/// cannot exhaust threads.
+const MAX_PENDING: usize = 512;
+/// How long a new connection may take to send its first frame.
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Server {
+    /// A daemon with this configuration.
+    pub fn new(cfg: ServeConfig) -> Arc<Self> {
+        Arc::new(Server { cfg, sessions: Mutex::new(HashMap::new()), pending: AtomicUsize::new(0) })
+    }
+
+    /// Binds `addr`.
+    pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+        tcp::listen(addr)
+    }
+
+    /// Accepts connections forever; each gets its own thread.
+    pub fn run(self: &Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (stream, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    eprintln!("gfast serve: accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            if self.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            let me = self.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = me.handle(stream) {
+                    if me.cfg.verbose || !matches!(e, WireError::Closed) {
+                        eprintln!("gfast serve: session from {peer} ended: {e}");
+                    }
+                }
+            });
+        }
+    }
+
+    fn handle(self: &Arc<Self>, stream: TcpStream) -> Result<(), WireError> {
+        let first = (|| {
+            stream.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
+            tcp::tune(&stream, &self.cfg.tuning)?;
+            let mut buf = Vec::new();
+            let f = read_frame(&mut &stream, &Limits::default(), &mut buf);
+            stream.set_read_timeout(None)?;
+            f
+        })();
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        match first? {
+            Frame::Hello { min_version, max_version, nonce, .. } => {
+                self.control(stream, min_version, max_version, nonce)
+            }
+            Frame::Join { session_id, lane, mac } => {
+                let s = self.sessions.lock().expect("sessions").get(&session_id).cloned();
+                match s {
+                    Some(s) => session::run_lane(s, stream, lane, mac),
+                    None => refuse(&stream, code::AUTH_FAILED, "unknown session"),
+                }
+            }
+            _ => refuse(&stream, code::PROTOCOL, "expected HELLO or JOIN"),
+        }
+    }
+
+    fn control(self: &Arc<Self>, stream: TcpStream, min_v: u16, max_v: u16, cn: [u8; 32]) -> Result<(), WireError> {
+        if !(min_v..=max_v).contains(&VERSION) {
+            let m = format!("this server speaks protocol version {VERSION}, the client {min_v}..{max_v}");
+            return refuse(&stream, code::VERSION, &m);
+        }
+        let sn = random::<32>();
+        let mut w = BufWriter::new(stream.try_clone()?);
+        let mut scratch = Vec::new();
+        write_frame(&mut w, &Frame::Challenge { version: VERSION, caps: CAPS, nonce: sn }, &mut scratch)?;
+        w.flush()?;
+        let mut r = BufReader::with_capacity(256 << 10, stream.try_clone()?);
+        let mut buf = Vec::new();
+        stream.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
+        let Frame::Auth { proof, lanes, chunk_size, .. } = read_frame(&mut r, &Limits::default(), &mut buf)? else {
+            return refuse(&stream, code::PROTOCOL, "expected AUTH");
+        };
+        stream.set_read_timeout(None)?;
+        let keys = SessionKeys::derive(&self.cfg.token, &cn, &sn);
+        if !keys.verify_client(&proof) {
+            return refuse(&stream, code::AUTH_FAILED, "wrong token");
+        }
+        if lanes == 0 || lanes > self.cfg.max_lanes {
+            return refuse(&stream, code::PROTOCOL, &format!("lanes must be 1..={}", self.cfg.max_lanes));
+        }
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+            return refuse(&stream, code::PROTOCOL, "chunk size must be 64 KiB..1 GiB");
+        }
+        let id = random::<16>();
+        let sess = Session::new(self.clone(), id, keys.clone(), lanes, chunk_size as u64, stream.try_clone()?)
+            .map_err(WireError::Io)?;
+        self.sessions.lock().expect("sessions").insert(id, sess.clone());
+        let welcome = Frame::Welcome { proof: keys.server_proof(), session_id: id, discard: self.cfg.discard };
+        let res = sess.send_control(&welcome).map_err(WireError::Io).and_then(|_| sess.clone().run_control(r));
+        self.sessions.lock().expect("sessions").remove(&id);
+        sess.cleanup();
+        res
+    }
+}
+
+/// Sends ERROR and closes.
+pub(crate) fn refuse(stream: &TcpStream, code: u16, message: &str) -> Result<(), WireError> {
+    let mut scratch = Vec::new();
+    let mut w = stream;
+    let _ = write_frame(&mut w, &Frame::Error { code, message: message.into() }, &mut scratch);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    Err(WireError::Io(std::io::Error::other(format!("refused: {message}"))))
+}
+
+/// `N` bytes from the operating system's CSPRNG.
+pub fn random<const N: usize>() -> [u8; N] {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; N];
+    SystemRandom::new().fill(&mut b).expect("the system random generator failed");
+    b
+}

@@ -1,0 +1,430 @@
+//! One receiving session on the daemon: the control loop and its data lanes.
+//!
+//! The control thread creates entries and answers announcements; each lane thread
+//! reads chunks, verifies them while writing them at their offset in the temporary
+//! file, and acks them. Whichever thread completes a file puts it in place.
+
+use super::server::{refuse, Server};
+use crate::proto::auth::SessionKeys;
+use crate::proto::error::{code, ProtocolError};
+use crate::proto::frame::{
+    AckStatus, ChunkHead, EntryKind, FileMeta, Frame, Limits, TargetKind, CHUNK_HEAD_LEN, HASH_LEN,
+};
+use crate::proto::hash::ChunkHasher;
+use crate::proto::path::{components, show};
+use crate::proto::receiver::{ChunkPlan, Next, Receiver};
+use crate::storage::dest::{self, DestError, DestRoot, TempFile};
+use crate::transport::framed::{eof_is_error, read_frame, read_header, write_frame, WireError};
+use std::collections::HashMap;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Size of the piece a lane reads from the socket and writes to the file at once.
+const PIECE: usize = 1 << 20;
+
+struct OpenFile {
+    temp: Option<TempFile>,
+    meta: FileMeta,
+}
+
+struct State {
+    rx: Receiver,
+    dest: Option<DestRoot>,
+    open: HashMap<u64, OpenFile>,
+    dirs: Vec<FileMeta>,
+    joined: Vec<bool>,
+    lanes: Vec<TcpStream>,
+    done: bool,
+}
+
+/// A live session on the daemon.
+pub(crate) struct Session {
+    server: Arc<Server>,
+    id: [u8; 16],
+    tag: String,
+    keys: SessionKeys,
+    chunk_size: u64,
+    state: Mutex<State>,
+    control: Mutex<(BufWriter<TcpStream>, Vec<u8>)>,
+    control_stream: TcpStream,
+    failed: AtomicBool,
+}
+
+impl Session {
+    pub(crate) fn new(
+        server: Arc<Server>,
+        id: [u8; 16],
+        keys: SessionKeys,
+        lanes: u16,
+        chunk_size: u64,
+        control_stream: TcpStream,
+    ) -> io::Result<Arc<Self>> {
+        let dest = if server.cfg.discard { None } else { Some(DestRoot::open(&server.cfg.root)?) };
+        let tag: String = id[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let w = BufWriter::with_capacity(64 << 10, control_stream.try_clone()?);
+        Ok(Arc::new(Session {
+            server,
+            id,
+            tag,
+            keys,
+            chunk_size,
+            state: Mutex::new(State {
+                rx: Receiver::new(chunk_size),
+                dest,
+                open: HashMap::new(),
+                dirs: Vec::new(),
+                joined: vec![false; lanes as usize],
+                lanes: Vec::new(),
+                done: false,
+            }),
+            control: Mutex::new((w, Vec::new())),
+            control_stream,
+            failed: AtomicBool::new(false),
+        }))
+    }
+
+    /// Queues a control frame (not flushed).
+    fn queue_control(&self, f: &Frame) -> io::Result<()> {
+        let mut g = self.control.lock().expect("control");
+        let (w, scratch) = &mut *g;
+        write_frame(w, f, scratch)
+    }
+
+    /// Sends a control frame now.
+    pub(crate) fn send_control(&self, f: &Frame) -> io::Result<()> {
+        let mut g = self.control.lock().expect("control");
+        let (w, scratch) = &mut *g;
+        write_frame(w, f, scratch)?;
+        w.flush()
+    }
+
+    fn flush_control(&self) -> io::Result<()> {
+        self.control.lock().expect("control").0.flush()
+    }
+
+    /// Ends the session with ERROR: tells the client, then cuts every connection so
+    /// all threads of the session stop.
+    fn fail(&self, code: u16, message: &str) {
+        if self.failed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = self.send_control(&Frame::Error { code, message: message.into() });
+        let _ = self.control_stream.shutdown(Shutdown::Both);
+        for l in &self.state.lock().expect("state").lanes {
+            let _ = l.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Runs the control loop until the client closes the connection.
+    pub(crate) fn run_control(self: Arc<Self>, mut r: BufReader<TcpStream>) -> Result<(), WireError> {
+        let mut buf = Vec::new();
+        let limits = Limits::default();
+        loop {
+            let f = match read_frame(&mut r, &limits, &mut buf) {
+                Ok(f) => f,
+                Err(WireError::Closed) if self.state.lock().expect("state").done => return Ok(()),
+                Err(WireError::Decode(e)) => {
+                    self.fail(code::PROTOCOL, &format!("malformed frame: {e}"));
+                    return Err(WireError::Decode(e));
+                }
+                Err(e) => {
+                    self.fail(code::CANCELLED, "control connection broke");
+                    return Err(e);
+                }
+            };
+            if let Err(e) = self.on_control(f) {
+                return Err(WireError::Io(io::Error::other(e)));
+            }
+            if r.buffer().is_empty() {
+                self.flush_control()?;
+            }
+        }
+    }
+
+    /// Handles one control frame; an `Err` has already been reported to the client.
+    fn on_control(&self, f: Frame) -> Result<(), String> {
+        let res = match f {
+            Frame::Target { path } => self.on_target(&path),
+            Frame::File(meta) => self.on_file(meta),
+            Frame::FileEnd { id, digest } => {
+                let next = self.state.lock().expect("state").rx.on_file_end(id, digest);
+                next.map_err(Fatal::Protocol).and_then(|n| self.settle(n))
+            }
+            Frame::FileAbort { id, .. } => {
+                let mut st = self.state.lock().expect("state");
+                match st.rx.on_file_abort(id) {
+                    Ok(true) => {
+                        if let Some(OpenFile { temp: Some(t), .. }) = st.open.remove(&id) {
+                            dest::remove_temp(&t.dir, &t.temp);
+                        }
+                        Ok(())
+                    }
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(Fatal::Protocol(e)),
+                }
+            }
+            Frame::Done { files } => {
+                let r = self.state.lock().expect("state").rx.on_done(files);
+                r.map_err(Fatal::Protocol).and_then(|_| self.maybe_finish())
+            }
+            Frame::Error { code, message } => Err(Fatal::Peer(code, message)),
+            _ => Err(Fatal::Protocol(ProtocolError::Unexpected("frame on the control connection"))),
+        };
+        res.map_err(|e| {
+            let (c, m) = match &e {
+                Fatal::Protocol(p) => (code::PROTOCOL, p.to_string()),
+                Fatal::Code(c, m) => (*c, m.clone()),
+                Fatal::Peer(c, m) => (*c, format!("client ended the session: {m}")),
+            };
+            self.fail(c, &m);
+            m
+        })
+    }
+
+    fn on_target(&self, path: &[u8]) -> Result<(), Fatal> {
+        let comps = components(path).map_err(|e| Fatal::Code(code::PATH_REFUSED, e.to_string()))?;
+        let kind = {
+            let mut st = self.state.lock().expect("state");
+            match st.dest.as_mut() {
+                None => TargetKind::Dir,
+                Some(d) => d.target_kind(&comps).map_err(|e| Fatal::Code(code::PATH_REFUSED, e.to_string()))?,
+            }
+        };
+        self.queue_control(&Frame::TargetInfo { kind }).map_err(io_fatal)
+    }
+
+    fn on_file(&self, meta: FileMeta) -> Result<(), Fatal> {
+        let mut guard = self.state.lock().expect("state");
+        let st = &mut *guard;
+        st.rx.on_file(&meta).map_err(Fatal::Protocol)?;
+        let id = meta.id;
+        let reply = match st.dest.as_mut() {
+            None if meta.kind == EntryKind::File => {
+                st.open.insert(id, OpenFile { temp: None, meta });
+                st.rx.on_opened(id)
+            }
+            None => st.rx.on_created(id),
+            Some(d) => {
+                let comps = components(&meta.path).map_err(Fatal::Protocol)?;
+                let res = match meta.kind {
+                    EntryKind::Dir => d.make_dir(&comps).map(|_| None),
+                    EntryKind::Symlink => d.make_symlink(&comps, &meta.link, &self.tag, id).map(|_| None),
+                    EntryKind::File => d.create_temp(&comps, meta.size, &self.tag, id).map(Some),
+                };
+                match res {
+                    Ok(Some(temp)) => {
+                        st.open.insert(id, OpenFile { temp: Some(temp), meta });
+                        st.rx.on_opened(id)
+                    }
+                    Ok(None) => {
+                        if meta.kind == EntryKind::Dir {
+                            st.dirs.push(meta);
+                        }
+                        st.rx.on_created(id)
+                    }
+                    Err(e) if e.is_no_space() => return Err(Fatal::Code(code::NO_SPACE, e.to_string())),
+                    Err(e) => {
+                        let c = match &e {
+                            DestError::Refused(_) => code::PATH_REFUSED,
+                            DestError::Io(_, io) if io.kind() == io::ErrorKind::PermissionDenied => code::PERMISSION,
+                            DestError::Io(..) => code::IO,
+                        };
+                        st.rx.on_failed(id, c, e.to_string())
+                    }
+                }
+            }
+        };
+        drop(guard);
+        self.queue_control(&reply).map_err(io_fatal)
+    }
+
+    /// Carries out what the receiver decided for a file.
+    fn settle(&self, next: Next) -> Result<(), Fatal> {
+        let reply = match next {
+            Next::Wait => return Ok(()),
+            Next::Fail(frame) => {
+                let mut st = self.state.lock().expect("state");
+                if let Frame::FileFailed { id, .. } = frame {
+                    if let Some(OpenFile { temp: Some(t), .. }) = st.open.remove(&id) {
+                        dest::remove_temp(&t.dir, &t.temp);
+                    }
+                }
+                frame
+            }
+            Next::Finalize(id) => {
+                let of = self.state.lock().expect("state").open.remove(&id);
+                let res = match &of {
+                    Some(OpenFile { temp: Some(t), meta }) => {
+                        dest::finalize(t, meta.mode, meta.mtime_sec, meta.mtime_nsec).map_err(|e| {
+                            dest::remove_temp(&t.dir, &t.temp);
+                            format!("cannot put {} in place: {e}", show(&meta.path))
+                        })
+                    }
+                    _ => Ok(()),
+                };
+                let mut st = self.state.lock().expect("state");
+                match res {
+                    Ok(()) => st.rx.on_finalized(id),
+                    Err(m) => st.rx.on_failed(id, code::IO, m),
+                }
+            }
+        };
+        self.queue_control(&reply).map_err(io_fatal)?;
+        self.maybe_finish()
+    }
+
+    /// When DONE arrived and every entry settled: directory metadata, then SESSION_DONE.
+    fn maybe_finish(&self) -> Result<(), Fatal> {
+        let mut st = self.state.lock().expect("state");
+        if st.done || !st.rx.is_complete() {
+            return Ok(());
+        }
+        st.done = true;
+        let dirs = std::mem::take(&mut st.dirs);
+        if let Some(d) = st.dest.as_mut() {
+            // Deepest first, so setting a parent's mtime comes after its children changed it.
+            for m in dirs.iter().rev() {
+                let Ok(comps) = components(&m.path) else { continue };
+                if let Ok(fd) = d.dir(&comps, false) {
+                    if let Err(e) = dest::set_dir_meta(&fd, m.mode, m.mtime_sec, m.mtime_nsec) {
+                        eprintln!("gfast serve: cannot set metadata of {}: {e}", show(&m.path));
+                    }
+                }
+            }
+        }
+        let (files, bytes) = st.rx.finished();
+        drop(st);
+        if self.server.cfg.verbose {
+            eprintln!("gfast serve: session {} done: {files} entries, {bytes} bytes", self.tag);
+        }
+        self.send_control(&Frame::SessionDone { files, bytes }).map_err(io_fatal)
+    }
+
+    /// Removes temporary files of entries that never completed.
+    pub(crate) fn cleanup(&self) {
+        let mut st = self.state.lock().expect("state");
+        for (_, of) in st.open.drain() {
+            if let Some(t) = of.temp {
+                dest::remove_temp(&t.dir, &t.temp);
+            }
+        }
+        for l in st.lanes.drain(..) {
+            let _ = l.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn lane_loop(&self, lane: u16, stream: &TcpStream) -> Result<(), WireError> {
+        let mut r = BufReader::with_capacity(256 << 10, stream.try_clone()?);
+        let mut w = BufWriter::with_capacity(16 << 10, stream.try_clone()?);
+        let mut scratch = Vec::new();
+        let limits = Limits { max_control: 1 << 16, max_chunk: self.chunk_size as u32 };
+        let mut piece = vec![0u8; PIECE];
+        let _ = lane;
+        loop {
+            let h = match read_header(&mut r, &limits) {
+                Ok(h) => h,
+                Err(WireError::Closed) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if h.kind != crate::proto::frame::kind::CHUNK {
+                return Err(self.lane_protocol(ProtocolError::Unexpected("frame on a data lane")));
+            }
+            let mut hb = [0u8; CHUNK_HEAD_LEN];
+            r.read_exact(&mut hb).map_err(|e| WireError::Io(eof_is_error(e)))?;
+            let (ChunkHead { id, offset }, len) = ChunkHead::decode(&hb, h.len).map_err(WireError::Decode)?;
+            let (plan, file) = {
+                let st = self.state.lock().expect("state");
+                match st.rx.on_chunk_head(id, offset, len as u64) {
+                    Ok(p) => (p, st.open.get(&id).and_then(|o| o.temp.as_ref().map(|t| t.file.clone()))),
+                    Err(e) => return Err(self.lane_protocol(e)),
+                }
+            };
+            let mut hasher = ChunkHasher::new();
+            let mut done = 0usize;
+            let mut write_err: Option<io::Error> = None;
+            while done < len as usize {
+                let n = (len as usize - done).min(PIECE);
+                r.read_exact(&mut piece[..n]).map_err(|e| WireError::Io(eof_is_error(e)))?;
+                hasher.update(&piece[..n]);
+                if let (Some(f), None) = (&file, &write_err) {
+                    if let Err(e) = f.write_all_at(&piece[..n], offset + done as u64) {
+                        write_err = Some(e);
+                    }
+                }
+                done += n;
+            }
+            let mut trailer = [0u8; HASH_LEN];
+            r.read_exact(&mut trailer).map_err(|e| WireError::Io(eof_is_error(e)))?;
+            let ok = plan == ChunkPlan::Store && hasher.finish() == trailer;
+            let status = if let Some(e) = write_err {
+                if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+                    self.fail(code::NO_SPACE, &format!("writing received data: {e}"));
+                    return Err(WireError::Io(e));
+                }
+                let next = {
+                    let mut st = self.state.lock().expect("state");
+                    let path = st.open.get(&id).map(|o| show(&o.meta.path)).unwrap_or_default();
+                    Next::Fail(st.rx.on_failed(id, code::IO, format!("cannot write {path}: {e}")))
+                };
+                self.settle(next).map_err(|_| WireError::Io(io::Error::other("session failed")))?;
+                AckStatus::Dropped
+            } else {
+                let (status, next) = self.state.lock().expect("state").rx.on_chunk_checked(id, offset, trailer, ok);
+                if let Err(e) = self.settle(next) {
+                    let m = match e {
+                        Fatal::Code(_, m) | Fatal::Peer(_, m) => m,
+                        Fatal::Protocol(p) => p.to_string(),
+                    };
+                    return Err(WireError::Io(io::Error::other(m)));
+                }
+                status
+            };
+            write_frame(&mut w, &Frame::ChunkAck { id, offset, status }, &mut scratch)?;
+            if r.buffer().is_empty() {
+                w.flush()?;
+                self.flush_control()?;
+            }
+        }
+    }
+
+    fn lane_protocol(&self, e: ProtocolError) -> WireError {
+        self.fail(code::PROTOCOL, &e.to_string());
+        WireError::Io(io::Error::other(e.to_string()))
+    }
+}
+
+enum Fatal {
+    Protocol(ProtocolError),
+    Code(u16, String),
+    Peer(u16, String),
+}
+
+fn io_fatal(e: io::Error) -> Fatal {
+    Fatal::Code(code::CANCELLED, format!("control connection broke: {e}"))
+}
+
+/// Attaches a data connection to its session after checking its JOIN, then runs it.
+pub(crate) fn run_lane(s: Arc<Session>, stream: TcpStream, lane: u16, mac: [u8; 32]) -> Result<(), WireError> {
+    {
+        let mut st = s.state.lock().expect("state");
+        let ok = s.keys.verify_join(&s.id, lane, &mac);
+        match st.joined.get_mut(lane as usize) {
+            Some(j) if ok && !*j => *j = true,
+            _ => {
+                drop(st);
+                return refuse(&stream, code::AUTH_FAILED, "data connection refused: bad or repeated JOIN");
+            }
+        }
+        st.lanes.push(stream.try_clone()?);
+    }
+    let mut scratch = Vec::new();
+    write_frame(&mut &stream, &Frame::Joined { lane }, &mut scratch)?;
+    let res = s.lane_loop(lane, &stream);
+    if res.is_err() && !s.state.lock().expect("state").done {
+        s.fail(code::CANCELLED, "a data connection broke");
+    }
+    res
+}

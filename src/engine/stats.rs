@@ -1,0 +1,73 @@
+//! Live counters of a push, read by the progress bar and the final report.
+
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Counters shared by every thread of a push.
+pub struct Stats {
+    /// When the push started.
+    pub start: Instant,
+    /// Payload bytes put on the wire in this run (retransmissions included).
+    pub bytes_sent: AtomicU64,
+    /// Payload bytes per lane.
+    pub lane_bytes: Vec<AtomicU64>,
+    /// Sum of the sizes of all files found so far.
+    pub bytes_total: AtomicU64,
+    /// Entries found so far.
+    pub files_total: AtomicU64,
+    /// Entries confirmed by the receiver.
+    pub files_done: AtomicU64,
+    /// Data bytes of confirmed files.
+    pub bytes_done: AtomicU64,
+    /// Chunks sent again after a hash mismatch.
+    pub retransmitted: AtomicU64,
+    rtt_us: Mutex<Histogram<u64>>,
+}
+
+impl Stats {
+    /// Fresh counters for `lanes` lanes.
+    pub fn new(lanes: usize) -> Self {
+        Stats {
+            start: Instant::now(),
+            bytes_sent: AtomicU64::new(0),
+            lane_bytes: (0..lanes).map(|_| AtomicU64::new(0)).collect(),
+            bytes_total: AtomicU64::new(0),
+            files_total: AtomicU64::new(0),
+            files_done: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            retransmitted: AtomicU64::new(0),
+            rtt_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
+        }
+    }
+
+    /// Records the round trip of one chunk: from its first byte out to its ack in.
+    pub fn record_rtt(&self, d: Duration) {
+        let us = (d.as_micros() as u64).clamp(1, 3_600_000_000);
+        if let Ok(mut h) = self.rtt_us.lock() {
+            let _ = h.record(us);
+        }
+    }
+
+    /// Chunk round-trip percentiles in milliseconds: p50, p90, p99, max.
+    pub fn rtt_ms(&self) -> [f64; 4] {
+        let h = self.rtt_us.lock().expect("stats lock");
+        if h.is_empty() {
+            return [0.0; 4];
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
+        [ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.9)), ms(h.value_at_quantile(0.99)), ms(h.max())]
+    }
+
+    /// Adds `n` payload bytes sent on `lane`.
+    pub fn add_sent(&self, lane: usize, n: u64) {
+        self.bytes_sent.fetch_add(n, Relaxed);
+        self.lane_bytes[lane].fetch_add(n, Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Relaxed)
+    }
+}

@@ -1,0 +1,307 @@
+//! The destination tree, confined to a root directory.
+//!
+//! Every path is resolved one component at a time with `openat(O_NOFOLLOW)` from an
+//! open descriptor of the root, so `..`, absolute paths and symlinks can never lead
+//! outside it, and paths longer than PATH_MAX work. Files are written under a
+//! temporary name in their final directory and renamed into place only when
+//! complete, so a final name never shows a partial or wrong file.
+
+use crate::proto::frame::TargetKind;
+use crate::proto::path::show;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why a destination operation failed.
+#[derive(Debug)]
+pub enum DestError {
+    /// The path leads through something gfast will not follow or replace.
+    Refused(String),
+    /// The file system said no.
+    Io(String, io::Error),
+}
+
+impl DestError {
+    /// True when the file system is out of space or quota: no later file can succeed.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, DestError::Io(_, e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+    }
+}
+
+impl fmt::Display for DestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DestError::Refused(m) => write!(f, "{m}"),
+            DestError::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+/// Keep at most this many directory descriptors open per session.
+const DIR_CACHE_MAX: usize = 256;
+
+/// A confined destination root with a small cache of open directories.
+pub struct DestRoot {
+    root: Arc<OwnedFd>,
+    cache: HashMap<Vec<u8>, Arc<OwnedFd>>,
+}
+
+fn cstr(name: &[u8]) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in name"))
+}
+
+fn openat(dir: &OwnedFd, name: &[u8], flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    let c = cstr(name)?;
+    // SAFETY: `c` is a valid NUL-terminated string and `dir` an open descriptor.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn lstat_at(dir: &OwnedFd, name: &[u8]) -> io::Result<libc::stat> {
+    let c = cstr(name)?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: valid descriptor, valid C string, and `st` is written by the kernel on success.
+    let r = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstatat succeeded, so the struct is initialised.
+    Ok(unsafe { st.assume_init() })
+}
+
+fn kind_of(st: &libc::stat) -> TargetKind {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => TargetKind::Dir,
+        libc::S_IFREG => TargetKind::File,
+        _ => TargetKind::Other,
+    }
+}
+
+fn is_symlink(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFLNK
+}
+
+impl DestRoot {
+    /// Opens the root directory (the root itself may be reached through a symlink).
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let c = cstr(path.as_os_str().as_bytes())?;
+        // SAFETY: valid C string; the result is checked below.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let root = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(DestRoot { root, cache: HashMap::new() })
+    }
+
+    /// Opens the directory named by `comps` (all components), creating missing ones
+    /// with mode 0755 when `create` is set. Symlinks and non-directories are refused.
+    pub fn dir(&mut self, comps: &[&[u8]], create: bool) -> Result<Arc<OwnedFd>, DestError> {
+        if comps.is_empty() {
+            return Ok(self.root.clone());
+        }
+        let key = comps.join(&b'/');
+        if let Some(d) = self.cache.get(&key) {
+            return Ok(d.clone());
+        }
+        let parent = self.dir(&comps[..comps.len() - 1], create)?;
+        let name = comps[comps.len() - 1];
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        let fd = match openat(&parent, name, flags, 0) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+                let c = cstr(name).map_err(|e| DestError::Io(show(&key), e))?;
+                // SAFETY: valid descriptor and C string.
+                let r = unsafe { libc::mkdirat(parent.as_raw_fd(), c.as_ptr(), 0o755) };
+                if r < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::EEXIST) {
+                        return Err(DestError::Io(format!("cannot create directory {}", show(&key)), e));
+                    }
+                }
+                openat(&parent, name, flags, 0).map_err(|e| self.explain(&parent, name, &key, e))?
+            }
+            Err(e) => return Err(self.explain(&parent, name, &key, e)),
+        };
+        if self.cache.len() >= DIR_CACHE_MAX {
+            self.cache.clear();
+        }
+        let fd = Arc::new(fd);
+        self.cache.insert(key, fd.clone());
+        Ok(fd)
+    }
+
+    fn explain(&self, parent: &OwnedFd, name: &[u8], key: &[u8], e: io::Error) -> DestError {
+        match lstat_at(parent, name) {
+            Ok(st) if is_symlink(&st) => {
+                DestError::Refused(format!("{} is a symlink; gfast does not follow symlinks under --root", show(key)))
+            }
+            Ok(st) if kind_of(&st) != TargetKind::Dir => {
+                DestError::Refused(format!("{} is not a directory", show(key)))
+            }
+            _ => DestError::Io(format!("cannot open directory {}", show(key)), e),
+        }
+    }
+
+    /// What is at `comps` now, without following a final symlink.
+    pub fn target_kind(&mut self, comps: &[&[u8]]) -> Result<TargetKind, DestError> {
+        let Some((name, parent)) = comps.split_last() else { return Ok(TargetKind::Dir) };
+        let pd = match self.dir(parent, false) {
+            Ok(d) => d,
+            Err(DestError::Io(_, e)) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(TargetKind::Missing),
+            Err(e) => return Err(e),
+        };
+        match lstat_at(&pd, name) {
+            Ok(st) if is_symlink(&st) => Err(DestError::Refused(format!(
+                "{} is a symlink; gfast does not follow symlinks under --root",
+                show(&comps.join(&b'/'))
+            ))),
+            Ok(st) => Ok(kind_of(&st)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(TargetKind::Missing),
+            Err(e) => Err(DestError::Io(format!("cannot inspect {}", show(&comps.join(&b'/'))), e)),
+        }
+    }
+
+    /// Creates (or keeps) the directory `comps` and its parents.
+    pub fn make_dir(&mut self, comps: &[&[u8]]) -> Result<Arc<OwnedFd>, DestError> {
+        self.dir(comps, true)
+    }
+
+    /// Creates a symlink at `comps` pointing at `target`, replacing a file or link
+    /// that is there, atomically (made under a temporary name, then renamed).
+    pub fn make_symlink(&mut self, comps: &[&[u8]], target: &[u8], tag: &str, id: u64) -> Result<(), DestError> {
+        let (name, parent) = comps.split_last().ok_or_else(|| DestError::Refused("empty path".into()))?;
+        let dir = self.dir(parent, true)?;
+        let tmp = temp_name(tag, id);
+        let ct = cstr(target).map_err(|e| DestError::Io("symlink target".into(), e))?;
+        let cn = cstr(&tmp).map_err(|e| DestError::Io("temporary name".into(), e))?;
+        // SAFETY: valid C strings and descriptor.
+        if unsafe { libc::symlinkat(ct.as_ptr(), dir.as_raw_fd(), cn.as_ptr()) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(DestError::Io(format!("cannot create symlink {}", show(&comps.join(&b'/'))), e));
+        }
+        rename_into_place(&dir, &tmp, name).map_err(|e| {
+            remove_temp(&dir, &tmp);
+            DestError::Io(format!("cannot put symlink {} in place", show(&comps.join(&b'/'))), e)
+        })
+    }
+}
+
+/// The temporary name of file `id` of the session tagged `tag` (protocol-spec §5.6):
+/// short and fixed in length, so it fits whatever the final name's length.
+pub fn temp_name(tag: &str, id: u64) -> Vec<u8> {
+    format!(".gfast-{tag}-{id}.part").into_bytes()
+}
+
+/// A file being received: its temporary name in its final directory.
+pub struct TempFile {
+    /// The open file, shared by the lanes that write chunks into it.
+    pub file: Arc<File>,
+    /// The directory it lives in (and will be renamed in).
+    pub dir: Arc<OwnedFd>,
+    /// Temporary name.
+    pub temp: Vec<u8>,
+    /// Final name (last path component).
+    pub name: Vec<u8>,
+}
+
+impl DestRoot {
+    /// Creates the temporary file for entry `id` at `comps` with room for `size` bytes.
+    /// Refuses when a directory stands at the final name.
+    pub fn create_temp(&mut self, comps: &[&[u8]], size: u64, tag: &str, id: u64) -> Result<TempFile, DestError> {
+        let (name, parent) = comps.split_last().ok_or_else(|| DestError::Refused("empty path".into()))?;
+        let dir = self.dir(parent, true)?;
+        let shown = || show(&comps.join(&b'/'));
+        if let Ok(st) = lstat_at(&dir, name) {
+            if kind_of(&st) == TargetKind::Dir {
+                return Err(DestError::Refused(format!("{} is a directory; not replacing it with a file", shown())));
+            }
+        }
+        let tmp = temp_name(tag, id);
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        let fd = match openat(&dir, &tmp, flags, 0o600) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                // A leftover of an earlier session with the same tag and id: replace it.
+                remove_temp(&dir, &tmp);
+                openat(&dir, &tmp, flags, 0o600).map_err(|e| DestError::Io(format!("cannot create {}", shown()), e))?
+            }
+            Err(e) => return Err(DestError::Io(format!("cannot create {}", shown()), e)),
+        };
+        if size > 0 {
+            // SAFETY: valid descriptor; reserves blocks so a full disk shows now, not mid-file.
+            let r = unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, size as libc::off_t) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+                    remove_temp(&dir, &tmp);
+                    return Err(DestError::Io(format!("cannot reserve {size} bytes for {}", shown()), e));
+                }
+            }
+        }
+        Ok(TempFile { file: Arc::new(File::from(fd)), dir, temp: tmp, name: name.to_vec() })
+    }
+}
+
+/// Sets mode and mtime on the temporary file and renames it over the final name.
+pub fn finalize(t: &TempFile, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    t.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+    t.file.set_modified(to_system_time(mtime_sec, mtime_nsec))?;
+    rename_into_place(&t.dir, &t.temp, &t.name)
+}
+
+/// Removes a temporary file, ignoring errors (used on failure paths).
+pub fn remove_temp(dir: &OwnedFd, temp: &[u8]) {
+    if let Ok(c) = cstr(temp) {
+        // SAFETY: valid descriptor and C string.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) };
+    }
+}
+
+fn rename_into_place(dir: &OwnedFd, from: &[u8], to: &[u8]) -> io::Result<()> {
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: valid descriptor and C strings.
+    if unsafe { libc::renameat(dir.as_raw_fd(), f.as_ptr(), dir.as_raw_fd(), t.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets mode and mtime of an existing directory (applied after its contents).
+pub fn set_dir_meta(dir: &OwnedFd, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
+    // SAFETY: valid descriptor.
+    if unsafe { libc::fchmod(dir.as_raw_fd(), (mode & 0o7777) as libc::mode_t) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ts = [
+        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        libc::timespec { tv_sec: mtime_sec as libc::time_t, tv_nsec: mtime_nsec as libc::c_long },
+    ];
+    // SAFETY: valid descriptor and a two-element timespec array.
+    if unsafe { libc::futimens(dir.as_raw_fd(), ts.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Converts seconds and nanoseconds since the epoch, negative seconds included.
+pub fn to_system_time(sec: i64, nsec: u32) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}

@@ -1,0 +1,5 @@
+//! Files on disk: walking the sources, and the confined destination tree with
+//! temporary files renamed into place.
+
+pub mod dest;
+pub mod walk;

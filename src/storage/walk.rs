@@ -1,0 +1,140 @@
+//! Walks the sources depth-first and yields manifest entries, one at a time, so
+//! memory does not grow with the size of the tree (only with its depth).
+
+use crate::proto::frame::{EntryKind, FileMeta};
+use std::collections::VecDeque;
+use std::fs::{self, Metadata, ReadDir};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::PathBuf;
+
+/// One entry to send: its manifest record (id not yet assigned) and where it is read from.
+#[derive(Debug)]
+pub struct Item {
+    /// The manifest record; `meta.path` is the destination path under the server's root.
+    pub meta: FileMeta,
+    /// The local path of the source.
+    pub source: PathBuf,
+}
+
+/// A source that could not be read; the walk goes on without it.
+#[derive(Debug)]
+pub struct WalkError {
+    /// The local path.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub error: io::Error,
+}
+
+/// Depth-first walker over several roots. Command-line roots are followed if they
+/// are symlinks (as `cp -r` does); links inside a tree are sent as links.
+pub struct Walker {
+    roots: VecDeque<(PathBuf, Vec<u8>)>,
+    stack: Vec<(ReadDir, PathBuf, Vec<u8>)>,
+}
+
+/// Builds the manifest record for `md` at destination path `dest`.
+pub fn meta_of(md: &Metadata, dest: Vec<u8>, link: Vec<u8>) -> Option<FileMeta> {
+    let ft = md.file_type();
+    let kind = if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else {
+        return None;
+    };
+    Some(FileMeta {
+        id: 0,
+        kind,
+        mode: md.mode() & 0o7777,
+        mtime_sec: md.mtime(),
+        mtime_nsec: md.mtime_nsec().clamp(0, 999_999_999) as u32,
+        size: if kind == EntryKind::File { md.len() } else { 0 },
+        path: dest,
+        link,
+    })
+}
+
+fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(prefix.len() + 1 + name.len());
+    p.extend_from_slice(prefix);
+    if !prefix.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+impl Walker {
+    /// A walker over `(local path, destination path)` pairs, in order.
+    pub fn new(roots: Vec<(PathBuf, Vec<u8>)>) -> Self {
+        Walker { roots: roots.into(), stack: Vec::new() }
+    }
+
+    fn entry(&mut self, path: PathBuf, dest: Vec<u8>, md: Metadata) -> Option<Result<Item, WalkError>> {
+        let link = if md.file_type().is_symlink() {
+            match fs::read_link(&path) {
+                Ok(t) => t.into_os_string().into_vec(),
+                Err(error) => return Some(Err(WalkError { path, error })),
+            }
+        } else {
+            Vec::new()
+        };
+        let ft = md.file_type();
+        let Some(meta) = meta_of(&md, dest.clone(), link) else {
+            let what = if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
+                "special file (fifo, socket or device) skipped"
+            } else {
+                "unsupported file type"
+            };
+            return Some(Err(WalkError { path, error: io::Error::new(io::ErrorKind::Unsupported, what) }));
+        };
+        if meta.kind == EntryKind::Dir {
+            match fs::read_dir(&path) {
+                Ok(rd) => self.stack.push((rd, path.clone(), dest)),
+                Err(error) => return Some(Err(WalkError { path, error })),
+            }
+        }
+        Some(Ok(Item { meta, source: path }))
+    }
+}
+
+use std::os::unix::ffi::OsStringExt;
+
+impl Iterator for Walker {
+    type Item = Result<Item, WalkError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((rd, dir, dest)) = self.stack.last_mut() {
+                match rd.next() {
+                    None => {
+                        self.stack.pop();
+                    }
+                    Some(Err(error)) => {
+                        let path = dir.clone();
+                        self.stack.pop();
+                        return Some(Err(WalkError { path, error }));
+                    }
+                    Some(Ok(de)) => {
+                        let path = de.path();
+                        let d = join(dest, de.file_name().as_bytes());
+                        return match fs::symlink_metadata(&path) {
+                            Ok(md) => self.entry(path, d, md),
+                            Err(error) => Some(Err(WalkError { path, error })),
+                        };
+                    }
+                }
+                continue;
+            }
+            let (path, dest) = self.roots.pop_front()?;
+            return match fs::metadata(&path) {
+                Ok(md) => self.entry(path, dest, md),
+                Err(error) => Some(Err(WalkError { path, error })),
+            };
+        }
+    }
+}
