@@ -1,1 +1,331 @@
-fn main() {}
+//! Loopback benchmark: raw TCP (iperf3 and a built-in blaster) against gfast with
+//! the same number of streams, measured in one run, printed as ratios.
+//!
+//! `cargo bench --bench loopback` (release build). Settings from the environment:
+//! GFAST_BENCH_SIZE (bytes, default 4 GiB), GFAST_BENCH_STREAMS (4),
+//! GFAST_BENCH_REPS (3), GFAST_BENCH_DISK_DIR (a directory on disk, default /var/tmp),
+//! GFAST_BENCH_SMALL (small files in the tree test, default 100000).
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "bench-token";
+
+fn env_u64(k: &str, d: u64) -> u64 {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+/// CPU seconds and peak RSS of a finished child, from wait4.
+struct Usage {
+    wall: f64,
+    cpu: f64,
+    maxrss_mib: f64,
+}
+
+fn wait_usage(child: &mut Child, start: Instant) -> (i32, Usage) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child by PID with valid out-pointers.
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    assert!(r > 0, "wait4 failed");
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let u = Usage {
+        wall: start.elapsed().as_secs_f64(),
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        maxrss_mib: ru.ru_maxrss as f64 / 1024.0,
+    };
+    (libc::WEXITSTATUS(status), u)
+}
+
+/// CPU seconds and peak RSS of a running process, from /proc.
+fn proc_usage(pid: u32) -> (f64, f64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        / 100.0;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .unwrap_or(0.0);
+    (ticks, hwm / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Reads a file once so the timed run sees it in the page cache.
+fn warm(p: &Path) {
+    let mut f = fs::File::open(p).unwrap();
+    let mut b = vec![0u8; 1 << 20];
+    while f.read(&mut b).unwrap() > 0 {}
+}
+
+/// Raw TCP: `streams` connections each write size/streams bytes from a buffer; the
+/// receiver reads and drops them. Returns bytes per second.
+fn blaster(size: u64, streams: u64) -> f64 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let rx = std::thread::spawn(move || {
+        let hs: Vec<_> = (0..streams)
+            .map(|_| {
+                let (mut s, _) = l.accept().unwrap();
+                std::thread::spawn(move || {
+                    let mut b = vec![0u8; 1 << 20];
+                    while s.read(&mut b).unwrap() > 0 {}
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    let t = Instant::now();
+    let hs: Vec<_> = (0..streams)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                let b = vec![7u8; 1 << 20];
+                let mut left = size / streams;
+                while left > 0 {
+                    let n = left.min(b.len() as u64) as usize;
+                    s.write_all(&b[..n]).unwrap();
+                    left -= n as u64;
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    rx.join().unwrap();
+    size as f64 / t.elapsed().as_secs_f64()
+}
+
+fn iperf3(size: u64, streams: u64) -> Option<f64> {
+    let port = free_port();
+    let mut srv = Command::new("iperf3")
+        .args(["-s", "-1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("iperf3")
+        .args(["-c", "127.0.0.1", "-p", &port.to_string(), "-P", &streams.to_string(), "-n", &size.to_string(), "-J"])
+        .output()
+        .ok()?;
+    let _ = srv.wait();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["end"]["sum_received"]["bits_per_second"].as_f64().map(|b| b / 8.0)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(root: Option<&Path>) -> Serve {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_gfast"));
+        c.args(["serve", "--listen", "127.0.0.1:0"]);
+        match root {
+            Some(r) => c.arg("--root").arg(r),
+            None => c.arg("--discard"),
+        };
+        let mut child = c.env("GFAST_TOKEN", TOKEN).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+        Serve { child, addr }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Run {
+    rate: f64,
+    client: Usage,
+    server_cpu: f64,
+    server_rss: f64,
+}
+
+/// One push of `src` to a fresh server; returns payload bytes per second (wall
+/// clock of the push process) and resource use of both sides.
+fn gfast_push(src: &Path, root: Option<&Path>, streams: u64, bytes: u64) -> Run {
+    let s = Serve::start(root);
+    let (cpu0, _) = proc_usage(s.child.id());
+    let t = Instant::now();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gfast"))
+        .args(["push", "-q", "-n", &streams.to_string()])
+        .arg(src)
+        .arg(format!("gfast://{}/", s.addr))
+        .env("GFAST_TOKEN", TOKEN)
+        .spawn()
+        .unwrap();
+    let (code, client) = wait_usage(&mut c, t);
+    assert_eq!(code, 0, "gfast push failed");
+    let (cpu1, rss) = proc_usage(s.child.id());
+    Run { rate: bytes as f64 / client.wall, client, server_cpu: cpu1 - cpu0, server_rss: rss }
+}
+
+fn gb(r: f64) -> String {
+    format!("{:.2} GB/s", r / 1e9)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let size = env_u64("GFAST_BENCH_SIZE", 4 << 30);
+    let streams = env_u64("GFAST_BENCH_STREAMS", 4);
+    let reps = env_u64("GFAST_BENCH_REPS", 3).max(1);
+    let small = env_u64("GFAST_BENCH_SMALL", 100_000);
+    let disk = PathBuf::from(std::env::var("GFAST_BENCH_DISK_DIR").unwrap_or("/var/tmp".into()));
+    let gib = size as f64 / (1u64 << 30) as f64;
+    let host = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l[l.find(':').unwrap() + 2..].to_string())
+        })
+        .unwrap_or_default();
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("# gfast loopback benchmark");
+    println!(
+        "machine: {} cores, {host}, kernel {}; file {:.2} GiB, {streams} streams, median of {reps}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        kernel.trim(),
+        gib
+    );
+
+    let work = PathBuf::from("/dev/shm").join(format!("gfast-bench-{}", std::process::id()));
+    fs::create_dir_all(&work).unwrap();
+    let src = work.join("src.bin");
+    {
+        let mut f = fs::File::create(&src).unwrap();
+        let mut b = vec![0u8; 1 << 20];
+        let mut x = 0x9e3779b97f4a7c15u64;
+        for _ in 0..size / b.len() as u64 {
+            for c in b.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&b).unwrap();
+        }
+    }
+    let size = fs::metadata(&src).unwrap().len();
+
+    let mut rows: Vec<(String, f64, String)> = Vec::new();
+    let raw = median((0..reps).map(|_| blaster(size, streams)).collect());
+    let ips: Vec<f64> = (0..reps).filter_map(|_| iperf3(size, streams)).collect();
+    let ip = if ips.is_empty() { 0.0 } else { median(ips) };
+    let baseline = if ip > 0.0 { ip } else { raw };
+    let base_name = if ip > 0.0 { format!("iperf3 -P {streams}") } else { format!("raw TCP blaster x{streams}") };
+    rows.push((format!("raw TCP blaster, {streams} streams"), raw, String::new()));
+    if ip > 0.0 {
+        rows.push((format!("iperf3 -P {streams}"), ip, String::new()));
+    } else {
+        println!("(iperf3 not installed: the built-in blaster is the baseline)");
+    }
+
+    let mut measure = |name: &str, root: Option<&Path>| -> f64 {
+        let runs: Vec<Run> = (0..reps)
+            .map(|_| {
+                if let Some(r) = root {
+                    let _ = fs::remove_dir_all(r);
+                    fs::create_dir_all(r).unwrap();
+                }
+                warm(&src);
+                gfast_push(&src, root, streams, size)
+            })
+            .collect();
+        let rate = median(runs.iter().map(|r| r.rate).collect());
+        let ccpu = median(runs.iter().map(|r| r.client.cpu / gib).collect());
+        let scpu = median(runs.iter().map(|r| r.server_cpu / gib).collect());
+        let crss = runs.iter().map(|r| r.client.maxrss_mib).fold(0.0, f64::max);
+        let srss = runs.iter().map(|r| r.server_rss).fold(0.0, f64::max);
+        let note = format!(
+            "CPU s/GiB sender {ccpu:.2} receiver {scpu:.2}; peak RSS sender {crss:.0} MiB receiver {srss:.0} MiB"
+        );
+        rows.push((name.to_string(), rate, note));
+        if let Some(r) = root {
+            let _ = fs::remove_dir_all(r);
+        }
+        rate
+    };
+    let discard = measure("gfast -> --discard", None);
+    let shm = measure("gfast -> /dev/shm (tmpfs)", Some(&work.join("dst")));
+    let on_disk = disk.join(format!("gfast-bench-dst-{}", std::process::id()));
+    let d = measure(&format!("gfast -> {} (disk)", disk.display()), Some(&on_disk));
+
+    // cp of the same file to the same disk.
+    let cp = median(
+        (0..reps)
+            .map(|_| {
+                let dst = disk.join(format!("gfast-bench-cp-{}", std::process::id()));
+                warm(&src);
+                let t = Instant::now();
+                assert!(Command::new("cp").arg(&src).arg(&dst).status().unwrap().success());
+                let r = size as f64 / t.elapsed().as_secs_f64();
+                let _ = fs::remove_file(&dst);
+                r
+            })
+            .collect(),
+    );
+    rows.push((format!("cp to {} (disk)", disk.display()), cp, String::new()));
+
+    println!();
+    println!("| what | rate | ratio | notes |");
+    println!("|---|---|---|---|");
+    for (n, r, note) in &rows {
+        println!("| {n} | {} | {:.2} x {base_name} | {note} |", gb(*r), r / baseline);
+    }
+    println!();
+    println!("gfast -> --discard / {base_name}: {:.2}", discard / baseline);
+    println!("gfast -> tmpfs / {base_name}: {:.2}", shm / baseline);
+    println!("gfast -> disk / cp: {:.2}", d / cp);
+    fs::remove_file(&src).unwrap();
+
+    // Many small files: files per second and peak memory of both sides.
+    if small > 0 {
+        let tree = work.join("tree");
+        for i in 0..small {
+            let dir = tree.join(format!("d{}", i / 1000));
+            if i % 1000 == 0 {
+                fs::create_dir_all(&dir).unwrap();
+            }
+            fs::write(dir.join(format!("f{i}")), if i % 4 == 0 { &b""[..] } else { &[b'x'; 1024][..] }).unwrap();
+        }
+        let dst = work.join("tree-dst");
+        fs::create_dir_all(&dst).unwrap();
+        let r = gfast_push(&tree, Some(&dst), streams, 0);
+        println!(
+            "{small} small files (0-1 KiB) to tmpfs: {:.0} files/s; peak RSS sender {:.0} MiB, receiver {:.0} MiB",
+            small as f64 / r.client.wall,
+            r.client.maxrss_mib,
+            r.server_rss
+        );
+    }
+    let _ = fs::remove_dir_all(&work);
+}

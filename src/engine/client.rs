@@ -80,6 +80,10 @@ struct Shared {
     walk_failures: Mutex<(u64, Vec<Failure>)>,
     sockets: Mutex<Vec<TcpStream>>,
     chunk_size: u64,
+    /// Test hook (GFAST_FAULT_CORRUPT_EVERY=N): corrupt the first sending of every
+    /// Nth chunk on the wire, after hashing, to exercise verification and resend.
+    corrupt_every: u64,
+    first_sendings: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -258,6 +262,8 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
         walk_failures: Mutex::new((0, Vec::new())),
         sockets: Mutex::new(lanes.iter().chain([&ctl]).filter_map(|s| s.try_clone().ok()).collect()),
         chunk_size: cfg.chunk_size as u64,
+        corrupt_every: std::env::var("GFAST_FAULT_CORRUPT_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+        first_sendings: std::sync::atomic::AtomicU64::new(0),
     });
 
     let mut handles = Vec::new();
@@ -292,7 +298,8 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
         let _ = s.shutdown(Shutdown::Write);
     }
     let _ = ctl.shutdown(Shutdown::Write);
-    if let Some(e) = shared.error.lock().expect("error").take() {
+    let first_error = shared.error.lock().expect("error").take();
+    if let Some(e) = first_error {
         shared.fail(Error::Protocol("stopping".into()));
         for h in handles {
             let _ = h.join();
@@ -474,6 +481,9 @@ fn lane_writer(sh: &Shared, lane: usize, s: TcpStream, inflight: &Inflight) {
         }
         let mut hasher = ChunkHasher::new();
         let mut done = 0usize;
+        let corrupt = sh.corrupt_every > 0
+            && !task.retry
+            && (sh.first_sendings.fetch_add(1, Relaxed) + 1) % sh.corrupt_every == 0;
         while done < task.len as usize {
             let n = (task.len as usize - done).min(PIECE);
             let buf = &mut piece[..n];
@@ -488,6 +498,9 @@ fn lane_writer(sh: &Shared, lane: usize, s: TcpStream, inflight: &Inflight) {
                 buf.fill(0);
             }
             hasher.update(buf);
+            if corrupt && done == 0 {
+                buf[0] ^= 1;
+            }
             if let Err(e) = w.write_all(buf) {
                 return sh.fail(Error::PeerVanished(e.to_string()));
             }
