@@ -14,9 +14,9 @@ pub const HASH_LEN: usize = 16;
 pub const CHUNK_HEAD_LEN: usize = 16;
 /// Largest control frame payload (§3.3).
 pub const MAX_CONTROL_PAYLOAD: u32 = 1 << 20;
-/// Largest chunk size a peer may negotiate (§5.1).
+/// Largest chunk size a peer may negotiate (§3.3).
 pub const MAX_CHUNK_SIZE: u32 = 1 << 30;
-/// Smallest chunk size a peer may negotiate (§5.1).
+/// Smallest chunk size a peer may negotiate (§3.3).
 pub const MIN_CHUNK_SIZE: u32 = 64 << 10;
 /// Longest relative path, in bytes (§3.3).
 pub const MAX_PATH_LEN: usize = 32 * 1024;
