@@ -89,7 +89,14 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
         .map_err(|e| Error::Usage(format!("--listen '{}': {e}", a.listen)))?
         .next()
         .ok_or_else(|| Error::Usage(format!("--listen '{}' resolves to no address", a.listen)))?;
-    let listener = Server::bind(addr).map_err(|e| Error::Io(format!("cannot listen on {addr}"), e))?;
+    let listener = Server::bind(addr).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (is another gfast serve running? pick a free --listen port)"
+        } else {
+            ""
+        };
+        Error::Usage(format!("cannot listen on {addr}: {e}{hint}"))
+    })?;
     let local = listener.local_addr().map_err(|e| Error::Io("listener".into(), e))?;
     raise_fd_limit();
     let cfg = ServeConfig {

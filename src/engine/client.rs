@@ -67,6 +67,8 @@ pub struct Summary {
 const QUEUE_MAX: usize = 4096;
 /// How many files may be announced and not yet confirmed.
 const FILE_WINDOW: usize = 1024;
+/// Failures listed one per line at the end of a push; the rest are counted.
+const MAX_FAILURES_SHOWN: usize = 20;
 /// Size of the piece a lane reads from the source and writes to the socket at once.
 const PIECE: usize = 1 << 20;
 
@@ -313,9 +315,23 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
     let wf = shared.walk_failures.lock().expect("walk failures");
     let failed = tx.failed_count() + wf.0;
     if failed > 0 {
-        let f = wf.1.first().or(tx.failures().first()).expect("a failure was recorded");
-        let first = format!("{}: {}", show(&f.path), f.message);
-        return Err(Error::Incomplete { failed, first });
+        let all: Vec<&Failure> = wf.1.iter().chain(tx.failures()).collect();
+        let render = |f: &Failure| {
+            let p = show(&f.path);
+            if f.message.contains(&p) || f.message.contains("cannot read '") {
+                f.message.clone()
+            } else {
+                format!("{p}: {}", f.message)
+            }
+        };
+        for f in all.iter().take(MAX_FAILURES_SHOWN) {
+            eprintln!("gfast: not transferred: {}", render(f));
+        }
+        if failed as usize > MAX_FAILURES_SHOWN {
+            eprintln!("gfast: … and {} more", failed as usize - MAX_FAILURES_SHOWN);
+        }
+        let total = tx.stats().announced + wf.0;
+        return Err(Error::Incomplete { failed, total, first: render(all[0]) });
     }
     Ok(Summary { files: tx.stats().done, applied, discard })
 }
@@ -337,12 +353,12 @@ fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>) {
                 sh.cv.notify_all();
             }
             Err(e) => {
-                eprintln!("gfast: skipping '{}': {}", e.path.display(), e.error);
                 let mut wf = sh.walk_failures.lock().expect("walk failures");
                 wf.0 += 1;
                 if wf.1.len() < 100 {
                     let path = e.path.as_os_str().as_bytes().to_vec();
-                    wf.1.push(Failure { path, code: code::IO, message: e.error.to_string() });
+                    let message = format!("cannot read '{}': {}", e.path.display(), e.error);
+                    wf.1.push(Failure { path, code: code::IO, message });
                 }
             }
         }
@@ -404,9 +420,6 @@ fn control_reader(sh: &Shared, mut r: BufReader<TcpStream>) {
             Frame::Error { code, message } => return sh.fail(Error::Remote(code, message)),
             f @ (Frame::FileReady { .. } | Frame::FileDone { .. } | Frame::FileFailed { .. }) => {
                 let mut g = sh.lock();
-                if let Frame::FileFailed { ref message, .. } = f {
-                    eprintln!("gfast: server could not store a file: {message}");
-                }
                 if let Err(e) = g.on_frame(&f) {
                     drop(g);
                     return sh.fail(Error::Protocol(e.to_string()));

@@ -29,6 +29,8 @@ pub enum Error {
     Incomplete {
         /// How many entries failed.
         failed: u64,
+        /// How many entries the job covered.
+        total: u64,
         /// The first failure, rendered.
         first: String,
     },
@@ -68,8 +70,8 @@ impl fmt::Display for Error {
             Error::Protocol(m) => write!(f, "protocol error: {m}"),
             Error::PeerVanished(m) => write!(f, "connection to the server lost mid-transfer: {m}"),
             Error::Io(w, e) => write!(f, "{w}: {e}"),
-            Error::Incomplete { failed, first } => {
-                write!(f, "{failed} file(s) did not arrive; first: {first}")
+            Error::Incomplete { failed, total, first } => {
+                write!(f, "{failed} of {total} entries did not arrive (first: {first}); fix the cause and push again")
             }
         }
     }
