@@ -551,7 +551,9 @@ impl<'a> Reader<'a> {
     }
     fn text(&mut self) -> Result<String, DecodeError> {
         let b = self.bytes16(MAX_MESSAGE_LEN)?;
-        Ok(String::from_utf8_lossy(b).into_owned())
+        // Invalid UTF-8 is replaced, which can lengthen the text: clip it again so
+        // a decoded frame always encodes back to a valid frame.
+        Ok(clip(&String::from_utf8_lossy(b)).to_string())
     }
     fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.b)

@@ -160,8 +160,10 @@ fn arbitrary_bytes_never_panic_and_respect_limits() {
             buf[3] = 0;
             buf[4..8].copy_from_slice(&((len as u32).saturating_sub(8)).to_be_bytes());
         }
-        if let Ok(Decoded::Frame(_, n)) = decode(&buf, &small) {
+        if let Ok(Decoded::Frame(f, n)) = decode(&buf, &small) {
             assert!(n <= buf.len());
+            let again = f.to_vec();
+            assert_eq!(decode(&again, &Limits::default()), Ok(Decoded::Frame(f, again.len())));
         }
     }
 }
