@@ -99,6 +99,9 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
     })?;
     let local = listener.local_addr().map_err(|e| Error::Io("listener".into(), e))?;
     raise_fd_limit();
+    if let Some(w) = a.buffer.and_then(|b| buffer_cap_warning(b, &KernelLimits::read())) {
+        eprintln!("gfast serve: warning: {w}");
+    }
     let cfg = ServeConfig {
         root,
         token,
@@ -134,6 +137,22 @@ fn raise_fd_limit() {
     }
 }
 
+/// An explicit buffer is capped by net.core.{r,w}mem_max: say so and what to raise.
+fn buffer_cap_warning(b: u64, k: &KernelLimits) -> Option<String> {
+    let cap = k.rmem_max.min(k.wmem_max);
+    (cap > 0 && b > cap).then(|| {
+        format!(
+            "--buffer {} is capped by the kernel at {} (net.core.rmem_max/wmem_max); raise both with \
+             `sysctl -w net.core.rmem_max={b} net.core.wmem_max={b}`, or drop --buffer to let autotuning \
+             grow up to tcp_rmem/tcp_wmem ({} / {})",
+            size::human(b),
+            size::human(cap),
+            size::human(k.tcp_rmem_max),
+            size::human(k.tcp_wmem_max)
+        )
+    })
+}
+
 fn push_cmd(a: PushArgs) -> Result<(), Error> {
     let json = a.json;
     let lanes = a.streams;
@@ -164,6 +183,11 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
         }
     };
     raise_fd_limit();
+    if let Some(b) = a.buffer {
+        if let Some(w) = buffer_cap_warning(b, &KernelLimits::read()) {
+            eprintln!("gfast: warning: {w}");
+        }
+    }
     let cfg = PushConfig {
         sources: paths.into_iter().map(PathBuf::from).collect(),
         server: remote.server,
