@@ -1,5 +1,6 @@
 //! Integration tests: the real `gfast` binary as two processes on loopback.
 
+mod security;
 mod util;
 
 use std::fs;
@@ -19,7 +20,7 @@ fn large_file_arrives_byte_for_byte() {
     let f = src.path().join("big.bin");
     write_random(&f, (1 << 30) + 12345, 42);
     let s = Server::start(root.path(), &[]);
-    let o = push(["-n", "4", "--json"].iter().map(|s| s.as_ref()).chain([f.as_os_str(), s.url("in/").as_ref()]));
+    let o = s.push(["-n", "4", "--json"].iter().map(|s| s.as_ref()).chain([f.as_os_str(), s.url("in/").as_ref()]));
     assert_ok(&o);
     assert_same_file(&f, &root.path().join("in/big.bin"));
     let j = parse_json(&o);
@@ -54,7 +55,7 @@ fn tree_of_ten_thousand_small_files() {
         }
     }
     let s = Server::start(root.path(), &[]);
-    let o = push(["--json".as_ref(), top.as_os_str(), s.url("").as_ref()]);
+    let o = s.push(["--json".as_ref(), top.as_os_str(), s.url("").as_ref()]);
     assert_ok(&o);
     let n = assert_same_tree(&top, &root.path().join("tree"));
     assert_eq!(n, 1 + 100 + 10_000);
@@ -93,7 +94,7 @@ fn empty_files_empty_dirs_odd_names_symlinks_and_metadata() {
     fs::set_permissions(top.join("empty dir"), fs::Permissions::from_mode(0o700)).unwrap();
 
     let s = Server::start(root.path(), &[]);
-    let o = push([top.as_os_str(), s.url("dst/").as_ref()]);
+    let o = s.push([top.as_os_str(), s.url("dst/").as_ref()]);
     assert_ok(&o);
     let n = assert_same_tree(&top, &root.path().join("dst/odd"));
     assert_eq!(n, 1 + 2 + 1 + names.len() + 1 + 2 + 1);
@@ -112,7 +113,7 @@ fn three_hundred_level_deep_tree() {
     fs::write(p.join("bottom.txt"), b"the bottom").unwrap();
     fs::write(top.join("l0/l1/mid.txt"), b"the middle").unwrap();
     let s = Server::start(root.path(), &[]);
-    let o = push([top.as_os_str(), s.url("").as_ref()]);
+    let o = s.push([top.as_os_str(), s.url("").as_ref()]);
     assert_ok(&o);
     assert_eq!(assert_same_tree(&top, &root.path().join("deep")), 1 + 300 + 2);
 }
@@ -129,33 +130,33 @@ fn several_sources_land_side_by_side_with_cp_semantics() {
     let s = Server::start(root.path(), &[]);
 
     // Into a directory that does not exist yet: the trailing slash creates it.
-    assert_ok(&push([a.as_os_str(), d.as_os_str(), s.url("x/y/").as_ref()]));
+    assert_ok(&s.push([a.as_os_str(), d.as_os_str(), s.url("x/y/").as_ref()]));
     assert_same_file(&a, &root.path().join("x/y/a.txt"));
     assert_same_tree(&d, &root.path().join("x/y/dir"));
 
     // Into an existing directory without the slash: same thing.
-    assert_ok(&push([a.as_os_str(), s.url("x").as_ref()]));
+    assert_ok(&s.push([a.as_os_str(), s.url("x").as_ref()]));
     assert_same_file(&a, &root.path().join("x/a.txt"));
 
     // One file to a new name: it takes that name. Then overwrite it.
-    assert_ok(&push([a.as_os_str(), s.url("renamed.txt").as_ref()]));
+    assert_ok(&s.push([a.as_os_str(), s.url("renamed.txt").as_ref()]));
     assert_same_file(&a, &root.path().join("renamed.txt"));
     fs::write(&a, b"newer content").unwrap();
-    assert_ok(&push([a.as_os_str(), s.url("renamed.txt").as_ref()]));
+    assert_ok(&s.push([a.as_os_str(), s.url("renamed.txt").as_ref()]));
     assert_eq!(fs::read(root.path().join("renamed.txt")).unwrap(), b"newer content");
 
     // One directory to a new name: its contents land under that name.
-    assert_ok(&push([d.as_os_str(), s.url("copy").as_ref()]));
+    assert_ok(&s.push([d.as_os_str(), s.url("copy").as_ref()]));
     assert_same_tree(&d, &root.path().join("copy"));
 
     // Several sources to a missing path without slash: refused, nothing written.
-    let o = push([a.as_os_str(), d.as_os_str(), s.url("nope").as_ref()]);
+    let o = s.push([a.as_os_str(), d.as_os_str(), s.url("nope").as_ref()]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("end it with '/'"), "{}", stderr(&o));
     assert!(!root.path().join("nope").exists());
 
     // A directory onto an existing file: refused.
-    let o = push([d.as_os_str(), s.url("renamed.txt").as_ref()]);
+    let o = s.push([d.as_os_str(), s.url("renamed.txt").as_ref()]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("is a file"), "{}", stderr(&o));
 }
@@ -167,11 +168,8 @@ fn wrong_token_is_refused_and_nothing_is_written() {
     let f = src.path().join("f");
     fs::write(&f, b"secret data").unwrap();
     let s = Server::start(root.path(), &[]);
-    let o = Command::new(bin())
-        .args(["push".as_ref(), f.as_os_str(), s.url("").as_ref()])
-        .env("GFAST_TOKEN", "not-the-token")
-        .output()
-        .unwrap();
+    let o =
+        s.push_cmd().args([f.as_os_str(), s.url("").as_ref()]).env("GFAST_TOKEN", "not-the-token").output().unwrap();
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("refused the token"), "{e}");
@@ -179,11 +177,7 @@ fn wrong_token_is_refused_and_nothing_is_written() {
     assert!(list_tree(root.path()).is_empty());
 
     // No token at all: a clear usage error before any connection.
-    let o = Command::new(bin())
-        .args(["push".as_ref(), f.as_os_str(), s.url("").as_ref()])
-        .env_remove("GFAST_TOKEN")
-        .output()
-        .unwrap();
+    let o = s.push_cmd().args([f.as_os_str(), s.url("").as_ref()]).env_remove("GFAST_TOKEN").output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--token-file"), "{}", stderr(&o));
 }
@@ -202,7 +196,7 @@ fn paths_outside_the_root_are_refused_and_nothing_is_written_outside() {
     let s = Server::start(&root, &[]);
 
     for dest in ["../outside/", "a/../../outside/", "link-out/", "link-out/sub/x"] {
-        let o = push([f.as_os_str(), s.url(dest).as_ref()]);
+        let o = s.push([f.as_os_str(), s.url(dest).as_ref()]);
         assert!(!o.status.success(), "{dest} must be refused");
         let e = stderr(&o);
         assert!(e.contains("symlink") || e.contains("'..'"), "{dest}: {e}");
@@ -223,9 +217,9 @@ fn server_killed_mid_transfer_gives_a_clean_error_and_no_final_file() {
     fs::create_dir_all(root.path().join("in")).unwrap();
     fs::write(root.path().join("in/huge"), b"the old version").unwrap();
     let s = Server::start(root.path(), &[]);
-    let child = Command::new(bin())
-        .args(["push".as_ref(), "--json".as_ref(), f.as_os_str(), s.url("in/").as_ref()])
-        .env("GFAST_TOKEN", TOKEN)
+    let child = s
+        .push_cmd()
+        .args(["--json".as_ref(), f.as_os_str(), s.url("in/").as_ref()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -263,7 +257,7 @@ fn discard_mode_verifies_and_writes_nothing() {
     write_random(&src.path().join("a"), 20 << 20, 3);
     fs::create_dir(src.path().join("d")).unwrap();
     let s = Server::start(root.path(), &["--discard"]);
-    let o = push(["--json".as_ref(), src.path().as_os_str(), s.url("x/").as_ref()]);
+    let o = s.push(["--json".as_ref(), src.path().as_os_str(), s.url("x/").as_ref()]);
     assert_ok(&o);
     assert_eq!(parse_json(&o)["bytes_sent"], 20u64 << 20);
     assert!(list_tree(root.path()).is_empty());
@@ -276,11 +270,11 @@ fn corrupted_chunks_are_detected_resent_and_the_file_is_exact() {
     let f = src.path().join("f");
     write_random(&f, 50 << 20, 9);
     let s = Server::start(root.path(), &[]);
-    let o = Command::new(bin())
-        .args(["push", "--json", "--chunk-size", "1M"])
+    let o = s
+        .push_cmd()
+        .args(["--json", "--chunk-size", "1M"])
         .arg(&f)
         .arg(s.url(""))
-        .env("GFAST_TOKEN", TOKEN)
         .env("GFAST_FAULT_CORRUPT_EVERY", "5")
         .output()
         .unwrap();
@@ -293,7 +287,7 @@ fn corrupted_chunks_are_detected_resent_and_the_file_is_exact() {
 fn bad_sources_and_unreachable_servers_give_one_line_errors() {
     let root = TempDir::new("err-root");
     let s = Server::start(root.path(), &[]);
-    let o = push(["/nonexistent/gfast-source", &s.url("")]);
+    let o = s.push(["/nonexistent/gfast-source", &s.url("")]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cannot read source '/nonexistent/gfast-source'"), "{}", stderr(&o));
     assert_eq!(stderr(&o).trim().lines().count(), 1);
@@ -302,17 +296,17 @@ fn bad_sources_and_unreachable_servers_give_one_line_errors() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     drop(l);
-    let o = push(["Cargo.toml".to_string(), format!("gfast://127.0.0.1:{port}/x")]);
+    let o = s.push(["Cargo.toml".to_string(), format!("gfast://127.0.0.1:{port}/x")]);
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("cannot reach 127.0.0.1"), "{}", stderr(&o));
 
     // Not a gfast URL.
-    let o = push(["Cargo.toml", "somewhere"]);
+    let o = s.push(["Cargo.toml", "somewhere"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("gfast://HOST"), "{}", stderr(&o));
 
     // Bad chunk size.
-    let o = push(["--chunk-size", "1K", "Cargo.toml", &s.url("")]);
+    let o = s.push(["--chunk-size", "1K", "Cargo.toml", &s.url("")]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("64K to 1G"), "{}", stderr(&o));
 
@@ -346,7 +340,7 @@ fn malformed_input_ends_the_session_not_the_daemon() {
     assert!(s.is_alive(), "the daemon died on malformed input");
     let f = src.path().join("after");
     fs::write(&f, b"still serving").unwrap();
-    assert_ok(&push([f.as_os_str(), s.url("").as_ref()]));
+    assert_ok(&s.push([f.as_os_str(), s.url("").as_ref()]));
     assert_eq!(fs::read(root.path().join("after")).unwrap(), b"still serving");
 }
 
@@ -375,14 +369,14 @@ fn a_full_disk_gives_a_clear_error_and_leaves_no_file() {
     let f = src.path().join("too-big");
     write_random(&f, 16 << 20, 5);
     let s = Server::start(&mnt, &[]);
-    let o = push([f.as_os_str(), s.url("").as_ref()]);
+    let o = s.push([f.as_os_str(), s.url("").as_ref()]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("destination is full"), "{}", stderr(&o));
     assert!(list_tree(&mnt).is_empty(), "left behind: {:?}", list_tree(&mnt));
     // A file that fits still goes through afterwards.
     let small = src.path().join("fits");
     write_random(&small, 1 << 20, 6);
-    assert_ok(&push([small.as_os_str(), s.url("").as_ref()]));
+    assert_ok(&s.push([small.as_os_str(), s.url("").as_ref()]));
     assert_same_file(&small, &mnt.join("fits"));
 }
 

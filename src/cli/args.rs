@@ -48,6 +48,13 @@ pub(crate) struct ServeArgs {
     /// Print a line per session.
     #[arg(short, long)]
     pub(crate) verbose: bool,
+    /// The server's TLS key (PKCS#8; the certificate is kept beside it as .crt),
+    /// created on first start. Default: ~/.config/gfast/server.key.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key_file: Option<PathBuf>,
+    /// Also accept clients that use --no-encrypt (authentication still required).
+    #[arg(long)]
+    pub(crate) allow_no_encrypt: bool,
 }
 
 /// Flags of `gfast push`.
@@ -78,4 +85,11 @@ pub(crate) struct PushArgs {
     /// Seconds a silent or unresponsive server is tolerated before giving up.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub(crate) timeout: u64,
+    /// Send data unencrypted (the server must allow it); the token still authenticates.
+    #[arg(long)]
+    pub(crate) no_encrypt: bool,
+    /// Insist on this server key (sha256:HEX, as `gfast serve` prints it) instead of
+    /// trusting the key on first use.
+    #[arg(long, value_name = "FP")]
+    pub(crate) fingerprint: Option<String>,
 }

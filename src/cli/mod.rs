@@ -12,6 +12,7 @@ use crate::engine::server::{random, ServeConfig, Server};
 use crate::engine::stats::Stats;
 use crate::proto::frame::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::transport::tcp::{KernelLimits, Tuning};
+use crate::transport::tls::{Fingerprint, Identity};
 use args::{Cli, Cmd, PushArgs, ServeArgs};
 use clap::Parser;
 use std::io::{IsTerminal, Write};
@@ -102,7 +103,24 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
     if let Some(w) = a.buffer.and_then(|b| buffer_cap_warning(b, &KernelLimits::read())) {
         eprintln!("gfast serve: warning: {w}");
     }
+    let key_file = match a.key_file {
+        Some(k) => k,
+        None => {
+            config_dir().ok_or_else(|| Error::Usage("no home directory: pass --key-file".into()))?.join("server.key")
+        }
+    };
+    let (id, created) = Identity::load_or_create(&key_file)
+        .map_err(|e| Error::Usage(format!("cannot load or create the key '{}': {e}", key_file.display())))?;
+    eprintln!(
+        "gfast serve: {} key {} ({})",
+        if created { "created" } else { "using" },
+        id.fingerprint,
+        key_file.display()
+    );
+    let tls = id.server_config().map_err(|e| Error::Io("TLS setup".into(), e))?;
     let cfg = ServeConfig {
+        tls,
+        allow_plain: a.allow_no_encrypt,
         root,
         token,
         discard: a.discard,
@@ -110,7 +128,7 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
         max_lanes: a.max_streams.max(1),
         verbose: a.verbose,
     };
-    println!("gfast serve: listening on {local}");
+    println!("gfast serve: listening on {local}, key {}", id.fingerprint);
     let _ = std::io::stdout().flush();
     if cfg.discard {
         eprintln!("gfast serve: --discard: data is received and verified, nothing is written");
@@ -123,6 +141,19 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     f.write_all(data)?;
     f.write_all(b"\n")
+}
+
+/// `$XDG_CONFIG_HOME/gfast` or `~/.config/gfast`.
+fn config_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("gfast"))
+}
+
+/// Where server keys are remembered: `GFAST_KNOWN_HOSTS`, else the config directory.
+fn known_hosts_path() -> Option<PathBuf> {
+    std::env::var_os("GFAST_KNOWN_HOSTS").map(PathBuf::from).or_else(|| config_dir().map(|d| d.join("known_hosts")))
 }
 
 /// Many files in flight need many descriptors: lift the soft limit to the hard one.
@@ -182,6 +213,15 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
             ))
         }
     };
+    let fingerprint = match &a.fingerprint {
+        Some(f) => Some(Fingerprint::parse(f).ok_or_else(|| {
+            Error::Usage(format!("--fingerprint '{f}': expected sha256: and 64 hex digits, as gfast serve prints"))
+        })?),
+        None => None,
+    };
+    if a.no_encrypt && fingerprint.is_some() {
+        return Err(Error::Usage("--fingerprint pins a TLS key: it cannot go with --no-encrypt".into()));
+    }
     raise_fd_limit();
     if let Some(b) = a.buffer {
         if let Some(w) = buffer_cap_warning(b, &KernelLimits::read()) {
@@ -202,6 +242,10 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
             ..Tuning::default()
         },
         job_id,
+        encrypt: !a.no_encrypt,
+        fingerprint,
+        known_hosts: known_hosts_path(),
+        notice: |m| eprintln!("gfast: {m}"),
     };
     let show_progress = !a.quiet && !a.json && std::io::stderr().is_terminal();
     let bar = show_progress.then(|| report::Progress::start(stats.clone()));

@@ -77,6 +77,8 @@ pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &Ke
         "per_stream_bytes": stats.lane_bytes.iter().map(Stats::get).collect::<Vec<_>>(),
         "retransmitted_chunks": Stats::get(&stats.retransmitted),
         "chunk_rtt_ms": { "p50": p50, "p90": p90, "p99": p99, "max": max },
+        "encrypted": stats.server_key.lock().expect("stats").is_some(),
+        "server_key": *stats.server_key.lock().expect("stats"),
         "kernel_limits": {
             "rmem_max": k.rmem_max, "wmem_max": k.wmem_max,
             "tcp_rmem_max": k.tcp_rmem_max, "tcp_wmem_max": k.tcp_wmem_max,

@@ -16,8 +16,10 @@ use crate::proto::path::{components, show};
 use crate::proto::sender::{Failure, Sender};
 use crate::proto::VERSION;
 use crate::storage::walk::Walker;
+use crate::transport::conn::{Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{read_frame, write_frame, WireError};
 use crate::transport::tcp::{self, Applied, Tuning};
+use crate::transport::tls::{self, Fingerprint};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -50,6 +52,14 @@ pub struct PushConfig {
     pub tuning: Tuning,
     /// Job id (for reports now, for resume later).
     pub job_id: [u8; 16],
+    /// Encrypt every connection with TLS (the default).
+    pub encrypt: bool,
+    /// The server key to insist on (`--fingerprint`).
+    pub fingerprint: Option<Fingerprint>,
+    /// Where server keys are remembered (trust on first use); `None` disables it.
+    pub known_hosts: Option<PathBuf>,
+    /// Says one line to the user (e.g. that a new server key is trusted).
+    pub notice: fn(&str),
 }
 
 /// What a finished push reports.
@@ -61,6 +71,8 @@ pub struct Summary {
     pub applied: Applied,
     /// The server writes nothing (`--discard`).
     pub discard: bool,
+    /// The server's key, when the session was encrypted.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// How many walked entries may wait for announcement; bounds memory for huge trees.
@@ -107,6 +119,19 @@ impl Shared {
         }
         let _g = self.lock();
         self.cv.notify_all();
+    }
+
+    /// A data lane broke: the control connection usually carries the reason (the
+    /// server sends ERROR there before it cuts the lanes), so give it a moment to
+    /// arrive and win before reporting the bare connection error.
+    fn fail_lane(&self, e: Error) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut g = self.lock();
+        while !self.stopped() && !self.session_done.load(SeqCst) && Instant::now() < deadline {
+            g = self.cv.wait_timeout(g, Duration::from_millis(50)).expect("cv").0;
+        }
+        drop(g);
+        self.fail(e);
     }
 
     fn stopped(&self) -> bool {
@@ -160,17 +185,27 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
         src_dirs.push(md.is_dir());
     }
     let timeout = Duration::from_secs(10);
-    let ctl = tcp::connect(&cfg.server, timeout).map_err(|e| Error::Connect(cfg.server.clone(), e))?;
-    let applied = tcp::tune(&ctl, &cfg.tuning).map_err(|e| Error::Io("tuning the control socket".into(), e))?;
-    let mut r = BufReader::with_capacity(64 << 10, ctl.try_clone().map_err(|e| Error::Io("socket".into(), e))?);
-    let mut w = BufWriter::with_capacity(64 << 10, ctl.try_clone().map_err(|e| Error::Io("socket".into(), e))?);
+    let (pin, tofu) = match (cfg.encrypt, cfg.fingerprint, &cfg.known_hosts) {
+        (false, ..) => (None, false),
+        (true, Some(f), _) => (Some(f), false),
+        (true, None, Some(kh)) => match tls::known_host(kh, &cfg.server) {
+            Some(f) => (Some(f), false),
+            None => (None, true),
+        },
+        (true, None, None) => (None, false),
+    };
+    let (ctl, applied, fingerprint) = open_conn(cfg, timeout, pin)?;
+    *stats.server_key.lock().expect("stats") = fingerprint.map(|f| f.to_string());
+    let (r, w) = ctl.split().map_err(|e| Error::Io("socket".into(), e))?;
+    let mut r = BufReader::with_capacity(64 << 10, r);
+    let mut w = BufWriter::with_capacity(64 << 10, w);
     let mut scratch = Vec::new();
     let mut buf = Vec::new();
     let limits = Limits::default();
-    let mut send = |w: &mut BufWriter<TcpStream>, f: &Frame| -> Result<(), Error> {
+    let mut send = |w: &mut BufWriter<ConnWriter>, f: &Frame| -> Result<(), Error> {
         write_frame(w, f, &mut scratch).and_then(|_| w.flush()).map_err(|e| Error::PeerVanished(e.to_string()))
     };
-    let mut recv = |r: &mut BufReader<TcpStream>| -> Result<Frame, Error> {
+    let mut recv = |r: &mut BufReader<ConnReader>| -> Result<Frame, Error> {
         match read_frame(r, &limits, &mut buf).map_err(wire_err)? {
             Frame::Error { code, message } => Err(Error::Remote(code, message)),
             f => Ok(f),
@@ -179,7 +214,7 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
 
     // Handshake (protocol-spec §5.1, §5.2).
     let cn = random::<32>();
-    ctl.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    ctl.tcp().set_read_timeout(Some(Duration::from_secs(30))).ok();
     send(&mut w, &Frame::Hello { min_version: VERSION, max_version: VERSION, caps: 0, nonce: cn })?;
     let Frame::Challenge { version, nonce: sn, .. } = recv(&mut r)? else {
         return Err(Error::Protocol("expected CHALLENGE".into()));
@@ -196,6 +231,17 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
     };
     if !keys.verify_server(&proof) {
         return Err(Error::Auth("the server could not prove it knows the token: refusing to send to it".into()));
+    }
+    // Remember the key only once the server proved it knows the token.
+    if let (true, Some(fp), Some(kh)) = (tofu, fingerprint, &cfg.known_hosts) {
+        match tls::remember_host(kh, &cfg.server, fp) {
+            Ok(()) => (cfg.notice)(&format!(
+                "first connection to {}: trusting its key {fp} (remembered in {})",
+                cfg.server,
+                kh.display()
+            )),
+            Err(e) => (cfg.notice)(&format!("cannot remember the key of {} in {}: {e}", cfg.server, kh.display())),
+        }
     }
 
     // Where each source lands (cp -r semantics, §5.3).
@@ -226,28 +272,33 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
         components(&dest).map_err(|e| Error::Usage(e.to_string()))?;
         roots.push((s.clone(), dest));
     }
-    ctl.set_read_timeout(None).ok();
+    ctl.tcp().set_read_timeout(None).ok();
 
-    // Open the lanes in parallel: one round trip for all of them.
-    let lanes: Vec<TcpStream> = std::thread::scope(|sc| {
+    // Open the lanes in parallel: one round trip for all of them. They must
+    // present the same server key as the control connection.
+    type Lane = (Conn, BufReader<ConnReader>, ConnWriter);
+    let lanes: Vec<Lane> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..cfg.lanes)
             .map(|lane| {
                 let keys = &keys;
-                sc.spawn(move || -> Result<TcpStream, Error> {
-                    let s = tcp::connect(&cfg.server, timeout).map_err(|e| Error::Connect(cfg.server.clone(), e))?;
-                    tcp::tune(&s, &cfg.tuning).map_err(|e| Error::Io("tuning a data socket".into(), e))?;
+                sc.spawn(move || -> Result<Lane, Error> {
+                    let (c, _, _) = open_conn(cfg, timeout, fingerprint)?;
+                    let (r, mut w) = c.split().map_err(|e| Error::Io("socket".into(), e))?;
+                    let mut r = BufReader::with_capacity(64 << 10, r);
                     let mut scratch = Vec::new();
                     let join = Frame::Join { session_id, lane, mac: keys.join_mac(&session_id, lane) };
-                    write_frame(&mut &s, &join, &mut scratch).map_err(|e| Error::PeerVanished(e.to_string()))?;
-                    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+                    write_frame(&mut w, &join, &mut scratch)
+                        .and_then(|_| w.flush())
+                        .map_err(|e| Error::PeerVanished(e.to_string()))?;
+                    c.tcp().set_read_timeout(Some(Duration::from_secs(30))).ok();
                     let mut b = Vec::new();
-                    match read_frame(&mut &s, &Limits::default(), &mut b).map_err(wire_err)? {
+                    match read_frame(&mut r, &Limits::default(), &mut b).map_err(wire_err)? {
                         Frame::Joined { lane: l } if l == lane => {}
                         Frame::Error { code, message } => return Err(Error::Remote(code, message)),
                         _ => return Err(Error::Protocol("expected JOINED".into())),
                     }
-                    s.set_read_timeout(None).ok();
-                    Ok(s)
+                    c.tcp().set_read_timeout(None).ok();
+                    Ok((c, r, w))
                 })
             })
             .collect();
@@ -262,7 +313,9 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
         error: Mutex::new(None),
         session_done: AtomicBool::new(false),
         walk_failures: Mutex::new((0, Vec::new())),
-        sockets: Mutex::new(lanes.iter().chain([&ctl]).filter_map(|s| s.try_clone().ok()).collect()),
+        sockets: Mutex::new(
+            lanes.iter().map(|l| &l.0).chain([&ctl]).filter_map(|c| c.tcp().try_clone().ok()).collect(),
+        ),
         chunk_size: cfg.chunk_size as u64,
         corrupt_every: std::env::var("GFAST_FAULT_CORRUPT_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
         first_sendings: std::sync::atomic::AtomicU64::new(0),
@@ -281,12 +334,14 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
         let sh = shared.clone();
         handles.push(std::thread::spawn(move || control_reader(&sh, r)));
     }
-    for (i, s) in lanes.iter().enumerate() {
+    let mut lane_conns = Vec::new();
+    for (i, (c, r, w)) in lanes.into_iter().enumerate() {
         let inflight = Arc::new(Mutex::new(VecDeque::new()));
-        let (sh, s1, inf) = (shared.clone(), s.try_clone().expect("clone"), inflight.clone());
-        handles.push(std::thread::spawn(move || lane_writer(&sh, i, s1, &inf)));
-        let (sh, s2) = (shared.clone(), s.try_clone().expect("clone"));
-        handles.push(std::thread::spawn(move || ack_reader(&sh, s2, &inflight)));
+        let (sh, inf) = (shared.clone(), inflight.clone());
+        handles.push(std::thread::spawn(move || lane_writer(&sh, i, w, &inf)));
+        let sh = shared.clone();
+        handles.push(std::thread::spawn(move || ack_reader(&sh, r, &inflight)));
+        lane_conns.push(c);
     }
 
     // Wait for SESSION_DONE or the first error.
@@ -296,10 +351,10 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
             g = shared.cv.wait_timeout(g, Duration::from_millis(200)).expect("cv").0;
         }
     }
-    for s in &lanes {
-        let _ = s.shutdown(Shutdown::Write);
+    for c in &lane_conns {
+        c.shutdown(Shutdown::Write);
     }
-    let _ = ctl.shutdown(Shutdown::Write);
+    ctl.shutdown(Shutdown::Write);
     let first_error = shared.error.lock().expect("error").take();
     if let Some(e) = first_error {
         shared.fail(Error::Protocol("stopping".into()));
@@ -333,7 +388,40 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
         let total = tx.stats().announced + wf.0;
         return Err(Error::Incomplete { failed, total, first: render(all[0]) });
     }
-    Ok(Summary { files: tx.stats().done, applied, discard })
+    Ok(Summary { files: tx.stats().done, applied, discard, fingerprint })
+}
+
+/// Connects, tunes and (unless `--no-encrypt`) runs TLS pinned to `pin` (any key
+/// when `None`); returns the connection, what the kernel granted and the key seen.
+fn open_conn(
+    cfg: &PushConfig,
+    timeout: Duration,
+    pin: Option<Fingerprint>,
+) -> Result<(Conn, Applied, Option<Fingerprint>), Error> {
+    let tcp = tcp::connect(&cfg.server, timeout).map_err(|e| Error::Connect(cfg.server.clone(), e))?;
+    let applied = tcp::tune(&tcp, &cfg.tuning).map_err(|e| Error::Io("tuning a socket".into(), e))?;
+    if !cfg.encrypt {
+        return Ok((Conn::plain(tcp), applied, None));
+    }
+    let (tls_cfg, verifier) = tls::client_config(pin).map_err(|e| Error::Io("TLS setup".into(), e))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let conn = Conn::tls_client(tcp, tls_cfg).map_err(|e| match (pin, verifier.seen()) {
+        (Some(want), Some(got)) if want != got => Error::Auth(format!(
+            "the server's key changed: expected {want}, got {got}. If you trust the new key, pass --fingerprint {got} \
+             or remove the line for {} from {}",
+            cfg.server,
+            cfg.known_hosts.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the known-hosts file".into())
+        )),
+        _ if e.kind() == std::io::ErrorKind::InvalidData || e.to_string().contains("alert") => {
+            Error::Protocol(format!(
+            "TLS handshake with {} failed: {e} (is it a gfast server, and does it allow your --no-encrypt setting?)",
+            cfg.server
+        ))
+        }
+        _ => Error::PeerVanished(format!("TLS handshake with {}: {e}", cfg.server)),
+    })?;
+    conn.tcp().set_read_timeout(None).ok();
+    Ok((conn, applied, verifier.seen()))
 }
 
 fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>) {
@@ -367,7 +455,7 @@ fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>) {
     sh.cv.notify_all();
 }
 
-fn control_writer(sh: &Shared, mut w: BufWriter<TcpStream>) {
+fn control_writer(sh: &Shared, mut w: BufWriter<ConnWriter>) {
     let mut scratch = Vec::new();
     let mut batch = Vec::new();
     loop {
@@ -389,6 +477,16 @@ fn control_writer(sh: &Shared, mut w: BufWriter<TcpStream>) {
             sh.cv.notify_all();
         }
         if batch.is_empty() {
+            // The server reads the control connection until the end of the session:
+            // close it cleanly only after SESSION_DONE.
+            let mut g = sh.lock();
+            while !sh.session_done.load(SeqCst) && !sh.stopped() {
+                g = sh.cv.wait(g).expect("cv");
+            }
+            drop(g);
+            if !sh.stopped() {
+                let _ = w.get_mut().close_notify();
+            }
             return;
         }
         for f in batch.drain(..) {
@@ -402,7 +500,7 @@ fn control_writer(sh: &Shared, mut w: BufWriter<TcpStream>) {
     }
 }
 
-fn control_reader(sh: &Shared, mut r: BufReader<TcpStream>) {
+fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
     let mut buf = Vec::new();
     let limits = Limits::default();
     loop {
@@ -436,8 +534,8 @@ fn control_reader(sh: &Shared, mut r: BufReader<TcpStream>) {
 
 type Inflight = Mutex<VecDeque<(u64, u64, u32, Instant)>>;
 
-fn lane_writer(sh: &Shared, lane: usize, s: TcpStream, inflight: &Inflight) {
-    let mut w = BufWriter::with_capacity(256 << 10, s);
+fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
+    let mut w = BufWriter::with_capacity(256 << 10, w);
     let mut piece = vec![0u8; PIECE];
     let mut cur: Option<(u64, File)> = None;
     let window = 2 * sh.chunk_size + (4 << 20);
@@ -446,8 +544,11 @@ fn lane_writer(sh: &Shared, lane: usize, s: TcpStream, inflight: &Inflight) {
             let mut g = sh.lock();
             loop {
                 if sh.stopped() || g.is_finished() {
+                    let clean = !sh.stopped();
                     drop(g);
-                    let _ = w.flush();
+                    if w.flush().is_ok() && clean {
+                        let _ = w.get_mut().close_notify();
+                    }
                     return;
                 }
                 let busy = {
@@ -462,7 +563,7 @@ fn lane_writer(sh: &Shared, lane: usize, s: TcpStream, inflight: &Inflight) {
                 // Nothing to send right now: push out what is buffered before sleeping.
                 drop(g);
                 if let Err(e) = w.flush() {
-                    return sh.fail(Error::PeerVanished(e.to_string()));
+                    return sh.fail_lane(Error::PeerVanished(e.to_string()));
                 }
                 g = sh.lock();
                 if sh.stopped() || g.is_finished() || (!busy && g.has_chunk()) {
@@ -490,7 +591,7 @@ fn lane_writer(sh: &Shared, lane: usize, s: TcpStream, inflight: &Inflight) {
         }
         let head = ChunkHead { id: task.id, offset: task.offset };
         if let Err(e) = w.write_all(&head.encode_prefix(task.len)) {
-            return sh.fail(Error::PeerVanished(e.to_string()));
+            return sh.fail_lane(Error::PeerVanished(e.to_string()));
         }
         let mut hasher = ChunkHasher::new();
         let mut done = 0usize;
@@ -515,7 +616,7 @@ fn lane_writer(sh: &Shared, lane: usize, s: TcpStream, inflight: &Inflight) {
                 buf[0] ^= 1;
             }
             if let Err(e) = w.write_all(buf) {
-                return sh.fail(Error::PeerVanished(e.to_string()));
+                return sh.fail_lane(Error::PeerVanished(e.to_string()));
             }
             sh.stats.add_sent(lane, n as u64);
             done += n;
@@ -525,7 +626,7 @@ fn lane_writer(sh: &Shared, lane: usize, s: TcpStream, inflight: &Inflight) {
             hash[0] ^= 0xff;
         }
         if let Err(e) = w.write_all(&hash) {
-            return sh.fail(Error::PeerVanished(e.to_string()));
+            return sh.fail_lane(Error::PeerVanished(e.to_string()));
         }
         let mut g = sh.lock();
         match read_err {
@@ -546,14 +647,14 @@ fn lane_writer(sh: &Shared, lane: usize, s: TcpStream, inflight: &Inflight) {
     }
 }
 
-fn ack_reader(sh: &Shared, s: TcpStream, inflight: &Inflight) {
-    let mut r = BufReader::with_capacity(64 << 10, s);
+fn ack_reader(sh: &Shared, mut r: BufReader<ConnReader>, inflight: &Inflight) {
     let mut buf = Vec::new();
     let limits = Limits { max_control: 1 << 16, max_chunk: 0 };
     loop {
         let f = match read_frame(&mut r, &limits, &mut buf) {
             Ok(f) => f,
             Err(WireError::Closed) if sh.session_done.load(SeqCst) => return,
+            Err(e @ (WireError::Closed | WireError::Io(_))) => return sh.fail_lane(wire_err(e)),
             Err(e) => return sh.fail(wire_err(e)),
         };
         let Frame::ChunkAck { id, offset, status } = f else {

@@ -6,6 +6,7 @@ use crate::proto::auth::SessionKeys;
 use crate::proto::error::code;
 use crate::proto::frame::{Frame, Limits, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::proto::{CAPS, VERSION};
+use crate::transport::conn::{Conn, ConnReader, ConnWriter, TLS_HANDSHAKE_BYTE};
 use crate::transport::framed::{read_frame, write_frame, WireError};
 use crate::transport::tcp::{self, Tuning};
 use std::collections::HashMap;
@@ -31,6 +32,10 @@ pub struct ServeConfig {
     pub max_lanes: u16,
     /// Print one line per session to stderr.
     pub verbose: bool,
+    /// TLS configuration presenting the server's identity.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Accept clients that ask for no encryption (`--allow-no-encrypt`).
+    pub allow_plain: bool,
 }
 
 /// The running daemon: configuration and live sessions.
@@ -89,57 +94,80 @@ impl Server {
         let first = (|| {
             stream.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
             tcp::tune(&stream, &self.cfg.tuning)?;
+            let mut b = [0u8; 1];
+            if stream.peek(&mut b)? == 0 {
+                return Err(WireError::Closed);
+            }
+            let conn = if b[0] == TLS_HANDSHAKE_BYTE {
+                Conn::tls_server(stream.try_clone()?, self.cfg.tls.clone())?
+            } else {
+                Conn::plain(stream.try_clone()?)
+            };
+            let (r, w) = conn.split()?;
+            let mut r = BufReader::with_capacity(256 << 10, r);
             let mut buf = Vec::new();
-            let f = read_frame(&mut &stream, &Limits::default(), &mut buf);
+            let f = read_frame(&mut r, &Limits::default(), &mut buf)?;
             stream.set_read_timeout(None)?;
-            f
+            Ok((conn, r, w, f))
         })();
         self.pending.fetch_sub(1, Ordering::SeqCst);
-        match first? {
+        let (conn, r, mut w, first) = first?;
+        if !conn.is_tls() && !self.cfg.allow_plain {
+            let m = "this server requires encryption: drop --no-encrypt, or start the server with --allow-no-encrypt";
+            return refuse(&conn, &mut w, code::AUTH_FAILED, m);
+        }
+        match first {
             Frame::Hello { min_version, max_version, nonce, .. } => {
-                self.control(stream, min_version, max_version, nonce)
+                self.control(conn, r, w, min_version, max_version, nonce)
             }
             Frame::Join { session_id, lane, mac } => {
                 let s = self.sessions.lock().expect("sessions").get(&session_id).cloned();
                 match s {
-                    Some(s) => session::run_lane(s, stream, lane, mac),
-                    None => refuse(&stream, code::AUTH_FAILED, "unknown session"),
+                    Some(s) => session::run_lane(s, conn, r, w, lane, mac),
+                    None => refuse(&conn, &mut w, code::AUTH_FAILED, "unknown session"),
                 }
             }
-            _ => refuse(&stream, code::PROTOCOL, "expected HELLO or JOIN"),
+            _ => refuse(&conn, &mut w, code::PROTOCOL, "expected HELLO or JOIN"),
         }
     }
 
-    fn control(self: &Arc<Self>, stream: TcpStream, min_v: u16, max_v: u16, cn: [u8; 32]) -> Result<(), WireError> {
+    fn control(
+        self: &Arc<Self>,
+        conn: Conn,
+        mut r: BufReader<ConnReader>,
+        w: ConnWriter,
+        min_v: u16,
+        max_v: u16,
+        cn: [u8; 32],
+    ) -> Result<(), WireError> {
+        let mut w = BufWriter::with_capacity(64 << 10, w);
         if !(min_v..=max_v).contains(&VERSION) {
             let m = format!("this server speaks protocol version {VERSION}, the client {min_v}..{max_v}");
-            return refuse(&stream, code::VERSION, &m);
+            return refuse(&conn, &mut w, code::VERSION, &m);
         }
         let sn = random::<32>();
-        let mut w = BufWriter::new(stream.try_clone()?);
         let mut scratch = Vec::new();
         write_frame(&mut w, &Frame::Challenge { version: VERSION, caps: CAPS, nonce: sn }, &mut scratch)?;
         w.flush()?;
-        let mut r = BufReader::with_capacity(256 << 10, stream.try_clone()?);
         let mut buf = Vec::new();
-        stream.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
+        conn.tcp().set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
         let Frame::Auth { proof, lanes, chunk_size, .. } = read_frame(&mut r, &Limits::default(), &mut buf)? else {
-            return refuse(&stream, code::PROTOCOL, "expected AUTH");
+            return refuse(&conn, &mut w, code::PROTOCOL, "expected AUTH");
         };
-        stream.set_read_timeout(None)?;
+        conn.tcp().set_read_timeout(None)?;
         let keys = SessionKeys::derive(&self.cfg.token, &cn, &sn);
         if !keys.verify_client(&proof) {
-            return refuse(&stream, code::AUTH_FAILED, "wrong token");
+            return refuse(&conn, &mut w, code::AUTH_FAILED, "wrong token");
         }
         if lanes == 0 || lanes > self.cfg.max_lanes {
-            return refuse(&stream, code::PROTOCOL, &format!("lanes must be 1..={}", self.cfg.max_lanes));
+            return refuse(&conn, &mut w, code::PROTOCOL, &format!("lanes must be 1..={}", self.cfg.max_lanes));
         }
         if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
-            return refuse(&stream, code::PROTOCOL, "chunk size must be 64 KiB..1 GiB");
+            return refuse(&conn, &mut w, code::PROTOCOL, "chunk size must be 64 KiB..1 GiB");
         }
         let id = random::<16>();
-        let sess = Session::new(self.clone(), id, keys.clone(), lanes, chunk_size as u64, stream.try_clone()?)
-            .map_err(WireError::Io)?;
+        let sess =
+            Session::new(self.clone(), id, keys.clone(), lanes, chunk_size as u64, &conn, w).map_err(WireError::Io)?;
         self.sessions.lock().expect("sessions").insert(id, sess.clone());
         let welcome = Frame::Welcome { proof: keys.server_proof(), session_id: id, discard: self.cfg.discard };
         let res = sess.send_control(&welcome).map_err(WireError::Io).and_then(|_| sess.clone().run_control(r));
@@ -150,11 +178,11 @@ impl Server {
 }
 
 /// Sends ERROR and closes.
-pub(crate) fn refuse(stream: &TcpStream, code: u16, message: &str) -> Result<(), WireError> {
+pub(crate) fn refuse(conn: &Conn, w: &mut impl Write, code: u16, message: &str) -> Result<(), WireError> {
     let mut scratch = Vec::new();
-    let mut w = stream;
-    let _ = write_frame(&mut w, &Frame::Error { code, message: message.into() }, &mut scratch);
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = write_frame(w, &Frame::Error { code, message: message.into() }, &mut scratch);
+    let _ = w.flush();
+    conn.shutdown(std::net::Shutdown::Write);
     Err(WireError::Io(std::io::Error::other(format!("refused: {message}"))))
 }
 

@@ -14,6 +14,7 @@ use crate::proto::hash::ChunkHasher;
 use crate::proto::path::{components, show};
 use crate::proto::receiver::{ChunkPlan, Next, Receiver};
 use crate::storage::dest::{self, DestError, DestRoot, TempFile};
+use crate::transport::conn::{Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{eof_is_error, read_frame, read_header, write_frame, WireError};
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -37,6 +38,7 @@ struct State {
     dirs: Vec<FileMeta>,
     joined: Vec<bool>,
     lanes: Vec<TcpStream>,
+    encrypted: bool,
     done: bool,
 }
 
@@ -48,7 +50,7 @@ pub(crate) struct Session {
     keys: SessionKeys,
     chunk_size: u64,
     state: Mutex<State>,
-    control: Mutex<(BufWriter<TcpStream>, Vec<u8>)>,
+    control: Mutex<(BufWriter<ConnWriter>, Vec<u8>)>,
     control_stream: TcpStream,
     failed: AtomicBool,
 }
@@ -60,11 +62,13 @@ impl Session {
         keys: SessionKeys,
         lanes: u16,
         chunk_size: u64,
-        control_stream: TcpStream,
+        control: &Conn,
+        w: BufWriter<ConnWriter>,
     ) -> io::Result<Arc<Self>> {
         let dest = if server.cfg.discard { None } else { Some(DestRoot::open(&server.cfg.root)?) };
         let tag: String = id[..6].iter().map(|b| format!("{b:02x}")).collect();
-        let w = BufWriter::with_capacity(64 << 10, control_stream.try_clone()?);
+        let control_stream = control.tcp().try_clone()?;
+        let encrypted = control.is_tls();
         Ok(Arc::new(Session {
             server,
             id,
@@ -78,6 +82,7 @@ impl Session {
                 dirs: Vec::new(),
                 joined: vec![false; lanes as usize],
                 lanes: Vec::new(),
+                encrypted,
                 done: false,
             }),
             control: Mutex::new((w, Vec::new())),
@@ -119,7 +124,7 @@ impl Session {
     }
 
     /// Runs the control loop until the client closes the connection.
-    pub(crate) fn run_control(self: Arc<Self>, mut r: BufReader<TcpStream>) -> Result<(), WireError> {
+    pub(crate) fn run_control(self: Arc<Self>, mut r: BufReader<ConnReader>) -> Result<(), WireError> {
         let mut buf = Vec::new();
         let limits = Limits::default();
         loop {
@@ -316,13 +321,11 @@ impl Session {
         }
     }
 
-    fn lane_loop(&self, lane: u16, stream: &TcpStream) -> Result<(), WireError> {
-        let mut r = BufReader::with_capacity(256 << 10, stream.try_clone()?);
-        let mut w = BufWriter::with_capacity(16 << 10, stream.try_clone()?);
+    fn lane_loop(&self, mut r: BufReader<ConnReader>, w: ConnWriter) -> Result<(), WireError> {
+        let mut w = BufWriter::with_capacity(16 << 10, w);
         let mut scratch = Vec::new();
         let limits = Limits { max_control: 1 << 16, max_chunk: self.chunk_size as u32 };
         let mut piece = vec![0u8; PIECE];
-        let _ = lane;
         loop {
             let h = match read_header(&mut r, &limits) {
                 Ok(h) => h,
@@ -407,22 +410,31 @@ fn io_fatal(e: io::Error) -> Fatal {
 }
 
 /// Attaches a data connection to its session after checking its JOIN, then runs it.
-pub(crate) fn run_lane(s: Arc<Session>, stream: TcpStream, lane: u16, mac: [u8; 32]) -> Result<(), WireError> {
+pub(crate) fn run_lane(
+    s: Arc<Session>,
+    conn: Conn,
+    r: BufReader<ConnReader>,
+    mut w: ConnWriter,
+    lane: u16,
+    mac: [u8; 32],
+) -> Result<(), WireError> {
     {
         let mut st = s.state.lock().expect("state");
-        let ok = s.keys.verify_join(&s.id, lane, &mac);
+        let ok = s.keys.verify_join(&s.id, lane, &mac) && conn.is_tls() == st.encrypted;
         match st.joined.get_mut(lane as usize) {
             Some(j) if ok && !*j => *j = true,
             _ => {
                 drop(st);
-                return refuse(&stream, code::AUTH_FAILED, "data connection refused: bad or repeated JOIN");
+                let m = "data connection refused: bad or repeated JOIN, or not encrypted like the session";
+                return refuse(&conn, &mut w, code::AUTH_FAILED, m);
             }
         }
-        st.lanes.push(stream.try_clone()?);
+        st.lanes.push(conn.tcp().try_clone()?);
     }
     let mut scratch = Vec::new();
-    write_frame(&mut &stream, &Frame::Joined { lane }, &mut scratch)?;
-    let res = s.lane_loop(lane, &stream);
+    write_frame(&mut w, &Frame::Joined { lane }, &mut scratch)?;
+    w.flush()?;
+    let res = s.lane_loop(r, w);
     if res.is_err() && !s.state.lock().expect("state").done {
         s.fail(code::CANCELLED, "a data connection broke");
     }

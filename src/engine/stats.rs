@@ -24,6 +24,8 @@ pub struct Stats {
     /// Chunks sent again after a hash mismatch.
     pub retransmitted: AtomicU64,
     rtt_us: Mutex<Histogram<u64>>,
+    /// The server's TLS key once connected (`None` for --no-encrypt).
+    pub server_key: Mutex<Option<String>>,
 }
 
 impl Stats {
@@ -38,6 +40,7 @@ impl Stats {
             files_done: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
             retransmitted: AtomicU64::new(0),
+            server_key: Mutex::new(None),
             rtt_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
         }
     }

@@ -44,13 +44,23 @@ pub struct Server {
     pub child: Child,
     pub addr: String,
     pub root: PathBuf,
+    /// The server's key fingerprint, as printed on its first line.
+    pub key: String,
+    _keydir: TempDir,
 }
 
 impl Server {
     pub fn start(root: &Path, extra: &[&str]) -> Server {
+        Self::start_with(root, "127.0.0.1:0", TempDir::new("key"), extra)
+    }
+
+    /// Starts a server on `listen` with its key kept in `keydir`.
+    pub fn start_with(root: &Path, listen: &str, keydir: TempDir, extra: &[&str]) -> Server {
         let mut child = Command::new(bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--root"])
+            .args(["serve", "--listen", listen, "--root"])
             .arg(root)
+            .arg("--key-file")
+            .arg(keydir.path().join("server.key"))
             .args(extra)
             .env("GFAST_TOKEN", TOKEN)
             .stdout(Stdio::piped())
@@ -59,9 +69,32 @@ impl Server {
             .expect("spawn gfast serve");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().rsplit(' ').next().unwrap().to_string();
         assert!(line.contains("listening on"), "unexpected first line from serve: {line:?}");
-        Server { child, addr, root: root.to_path_buf() }
+        let (addr, key) = parse_listening(&line);
+        Server { child, addr, root: root.to_path_buf(), key, _keydir: keydir }
+    }
+
+    /// Runs `gfast push ARGS` against this server, pinning its key.
+    pub fn push<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        Command::new(bin())
+            .arg("push")
+            .args(["--fingerprint", &self.key])
+            .args(args)
+            .env("GFAST_TOKEN", TOKEN)
+            .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts")
+            .output()
+            .expect("run gfast push")
+    }
+
+    /// A `gfast push` command with token and pinned key set, to add arguments to.
+    pub fn push_cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("push").args(["--fingerprint", &self.key]).env("GFAST_TOKEN", TOKEN);
+        c
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -91,13 +124,26 @@ impl Drop for Server {
     }
 }
 
-/// Runs `gfast push ARGS` with the test token.
+/// Parses `gfast serve: listening on ADDR, key FP`.
+pub fn parse_listening(line: &str) -> (String, String) {
+    let rest = line.trim().split("listening on ").nth(1).expect("listening line");
+    let (addr, key) = rest.split_once(", key ").expect("key in the listening line");
+    (addr.to_string(), key.to_string())
+}
+
+/// Runs `gfast push ARGS` with the test token and no pinned key.
 pub fn push<I, S>(args: I) -> Output
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    Command::new(bin()).arg("push").args(args).env("GFAST_TOKEN", TOKEN).output().expect("run gfast push")
+    Command::new(bin())
+        .arg("push")
+        .args(args)
+        .env("GFAST_TOKEN", TOKEN)
+        .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts")
+        .output()
+        .expect("run gfast push")
 }
 
 pub fn stderr(o: &Output) -> String {

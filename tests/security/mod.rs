@@ -1,0 +1,178 @@
+//! Encryption, key pinning and attacks on the handshake, with the real binary.
+
+use crate::util::*;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+fn push_tofu(known_hosts: &std::path::Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(bin())
+        .arg("push")
+        .args(args)
+        .env("GFAST_TOKEN", TOKEN)
+        .env("GFAST_KNOWN_HOSTS", known_hosts)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn first_use_trust_is_remembered_and_a_changed_key_is_refused() {
+    let work = TempDir::new("tofu");
+    let root = TempDir::new("tofu-root");
+    let kh = work.path().join("known_hosts");
+    let f = work.path().join("file");
+    fs::write(&f, b"pinned").unwrap();
+
+    let a = Server::start(root.path(), &[]);
+    let addr = a.addr.clone();
+    let o = push_tofu(&kh, &[f.as_os_str(), a.url("one").as_ref()]);
+    assert_ok(&o);
+    assert!(stderr(&o).contains("trusting its key"), "{}", stderr(&o));
+    let line = fs::read_to_string(&kh).unwrap();
+    assert_eq!(line.trim(), format!("{addr} {}", a.key));
+
+    let o = push_tofu(&kh, &[f.as_os_str(), a.url("two").as_ref()]);
+    assert_ok(&o);
+    assert!(!stderr(&o).contains("trusting"), "known key, no notice: {}", stderr(&o));
+    let _ = a.stop();
+
+    // Another server (new key) on the same address: refused, nothing written.
+    let root_b = TempDir::new("tofu-root-b");
+    let b = Server::start_with(root_b.path(), &addr, TempDir::new("key-b"), &[]);
+    assert_ne!(b.key, fs::read_to_string(&kh).unwrap().split(' ').nth(1).unwrap().trim());
+    let o = push_tofu(&kh, &[f.as_os_str(), b.url("three").as_ref()]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("key changed"), "{}", stderr(&o));
+    assert!(list_tree(root_b.path()).is_empty());
+
+    // Pinning the new key explicitly is the way through.
+    let fp = b.key.clone();
+    let o =
+        push_tofu(&kh, &[std::ffi::OsStr::new("--fingerprint"), fp.as_ref(), f.as_os_str(), b.url("four").as_ref()]);
+    assert_ok(&o);
+    assert_eq!(fs::read(root_b.path().join("four")).unwrap(), b"pinned");
+}
+
+#[test]
+fn a_wrong_fingerprint_is_refused_before_any_data() {
+    let work = TempDir::new("wrongfp");
+    let root = TempDir::new("wrongfp-root");
+    let f = work.path().join("file");
+    fs::write(&f, b"x").unwrap();
+    let s = Server::start(root.path(), &[]);
+    let wrong = format!("sha256:{}", "ab".repeat(32));
+    let o = push(["--fingerprint".as_ref(), wrong.as_ref(), f.as_os_str(), s.url("").as_ref()]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("key changed"), "{}", stderr(&o));
+    assert!(list_tree(root.path()).is_empty());
+}
+
+#[test]
+fn no_encrypt_needs_both_sides_to_agree() {
+    let work = TempDir::new("plain");
+    let f = work.path().join("file");
+    fs::write(&f, b"in the clear").unwrap();
+
+    let root = TempDir::new("plain-root");
+    let strict = Server::start(root.path(), &[]);
+    let o = push(["--no-encrypt".as_ref(), f.as_os_str(), strict.url("").as_ref()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("requires encryption"), "{}", stderr(&o));
+    assert!(list_tree(root.path()).is_empty());
+
+    let root2 = TempDir::new("plain-root2");
+    let lax = Server::start(root2.path(), &["--allow-no-encrypt"]);
+    let o = push(["--no-encrypt".as_ref(), "--json".as_ref(), f.as_os_str(), lax.url("").as_ref()]);
+    assert_ok(&o);
+    let j = parse_json(&o);
+    assert_eq!(j["encrypted"], false);
+    assert_eq!(fs::read(root2.path().join("file")).unwrap(), b"in the clear");
+    // An encrypting client still gets TLS from a lax server.
+    let o = lax.push(["--json".as_ref(), f.as_os_str(), lax.url("again").as_ref()]);
+    assert_ok(&o);
+    assert_eq!(parse_json(&o)["encrypted"], true);
+    assert_eq!(parse_json(&o)["server_key"], lax.key.as_str());
+}
+
+/// A man in the middle that relays to `target` and flips one bit of the
+/// client-to-server stream at byte `flip_at` of each connection (never, if None).
+fn mitm(target: String, flip_at: Option<usize>) -> (String, Arc<AtomicBool>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let flipped = Arc::new(AtomicBool::new(false));
+    let fl = flipped.clone();
+    thread::spawn(move || {
+        for c in l.incoming().take(64) {
+            let Ok(c) = c else { return };
+            let Ok(s) = TcpStream::connect(&target) else { return };
+            let (c2, s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
+            let fl = fl.clone();
+            thread::spawn(move || relay(c, s, flip_at, &fl));
+            thread::spawn(move || relay(s2, c2, None, &AtomicBool::new(false)));
+        }
+    });
+    (addr, flipped)
+}
+
+fn relay(mut from: TcpStream, mut to: TcpStream, flip_at: Option<usize>, flipped: &AtomicBool) {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut seen = 0usize;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(at) = flip_at {
+            if at >= seen && at < seen + n {
+                buf[at - seen] ^= 0x20;
+                flipped.store(true, Ordering::SeqCst);
+            }
+        }
+        seen += n;
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+#[test]
+fn a_bit_flipping_man_in_the_middle_is_detected_and_nothing_is_written() {
+    let work = TempDir::new("mitm");
+    let root = TempDir::new("mitm-root");
+    let f = work.path().join("data");
+    write_random(&f, 4 << 20, 11);
+    let s = Server::start(root.path(), &[]);
+    // Every connection gets one flipped bit, 3000 bytes in: inside the handshake
+    // or early data of the control connection and inside chunk data of a lane.
+    let (proxy, flipped) = mitm(s.addr.clone(), Some(3000));
+    let o = s.push([f.as_os_str(), format!("gfast://{proxy}/").as_ref()]);
+    assert!(flipped.load(Ordering::SeqCst), "the proxy did flip a bit");
+    assert!(!o.status.success(), "a tampered session must fail");
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "one line: {}", stderr(&o));
+    assert!(!root.path().join("data").exists(), "nothing under the final name");
+
+    // The same proxy without tampering works: the pin is end to end.
+    let (clean, _) = mitm(s.addr.clone(), None);
+    assert_ok(&s.push([f.as_os_str(), format!("gfast://{clean}/").as_ref()]));
+    assert_same_file(&f, &root.path().join("data"));
+}
+
+#[test]
+fn an_impersonating_server_is_refused() {
+    let work = TempDir::new("imp");
+    let f = work.path().join("secret");
+    fs::write(&f, b"for the real server only").unwrap();
+    let real_root = TempDir::new("imp-real");
+    let real = Server::start(real_root.path(), &[]);
+    // The attacker runs its own gfast (it even knows the token) and relays to it.
+    let evil_root = TempDir::new("imp-evil");
+    let evil = Server::start(evil_root.path(), &[]);
+    let (proxy, _) = mitm(evil.addr.clone(), None);
+    let o = real.push([f.as_os_str(), format!("gfast://{proxy}/").as_ref()]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(list_tree(evil_root.path()).is_empty(), "nothing reached the impostor");
+}
