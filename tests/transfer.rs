@@ -1,6 +1,7 @@
 //! Integration tests: the real `gfast` binary as two processes on loopback.
 
 mod security;
+mod ssh;
 mod util;
 
 use std::fs;

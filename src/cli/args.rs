@@ -27,8 +27,19 @@ pub(crate) enum Cmd {
 #[derive(Args, Debug)]
 pub(crate) struct ServeArgs {
     /// Directory everything is received into; nothing is ever written outside it.
-    #[arg(long, value_name = "DIR", required_unless_present = "discard")]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["discard", "oneshot"])]
     pub(crate) root: Option<PathBuf>,
+    /// Serve exactly one session, then exit (started by `gfast push` through ssh):
+    /// prints an offer line (port, one-time token, key fingerprint) on stdout and
+    /// exits when the session ends, when stdin closes, or after --idle-timeout.
+    #[arg(long, requires = "dest", conflicts_with_all = ["root", "discard"])]
+    pub(crate) oneshot: bool,
+    /// With --oneshot: the destination path as typed after `host:` by the client.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) dest: Option<PathBuf>,
+    /// With --oneshot: give up when no session starts within this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub(crate) idle_timeout: u64,
     /// Address and port to listen on (port 0 picks a free one and prints it).
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:7447")]
     pub(crate) listen: String,
@@ -60,7 +71,8 @@ pub(crate) struct ServeArgs {
 /// Flags of `gfast push`.
 #[derive(Args, Debug)]
 pub(crate) struct PushArgs {
-    /// Sources (files or directories), then the destination gfast://HOST[:PORT]/PATH.
+    /// Sources (files or directories), then the destination: gfast://HOST[:PORT]/PATH
+    /// (a running daemon) or [USER@]HOST:PATH (ssh one-shot mode).
     #[arg(required = true, num_args = 2.., value_name = "SRC... DEST")]
     pub(crate) paths: Vec<OsString>,
     /// Number of parallel TCP data streams.
@@ -88,6 +100,13 @@ pub(crate) struct PushArgs {
     /// Send data unencrypted (the server must allow it); the token still authenticates.
     #[arg(long)]
     pub(crate) no_encrypt: bool,
+    /// ssh command for [USER@]HOST:PATH destinations, with its options
+    /// (e.g. "ssh -p 2222 -i key"); ~/.ssh/config applies as usual.
+    #[arg(short = 'e', long, value_name = "CMD", default_value = "ssh")]
+    pub(crate) ssh: String,
+    /// The gfast command on the remote host.
+    #[arg(long, value_name = "CMD", default_value = "gfast")]
+    pub(crate) remote_cmd: String,
     /// Insist on this server key (sha256:HEX, as `gfast serve` prints it) instead of
     /// trusting the key on first use.
     #[arg(long, value_name = "FP")]

@@ -10,6 +10,7 @@ use crate::engine::client::{push, PushConfig};
 use crate::engine::error::Error;
 use crate::engine::server::{random, ServeConfig, Server};
 use crate::engine::stats::Stats;
+use crate::engine::{oneshot, ssh};
 use crate::proto::frame::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::transport::tcp::{KernelLimits, Tuning};
 use crate::transport::tls::{Fingerprint, Identity};
@@ -57,6 +58,9 @@ fn new_token() -> String {
 }
 
 fn serve(a: ServeArgs) -> Result<(), Error> {
+    if a.oneshot {
+        return serve_oneshot(a);
+    }
     let root = match a.root {
         Some(r) => r,
         None => PathBuf::from("/nonexistent-gfast-discard-root"),
@@ -121,6 +125,7 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
     let cfg = ServeConfig {
         tls,
         allow_plain: a.allow_no_encrypt,
+        oneshot: false,
         root,
         token,
         discard: a.discard,
@@ -134,6 +139,51 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
         eprintln!("gfast serve: --discard: data is received and verified, nothing is written");
     }
     Server::new(cfg).run(listener).map_err(|e| Error::Io("accepting connections".into(), e))
+}
+
+/// `gfast serve --oneshot`: one session for a client that started us over ssh.
+fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
+    let dest = a.dest.expect("clap requires --dest");
+    let (root, target) = match oneshot::split_dest(&dest) {
+        Ok(x) => x,
+        Err(e) => {
+            println!("{} cannot use '{}' as destination: {e}", oneshot::REFUSAL_TAG, dest.display());
+            return Err(Error::Usage(format!("--dest '{}': {e}", dest.display())));
+        }
+    };
+    let id = Identity::ephemeral().map_err(|e| Error::Io("creating a key".into(), e))?;
+    let token = new_token();
+    // Listen where the ssh connection arrived, so the lanes take the same path.
+    let host = std::env::var("SSH_CONNECTION").ok().and_then(|v| v.split_whitespace().nth(2).map(String::from));
+    let ip: std::net::IpAddr = host.as_deref().and_then(|h| h.parse().ok()).unwrap_or([0, 0, 0, 0].into());
+    let listener = Server::bind((ip, 0).into()).map_err(|e| Error::Io(format!("cannot listen on {ip}"), e))?;
+    let port = listener.local_addr().map_err(|e| Error::Io("listener".into(), e))?.port();
+    raise_fd_limit();
+    let cfg = ServeConfig {
+        root,
+        token: token.clone().into_bytes(),
+        discard: false,
+        tuning: Tuning { buffer: a.buffer.map(|b| b as usize), ..Tuning::default() },
+        max_lanes: a.max_streams.max(1),
+        verbose: a.verbose,
+        tls: id.server_config().map_err(|e| Error::Io("TLS setup".into(), e))?,
+        allow_plain: false,
+        oneshot: true,
+    };
+    let offer = oneshot::Offer { host, port, token, fingerprint: id.fingerprint, target };
+    println!("{}", offer.to_line());
+    let _ = std::io::stdout().flush();
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let c2 = closed.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        c2.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    if Server::new(cfg).run_oneshot(listener, Duration::from_secs(a.idle_timeout), &closed) {
+        Ok(())
+    } else {
+        Err(Error::Remote(0, "the one-shot session did not complete".into()))
+    }
 }
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -200,19 +250,15 @@ fn push_cmd(a: PushArgs) -> Result<(), Error> {
 fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Error> {
     let mut paths = a.paths;
     let dest = paths.pop().expect("clap requires two paths");
-    let remote = url::parse_remote(&dest).map_err(Error::Usage)?;
+    let via_ssh = if dest.as_encoded_bytes().starts_with(b"gfast://") {
+        None
+    } else {
+        use std::os::unix::ffi::OsStrExt;
+        ssh::SshTarget::parse(dest.as_bytes())
+    };
     if !(MIN_CHUNK_SIZE as u64..=MAX_CHUNK_SIZE as u64).contains(&a.chunk_size) {
         return Err(Error::Usage(format!("--chunk-size {} is out of range: use 64K to 1G", size::human(a.chunk_size))));
     }
-    let token = match (&a.token_file, env_token()) {
-        (Some(f), _) => read_token(f)?,
-        (None, Some(t)) => t,
-        (None, None) => {
-            return Err(Error::Usage(
-                "no token: pass --token-file FILE or set GFAST_TOKEN (the server prints or stores it)".into(),
-            ))
-        }
-    };
     let fingerprint = match &a.fingerprint {
         Some(f) => Some(Fingerprint::parse(f).ok_or_else(|| {
             Error::Usage(format!("--fingerprint '{f}': expected sha256: and 64 hex digits, as gfast serve prints"))
@@ -228,11 +274,43 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
             eprintln!("gfast: warning: {w}");
         }
     }
+    if a.no_encrypt && via_ssh.is_some() {
+        return Err(Error::Usage("--no-encrypt is for daemons (gfast://); ssh one-shot mode always encrypts".into()));
+    }
+    // Check the sources before starting anything remote.
+    for s in &paths {
+        std::fs::metadata(s).map_err(|e| Error::Source(PathBuf::from(s), e))?;
+    }
+    let mut remote_proc = None;
+    let (server, dest_path, dest_is_dir, token, fingerprint, known_hosts) = match &via_ssh {
+        Some(t) => {
+            let words = ssh::split_words(&a.ssh);
+            let r = ssh::start(&words, &a.remote_cmd, t)?;
+            let o = r.offer.clone();
+            let is_dir = t.path.is_empty() || t.path.ends_with(b"/") || o.target.is_empty();
+            let server = r.server.clone();
+            remote_proc = Some(r);
+            (server, o.target, is_dir, o.token.into_bytes(), Some(o.fingerprint), None)
+        }
+        None => {
+            let remote = url::parse_remote(&dest).map_err(Error::Usage)?;
+            let token = match (&a.token_file, env_token()) {
+                (Some(f), _) => read_token(f)?,
+                (None, Some(t)) => t,
+                (None, None) => {
+                    return Err(Error::Usage(
+                        "no token: pass --token-file FILE or set GFAST_TOKEN (the server prints or stores it)".into(),
+                    ))
+                }
+            };
+            (remote.server, remote.path, remote.is_dir, token, fingerprint, known_hosts_path())
+        }
+    };
     let cfg = PushConfig {
         sources: paths.into_iter().map(PathBuf::from).collect(),
-        server: remote.server,
-        dest: remote.path,
-        dest_is_dir: remote.is_dir,
+        server,
+        dest: dest_path,
+        dest_is_dir,
         token,
         lanes: a.streams,
         chunk_size: a.chunk_size as u32,
@@ -244,7 +322,7 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
         job_id,
         encrypt: !a.no_encrypt,
         fingerprint,
-        known_hosts: known_hosts_path(),
+        known_hosts,
         notice: |m| eprintln!("gfast: {m}"),
     };
     let show_progress = !a.quiet && !a.json && std::io::stderr().is_terminal();
@@ -252,6 +330,9 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
     let res = push(&cfg, stats.clone());
     if let Some(b) = bar {
         b.finish();
+    }
+    if let Some(r) = remote_proc {
+        r.finish();
     }
     let summary = res?;
     if !a.quiet && !a.json {

@@ -21,13 +21,9 @@ pub fn parse_remote(arg: &std::ffi::OsStr) -> Result<Remote, String> {
     let b = arg.as_bytes();
     let Some(rest) = b.strip_prefix(b"gfast://") else {
         let s = String::from_utf8_lossy(b);
-        if s.contains(':') && !s.starts_with('/') && !s.starts_with('.') {
-            return Err(format!(
-                "'{s}': ssh one-shot mode ([user@]host:/path) is not built yet; run `gfast serve` on the \
-                 destination and use gfast://HOST[:PORT]/PATH"
-            ));
-        }
-        return Err(format!("'{s}': the last argument must be the destination, gfast://HOST[:PORT]/PATH"));
+        return Err(format!(
+            "'{s}': the last argument must be the destination: gfast://HOST[:PORT]/PATH or [USER@]HOST:PATH"
+        ));
     };
     let slash = rest.iter().position(|&c| c == b'/').unwrap_or(rest.len());
     let (auth, path) = rest.split_at(slash);
@@ -74,7 +70,7 @@ mod tests {
         assert_eq!(r, Remote { server: "h:7447".into(), path: b"a/b".to_vec(), is_dir: false });
         let r = parse_remote(OsStr::new("gfast://[::1]:5")).unwrap();
         assert_eq!(r, Remote { server: "[::1]:5".into(), path: vec![], is_dir: true });
-        assert!(parse_remote(OsStr::new("host:/x")).unwrap_err().contains("ssh"));
+        assert!(parse_remote(OsStr::new("host:/x")).unwrap_err().contains("HOST:PATH"));
         assert!(parse_remote(OsStr::new("./dir")).is_err());
         assert!(parse_remote(OsStr::new("gfast://h:x/")).is_err());
         assert!(parse_remote(OsStr::new("gfast:///p")).is_err());

@@ -3,6 +3,8 @@
 
 pub mod client;
 pub mod error;
+pub mod oneshot;
 pub mod server;
 mod session;
+pub mod ssh;
 pub mod stats;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub struct ServeConfig {
     pub tls: Arc<rustls::ServerConfig>,
     /// Accept clients that ask for no encryption (`--allow-no-encrypt`).
     pub allow_plain: bool,
+    /// Serve one session only (ssh one-shot mode).
+    pub oneshot: bool,
 }
 
 /// The running daemon: configuration and live sessions.
@@ -43,6 +45,9 @@ pub struct Server {
     pub(crate) cfg: ServeConfig,
     pub(crate) sessions: Mutex<HashMap<[u8; 16], Arc<Session>>>,
     pending: AtomicUsize,
+    /// One-shot mode: a session has started; and how it ended, once it has.
+    started: AtomicBool,
+    ended: Mutex<Option<bool>>,
 }
 
 /// Connections still in their first frame are limited, so a flood of idle sockets
@@ -54,7 +59,13 @@ const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(15);
 impl Server {
     /// A daemon with this configuration.
     pub fn new(cfg: ServeConfig) -> Arc<Self> {
-        Arc::new(Server { cfg, sessions: Mutex::new(HashMap::new()), pending: AtomicUsize::new(0) })
+        Arc::new(Server {
+            cfg,
+            sessions: Mutex::new(HashMap::new()),
+            pending: AtomicUsize::new(0),
+            started: AtomicBool::new(false),
+            ended: Mutex::new(None),
+        })
     }
 
     /// Binds `addr`.
@@ -64,9 +75,44 @@ impl Server {
 
     /// Accepts connections forever; each gets its own thread.
     pub fn run(self: &Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        self.accept_loop(listener, &|| false)
+    }
+
+    /// One-shot mode: serves one session and returns whether it succeeded. Gives up
+    /// (false) when no session starts within `idle`, or when `channel_closed` says
+    /// the ssh channel that started us is gone.
+    pub fn run_oneshot(self: &Arc<Self>, listener: TcpListener, idle: Duration, channel_closed: &AtomicBool) -> bool {
+        let t0 = std::time::Instant::now();
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let give_up = || {
+            channel_closed.load(Ordering::SeqCst)
+                || (!self.started.load(Ordering::SeqCst) && t0.elapsed() > idle)
+                || self.ended.lock().expect("ended").is_some()
+        };
+        let _ = self.accept_loop(listener, &give_up);
+        let ended = *self.ended.lock().expect("ended");
+        if ended.is_none() {
+            // Gave up mid-session (the ssh channel closed): end it and remove its
+            // temporary files before the process exits.
+            let live: Vec<_> = self.sessions.lock().expect("sessions").values().cloned().collect();
+            for s in live {
+                s.abort("the ssh channel that started this receiver closed");
+            }
+        }
+        ended.unwrap_or(false)
+    }
+
+    fn accept_loop(self: &Arc<Self>, listener: TcpListener, stop: &dyn Fn() -> bool) -> std::io::Result<()> {
         loop {
+            if stop() {
+                return Ok(());
+            }
             let (stream, peer) = match listener.accept() {
                 Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -79,6 +125,7 @@ impl Server {
                 self.pending.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
+            let _ = stream.set_nonblocking(false);
             let me = self.clone();
             std::thread::spawn(move || {
                 if let Err(e) = me.handle(stream) {
@@ -141,6 +188,9 @@ impl Server {
         cn: [u8; 32],
     ) -> Result<(), WireError> {
         let mut w = BufWriter::with_capacity(64 << 10, w);
+        if self.cfg.oneshot && self.started.load(Ordering::SeqCst) {
+            return refuse(&conn, &mut w, code::BUSY, "this one-shot receiver already serves a session");
+        }
         if !(min_v..=max_v).contains(&VERSION) {
             let m = format!("this server speaks protocol version {VERSION}, the client {min_v}..{max_v}");
             return refuse(&conn, &mut w, code::VERSION, &m);
@@ -172,7 +222,11 @@ impl Server {
         let welcome = Frame::Welcome { proof: keys.server_proof(), session_id: id, discard: self.cfg.discard };
         let res = sess.send_control(&welcome).map_err(WireError::Io).and_then(|_| sess.clone().run_control(r));
         self.sessions.lock().expect("sessions").remove(&id);
+        let ok = res.is_ok() && sess.completed();
         sess.cleanup();
+        if self.cfg.oneshot {
+            *self.ended.lock().expect("ended") = Some(ok);
+        }
         res
     }
 }

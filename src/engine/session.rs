@@ -308,6 +308,17 @@ impl Session {
         self.send_control(&Frame::SessionDone { files, bytes }).map_err(io_fatal)
     }
 
+    /// Ends the session from outside (one-shot receiver giving up) and cleans up.
+    pub(crate) fn abort(&self, why: &str) {
+        self.fail(code::CANCELLED, why);
+        self.cleanup();
+    }
+
+    /// True once SESSION_DONE was sent.
+    pub(crate) fn completed(&self) -> bool {
+        self.state.lock().expect("state").done
+    }
+
     /// Removes temporary files of entries that never completed.
     pub(crate) fn cleanup(&self) {
         let mut st = self.state.lock().expect("state");

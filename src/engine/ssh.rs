@@ -1,0 +1,246 @@
+//! The client side of ssh one-shot mode: start `gfast serve --oneshot` on the
+//! remote through ssh, read its offer, and stop it when the push is over.
+
+use super::error::Error;
+use super::oneshot::{Offer, OFFER_TAG, REFUSAL_TAG};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A destination of the form `[user@]host:path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    /// What ssh is given: `user@host` or `host` (IPv6 without brackets).
+    pub login: String,
+    /// The host alone, for connecting the data lanes when the remote cannot say.
+    pub host: String,
+    /// The remote path (relative paths are relative to the remote home).
+    pub path: Vec<u8>,
+}
+
+impl SshTarget {
+    /// Parses `[user@]host:path` or `[user@][v6addr]:path`; `None` if `arg` is not
+    /// of that form (a local path has a `/` before any `:`).
+    pub fn parse(arg: &[u8]) -> Option<SshTarget> {
+        let (login_part, path) = if let Some(open) = arg.iter().position(|&c| c == b'[') {
+            let close = arg.iter().position(|&c| c == b']')?;
+            if close < open || arg.get(close + 1) != Some(&b':') {
+                return None;
+            }
+            let user = &arg[..open];
+            let host = &arg[open + 1..close];
+            let mut login = user.to_vec();
+            login.extend_from_slice(host);
+            (login, arg[close + 2..].to_vec())
+        } else {
+            let colon = arg.iter().position(|&c| c == b':')?;
+            if arg[..colon].contains(&b'/') || colon == 0 {
+                return None;
+            }
+            (arg[..colon].to_vec(), arg[colon + 1..].to_vec())
+        };
+        let login = String::from_utf8(login_part).ok()?;
+        let host = login.rsplit('@').next()?.to_string();
+        if host.is_empty() {
+            return None;
+        }
+        Some(SshTarget { login, host, path })
+    }
+}
+
+/// Quotes a word for the remote shell that ssh hands the command to.
+fn shell_quote(b: &[u8]) -> Vec<u8> {
+    let mut q = b"'".to_vec();
+    for &c in b {
+        if c == b'\'' {
+            q.extend_from_slice(b"'\\''");
+        } else {
+            q.push(c);
+        }
+    }
+    q.push(b'\'');
+    q
+}
+
+/// Splits an `--ssh` command line into words (single and double quotes group).
+pub fn split_words(s: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+    for ch in s.chars() {
+        match (quote, ch) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(ch);
+                any = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// A one-shot receiver running behind ssh.
+pub struct Remote {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// What it offered.
+    pub offer: Offer,
+    /// "host:port" the lanes connect to.
+    pub server: String,
+}
+
+/// How long the remote may take to print its offer (ssh login included).
+const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Starts `REMOTE_CMD serve --oneshot --dest PATH` through `ssh` and waits for the offer.
+pub fn start(ssh: &[String], remote_cmd: &str, t: &SshTarget) -> Result<Remote, Error> {
+    let (prog, args) = ssh.split_first().ok_or_else(|| Error::Usage("--ssh is empty".into()))?;
+    let mut cmd_line = remote_cmd.as_bytes().to_vec();
+    cmd_line.extend_from_slice(b" serve --oneshot --dest ");
+    cmd_line.extend_from_slice(&shell_quote(if t.path.is_empty() { b"." } else { &t.path }));
+    let mut child = Command::new(prog)
+        .args(args)
+        .arg(&t.login)
+        .arg("--")
+        .arg(std::ffi::OsStr::from_bytes(&cmd_line))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Usage(format!("cannot run '{prog}': {e} (install OpenSSH or point --ssh at it)")))?;
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    // ssh's own messages: kept (the last few) to explain a failure.
+    let errs: Arc<Mutex<Vec<String>>> = Arc::default();
+    let e2 = errs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut g = e2.lock().expect("ssh stderr");
+            if g.len() >= 20 {
+                g.remove(0);
+            }
+            g.push(line);
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+                Ok(_) if line.starts_with(REFUSAL_TAG) || line.starts_with(OFFER_TAG) => {
+                    let _ = tx.send(Some(line.trim().to_string()));
+                    // Keep draining so the remote never blocks on a full pipe.
+                    let _ = std::io::copy(&mut r.take(u64::MAX), &mut std::io::sink());
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
+    });
+    let got = rx.recv_timeout(OFFER_TIMEOUT).ok().flatten();
+    let last_err = || errs.lock().expect("ssh stderr").iter().rev().find(|l| !l.trim().is_empty()).cloned();
+    match got {
+        Some(line) if line.starts_with(REFUSAL_TAG) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let msg = line[REFUSAL_TAG.len()..].trim().to_string();
+            Err(Error::Remote(crate::proto::error::code::PATH_REFUSED, format!("{}: {msg}", t.login)))
+        }
+        Some(line) => {
+            let offer =
+                Offer::parse(&line).ok_or_else(|| Error::Protocol(format!("bad offer from the remote: {line}")))?;
+            let host = offer.host.clone().unwrap_or_else(|| t.host.clone());
+            let server =
+                if host.contains(':') { format!("[{host}]:{}", offer.port) } else { format!("{host}:{}", offer.port) };
+            Ok(Remote { child, stdin, offer, server })
+        }
+        None => {
+            // ssh ended (or hung) without an offer: say why.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let status = loop {
+                if let Ok(Some(s)) = child.try_wait() {
+                    break Some(s);
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            std::thread::sleep(Duration::from_millis(50));
+            let why = last_err().unwrap_or_else(|| "no message".into());
+            Err(match status.and_then(|s| s.code()) {
+                Some(127) | Some(126) => Error::Usage(format!(
+                    "'{remote_cmd}' is not runnable on {} ({why}): install gfast there or pass --remote-cmd /path/to/gfast",
+                    t.login
+                )),
+                Some(255) => Error::Connect(t.login.clone(), std::io::Error::other(format!("ssh failed: {why}"))),
+                Some(c) => Error::Remote(0, format!("remote gfast exited with status {c} before offering a session: {why}")),
+                None => Error::Remote(0, format!("no offer from {} within {}s: {why}", t.login, OFFER_TIMEOUT.as_secs())),
+            })
+        }
+    }
+}
+
+impl Remote {
+    /// Closes the ssh channel, which ends the remote receiver, and reaps ssh.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = SshTarget::parse(b"alice@h:/data/x/").unwrap();
+        assert_eq!((t.login.as_str(), t.host.as_str(), &t.path[..]), ("alice@h", "h", &b"/data/x/"[..]));
+        let t = SshTarget::parse(b"h:rel").unwrap();
+        assert_eq!((t.login.as_str(), &t.path[..]), ("h", &b"rel"[..]));
+        let t = SshTarget::parse(b"[::1]:/tmp").unwrap();
+        assert_eq!((t.login.as_str(), t.host.as_str(), &t.path[..]), ("::1", "::1", &b"/tmp"[..]));
+        assert_eq!(SshTarget::parse(b"./a:b"), None);
+        assert_eq!(SshTarget::parse(b"/abs/path"), None);
+        assert_eq!(SshTarget::parse(b":x"), None);
+    }
+
+    #[test]
+    fn quoting_and_words() {
+        assert_eq!(shell_quote(b"it's"), b"'it'\\''s'".to_vec());
+        assert_eq!(
+            split_words("ssh -p 2222 -i 'my key' -o \"A B\""),
+            ["ssh", "-p", "2222", "-i", "my key", "-o", "A B"]
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! ssh one-shot mode against a real OpenSSH server that the test starts on a
+//! loopback port with generated host and user keys. Skipped, with a message, where
+//! sshd is not installed (`.ci/run` installs it).
+
+use crate::util::*;
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+struct Sshd {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+impl Sshd {
+    /// Starts sshd, or says why the test is skipped.
+    fn start(test: &str) -> Option<Sshd> {
+        if !Path::new(SSHD).exists() || Command::new("ssh").arg("-V").output().is_err() {
+            eprintln!("SKIP {test}: OpenSSH (sshd, ssh) is not installed; .ci/run installs openssh-server");
+            return None;
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP {test}: sshd needs root to run here");
+            return None;
+        }
+        let dir = TempDir::new("sshd");
+        let d = dir.path();
+        keygen(&d.join("host_key"));
+        keygen(&d.join("user_key"));
+        fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
+        let _ = fs::create_dir_all("/run/sshd");
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cfg = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPidFile {pid}\n\
+             PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPrintMotd no\nAcceptEnv none\n",
+            hk = d.join("host_key").display(),
+            ak = d.join("authorized_keys").display(),
+            pid = d.join("sshd.pid").display(),
+        );
+        fs::write(d.join("sshd_config"), cfg).unwrap();
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "sshd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Sshd { child, port, dir })
+    }
+
+    fn ssh_cmd(&self, key: &str) -> String {
+        format!(
+            "ssh -p {} -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
+             -o LogLevel=ERROR",
+            self.port,
+            self.dir.path().join(key).display()
+        )
+    }
+
+    fn push(&self, args: &[&std::ffi::OsStr]) -> Output {
+        self.push_cmd("user_key").args(args).output().unwrap()
+    }
+
+    fn push_cmd(&self, key: &str) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("push").args(["--ssh", &self.ssh_cmd(key), "--remote-cmd", bin()]).env_remove("GFAST_TOKEN");
+        c
+    }
+}
+
+fn remote(p: &Path) -> String {
+    format!("127.0.0.1:{}", p.display())
+}
+
+/// PIDs of processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn wait_gone(needle: &str) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(15) {
+        if processes_with(needle).is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn ssh_push_of_trees_and_odd_names() {
+    let Some(sshd) = Sshd::start("ssh_push_of_trees_and_odd_names") else { return };
+    let src = TempDir::new("ssh-src");
+    let dst = TempDir::new("ssh-dst");
+    let tree = src.path().join("tree");
+    fs::create_dir_all(tree.join("sub dir/empty")).unwrap();
+    write_random(&tree.join("sub dir/big"), 20 << 20, 4);
+    fs::write(tree.join("new\nline"), b"odd").unwrap();
+    fs::write(tree.join("it's"), b"quote").unwrap();
+    let single = src.path().join("single.txt");
+    fs::write(&single, b"one file").unwrap();
+
+    let o = sshd.push(&["--json".as_ref(), tree.as_os_str(), single.as_os_str(), remote(dst.path()).as_ref()]);
+    assert_ok(&o);
+    assert_same_tree(&tree, &dst.path().join("tree"));
+    assert_same_file(&single, &dst.path().join("single.txt"));
+    let j = parse_json(&o);
+    assert_eq!(j["encrypted"], true);
+
+    // A new name under an existing directory, with a quote in the remote path.
+    let odd = dst.path().join("it's new");
+    let o = sshd.push(&[single.as_os_str(), remote(&odd).as_ref()]);
+    assert_ok(&o);
+    assert_eq!(fs::read(&odd).unwrap(), b"one file");
+    assert!(wait_gone(&dst.path().display().to_string()), "a one-shot receiver outlived its session");
+}
+
+#[test]
+fn ssh_errors_are_clear() {
+    let Some(sshd) = Sshd::start("ssh_errors_are_clear") else { return };
+    let src = TempDir::new("ssh-err-src");
+    let f = src.path().join("f");
+    fs::write(&f, b"x").unwrap();
+
+    // Remote parent directory does not exist.
+    let o = sshd.push(&[f.as_os_str(), "127.0.0.1:/nonexistent/gfast/dir/x".as_ref()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/gfast/dir"), "{}", stderr(&o));
+    assert!(!Path::new("/nonexistent/gfast").exists());
+
+    // No gfast at the remote command.
+    let o = Command::new(bin())
+        .args(["push", "--ssh", &sshd.ssh_cmd("user_key"), "--remote-cmd", "/nonexistent/gfast"])
+        .arg(&f)
+        .arg(remote(src.path()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--remote-cmd"), "{}", stderr(&o));
+
+    // A key the server does not accept.
+    keygen(&sshd.dir.path().join("stranger"));
+    let o = sshd.push_cmd("stranger").arg(&f).arg(remote(src.path())).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ssh failed"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+}
+
+#[test]
+fn killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_file() {
+    let Some(sshd) = Sshd::start("killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_file") else {
+        return;
+    };
+    let src = TempDir::new("ssh-kill-src");
+    let dst = TempDir::new("ssh-kill-dst");
+    let f = src.path().join("huge");
+    fs::File::create(&f).unwrap().set_len(8 << 30).unwrap();
+    let push = sshd.push_cmd("user_key").arg(&f).arg(remote(dst.path())).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    let part = || {
+        fs::read_dir(dst.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+    };
+    while !part() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "transfer never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Kill the ssh client that push started.
+    let ssh_pids: Vec<u32> = processes_with(&format!("-p {}", sshd.port))
+        .into_iter()
+        .filter(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() == "ssh").unwrap_or(false))
+        .collect();
+    assert!(!ssh_pids.is_empty(), "found the ssh process");
+    for pid in &ssh_pids {
+        // SAFETY: sending a signal to a PID we just found as our child's ssh.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    let o = push.wait_with_output().unwrap();
+    assert!(!o.status.success(), "{}", stderr(&o));
+    assert!(wait_gone(&format!("--dest '{}", dst.path().display())), "the remote receiver survived");
+    assert!(!dst.path().join("huge").exists(), "no file under the final name");
+    assert!(list_tree(dst.path()).is_empty(), "temporary files were removed: {:?}", list_tree(dst.path()));
+}
