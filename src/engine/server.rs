@@ -110,7 +110,8 @@ impl Server {
             let (stream, peer) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(20));
+                    // One-shot mode only (the listener is non-blocking there).
+                    std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

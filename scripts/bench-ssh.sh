@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# ssh-mode benchmark on loopback, all in one run against one sshd that this script
+# starts on a free port with fresh keys (and stops): gfast over ssh (TLS), gfast
+# daemon with --no-encrypt, scp, rsync -e ssh, on the same file; then the time
+# to move a 1-byte file (ssh round trips dominate). Reports MB/s, CPU seconds per
+# GiB for the whole machine (both ends, kernel included, from /proc/stat), and
+# ratios against scp.
+# Usage: bash scripts/bench-ssh.sh [SIZE_MIB=4096] [REPS=3]   (needs root, sshd, scp, rsync)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size_mib=${1:-4096}
+reps=${2:-3}
+cargo build --release --quiet
+gf=$PWD/target/release/gfast
+work=$(mktemp -d /dev/shm/gfast-bench-ssh.XXXXXX)
+dst=$(mktemp -d /var/tmp/gfast-bench-ssh-dst.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work" "$dst"; }
+trap cleanup EXIT
+
+ssh-keygen -q -t ed25519 -N "" -f "$work/hk"
+ssh-keygen -q -t ed25519 -N "" -f "$work/uk"
+cp "$work/uk.pub" "$work/ak"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p /run/sshd
+cat > "$work/sshd_config" <<CFG
+Port $port
+ListenAddress 127.0.0.1
+HostKey $work/hk
+AuthorizedKeysFile $work/ak
+PidFile $work/sshd.pid
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+Subsystem sftp internal-sftp
+CFG
+/usr/sbin/sshd -D -e -f "$work/sshd_config" 2>/dev/null &
+pids+=($!)
+sleep 0.5
+sshopt="-p $port -i $work/uk -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes"
+scpopt="-P $port -i $work/uk -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes"
+
+head -c $((size_mib << 20)) /dev/urandom > "$work/src.bin"
+echo "tiny" | head -c 1 > "$work/one"
+
+cpu_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8}' /proc/stat; }
+hz=$(getconf CLK_TCK)
+# run NAME CMD...: prints "seconds cpu_seconds" of one run, after clearing the destination.
+run() {
+  rm -rf "${dst:?}"/*; sync; cat "$work/src.bin" > /dev/null
+  local c0 t0 t1 c1
+  c0=$(cpu_ticks); t0=$(date +%s.%N)
+  "$@" > /dev/null
+  t1=$(date +%s.%N); c1=$(cpu_ticks)
+  cmp -s "$work/src.bin" "$dst/src.bin" || { echo "MISMATCH after: $*" >&2; exit 1; }
+  echo "$(echo "$t1 - $t0" | bc -l) $(echo "($c1 - $c0) / $hz" | bc -l)"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+declare -A rate cpu
+measure() {
+  local name=$1; shift
+  local secs=() cpus=()
+  for _ in $(seq 1 "$reps"); do
+    read -r s c < <(run "$@")
+    secs+=("$s"); cpus+=("$c")
+  done
+  local ms mc
+  ms=$(printf '%s\n' "${secs[@]}" | median)
+  mc=$(printf '%s\n' "${cpus[@]}" | median)
+  rate[$name]=$(echo "$size_mib * 1.048576 / $ms" | bc -l)
+  cpu[$name]=$(echo "$mc / ($size_mib / 1024)" | bc -l)
+}
+
+measure "gfast (ssh, TLS)" "$gf" push -q -e "ssh $sshopt" --remote-cmd "$gf" "$work/src.bin" "127.0.0.1:$dst/"
+# The daemon, for the unencrypted comparison (same machine, same disk).
+export GFAST_TOKEN=bench-token
+"$gf" serve --root "$dst" --listen 127.0.0.1:0 --allow-no-encrypt --key-file "$work/server.key" > "$work/serve.out" 2>/dev/null &
+pids+=($!)
+for _ in $(seq 1 100); do grep -q listening "$work/serve.out" && break; sleep 0.05; done
+gaddr=$(sed -n 's/.*listening on \([^,]*\),.*/\1/p' "$work/serve.out")
+measure "gfast --no-encrypt (daemon)" "$gf" push -q --no-encrypt "$work/src.bin" "gfast://$gaddr/"
+measure "scp" scp -q $scpopt "$work/src.bin" "127.0.0.1:$dst/"
+measure "rsync -e ssh --whole-file" rsync -a --whole-file -e "ssh $sshopt" "$work/src.bin" "127.0.0.1:$dst/"
+
+one() {
+  local t0 t1; t0=$(date +%s.%N); "$@" > /dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l
+}
+tiny_g=$(for _ in $(seq 1 5); do one "$gf" push -q -e "ssh $sshopt" --remote-cmd "$gf" "$work/one" "127.0.0.1:$dst/"; done | median)
+tiny_s=$(for _ in $(seq 1 5); do one scp -q $scpopt "$work/one" "127.0.0.1:$dst/"; done | median)
+
+echo "# ssh-mode benchmark: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+echo "# ${size_mib} MiB file from /dev/shm to $dst (disk), loopback sshd, median of $reps"
+echo
+echo "| tool | MB/s | vs scp | CPU s/GiB (both ends) |"
+echo "|---|---|---|---|"
+for k in "gfast (ssh, TLS)" "gfast --no-encrypt (daemon)" "scp" "rsync -e ssh --whole-file"; do
+  printf '| %s | %.0f | %.2f | %.2f |\n' "$k" "${rate[$k]}" "$(echo "${rate[$k]} / ${rate[scp]}" | bc -l)" "${cpu[$k]}"
+done
+echo
+printf '1-byte file, whole command: gfast %.3f s, scp %.3f s (ratio %.2f)\n' "$tiny_g" "$tiny_s" "$(echo "$tiny_g / $tiny_s" | bc -l)"
+echo "qcp: not measured (not installed here; 'cargo install qcp' to add it by hand)"
