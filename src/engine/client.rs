@@ -1,35 +1,23 @@
-//! `gfast push`: walks the sources, runs the session's control connection and
-//! stripes chunks over the data lanes.
-//!
-//! Threads: one walker, one control writer, one control reader, and per lane one
-//! writer (reads the source, hashes, sends) and one ack reader. They share the
-//! sans-I/O [`Sender`] behind a mutex and wake each other with one condition variable.
+//! The dialing side of a session: connects the control connection and the lanes,
+//! runs the handshake, and then takes the sending role (`push`) or the receiving
+//! role (`pull`).
 
 use super::error::Error;
+use super::send::{run_sender, wire_err, Target, Wired};
 use super::server::random;
 use super::stats::Stats;
 use crate::proto::auth::SessionKeys;
-use crate::proto::error::code;
-use crate::proto::frame::{ChunkHead, Frame, Limits, TargetKind};
-use crate::proto::hash::ChunkHasher;
-use crate::proto::path::{components, show};
-use crate::proto::sender::{Failure, Sender};
+use crate::proto::frame::{Frame, Limits};
 use crate::proto::VERSION;
-use crate::storage::walk::Walker;
 use crate::transport::conn::{Conn, ConnReader, ConnWriter};
-use crate::transport::framed::{read_frame, write_frame, WireError};
+use crate::transport::framed::{read_frame, write_frame};
 use crate::transport::tcp::{self, Applied, Tuning};
 use crate::transport::tls::{self, Fingerprint};
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::net::{Shutdown, TcpStream};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Validated settings of one push.
 #[derive(Debug, Clone)]
@@ -75,106 +63,9 @@ pub struct Summary {
     pub fingerprint: Option<Fingerprint>,
 }
 
-/// How many walked entries may wait for announcement; bounds memory for huge trees.
-const QUEUE_MAX: usize = 4096;
-/// How many files may be announced and not yet confirmed.
-const FILE_WINDOW: usize = 1024;
-/// Failures listed one per line at the end of a push; the rest are counted.
-const MAX_FAILURES_SHOWN: usize = 20;
-/// Size of the piece a lane reads from the source and writes to the socket at once.
-const PIECE: usize = 1 << 20;
-
-struct Shared {
-    sender: Mutex<Sender<Arc<PathBuf>>>,
-    cv: Condvar,
-    stats: Arc<Stats>,
-    abort: AtomicBool,
-    error: Mutex<Option<Error>>,
-    session_done: AtomicBool,
-    walk_failures: Mutex<(u64, Vec<Failure>)>,
-    sockets: Mutex<Vec<TcpStream>>,
-    chunk_size: u64,
-    /// Test hook (GFAST_FAULT_CORRUPT_EVERY=N): corrupt the first sending of every
-    /// Nth chunk on the wire, after hashing, to exercise verification and resend.
-    corrupt_every: u64,
-    first_sendings: std::sync::atomic::AtomicU64,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Sender<Arc<PathBuf>>> {
-        self.sender.lock().expect("sender lock")
-    }
-
-    /// Records the first error and stops every thread.
-    fn fail(&self, e: Error) {
-        {
-            let mut g = self.error.lock().expect("error lock");
-            if g.is_none() && !self.session_done.load(SeqCst) {
-                *g = Some(e);
-            }
-        }
-        self.abort.store(true, SeqCst);
-        for s in self.sockets.lock().expect("sockets").iter() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        let _g = self.lock();
-        self.cv.notify_all();
-    }
-
-    /// A data lane broke: the control connection usually carries the reason (the
-    /// server sends ERROR there before it cuts the lanes), so give it a moment to
-    /// arrive and win before reporting the bare connection error.
-    fn fail_lane(&self, e: Error) {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut g = self.lock();
-        while !self.stopped() && !self.session_done.load(SeqCst) && Instant::now() < deadline {
-            g = self.cv.wait_timeout(g, Duration::from_millis(50)).expect("cv").0;
-        }
-        drop(g);
-        self.fail(e);
-    }
-
-    fn stopped(&self) -> bool {
-        self.abort.load(SeqCst)
-    }
-}
-
-fn wire_err(e: WireError) -> Error {
-    match e {
-        WireError::Decode(d) => Error::Protocol(d.to_string()),
-        WireError::Closed => Error::PeerVanished("the server closed the connection".into()),
-        WireError::Io(e) => Error::PeerVanished(e.to_string()),
-    }
-}
-
-/// The last path component a source lands under, as `cp -r` names it.
-fn base_name(p: &Path) -> Result<Vec<u8>, Error> {
-    let name = match p.file_name() {
-        Some(n) => n.as_bytes().to_vec(),
-        None => {
-            let canon = p.canonicalize().map_err(|e| Error::Source(p.into(), e))?;
-            canon.file_name().map(|n| n.as_bytes().to_vec()).ok_or_else(|| {
-                Error::Usage(format!("cannot copy '{}' by name: name a directory below it", p.display()))
-            })?
-        }
-    };
-    Ok(name)
-}
-
-fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
-    if a.is_empty() {
-        return b.to_vec();
-    }
-    let mut v = a.to_vec();
-    v.push(b'/');
-    v.extend_from_slice(b);
-    v
-}
-
 /// Runs one push to completion. `stats` is updated live for progress display.
 pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
     // Check every source before touching the network.
-    let mut src_dirs = Vec::new();
     for s in &cfg.sources {
         let md = std::fs::metadata(s).map_err(|e| Error::Source(s.clone(), e))?;
         if md.is_dir() {
@@ -182,8 +73,24 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
         } else {
             File::open(s).map_err(|e| Error::Source(s.clone(), e))?;
         }
-        src_dirs.push(md.is_dir());
     }
+    let d = dial(cfg, &stats, None)?;
+    let target = Target::Ask(cfg.dest.clone(), cfg.dest_is_dir);
+    let files = run_sender(d.wired, &cfg.sources, target, cfg.chunk_size, stats)?;
+    Ok(Summary { files, applied: d.applied, discard: d.discard, fingerprint: d.fingerprint })
+}
+
+/// An established session seen from the dialing side.
+pub(crate) struct Dialed {
+    pub(crate) wired: Wired,
+    pub(crate) applied: Applied,
+    pub(crate) discard: bool,
+    pub(crate) fingerprint: Option<Fingerprint>,
+}
+
+/// Connects the control connection, runs the handshake (protocol-spec §5.1, §5.2),
+/// sends `first` right after WELCOME if given (PULL), and opens the lanes.
+pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Result<Dialed, Error> {
     let timeout = Duration::from_secs(10);
     let (pin, tofu) = match (cfg.encrypt, cfg.fingerprint, &cfg.known_hosts) {
         (false, ..) => (None, false),
@@ -243,34 +150,9 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
             Err(e) => (cfg.notice)(&format!("cannot remember the key of {} in {}: {e}", cfg.server, kh.display())),
         }
     }
-
-    // Where each source lands (cp -r semantics, §5.3).
-    send(&mut w, &Frame::Target { path: cfg.dest.clone() })?;
-    let Frame::TargetInfo { kind } = recv(&mut r)? else {
-        return Err(Error::Protocol("expected TARGET_INFO".into()));
-    };
-    let shown = if cfg.dest.is_empty() { "the server's root".to_string() } else { show(&cfg.dest) };
-    let into_dir = match kind {
-        TargetKind::Dir => true,
-        TargetKind::Missing if cfg.dest_is_dir => true,
-        TargetKind::Missing if cfg.sources.len() == 1 => false,
-        TargetKind::Missing => {
-            return Err(Error::Usage(format!(
-                "destination {shown} does not exist and several sources need a directory: end it with '/' to create it"
-            )))
-        }
-        TargetKind::File if cfg.sources.len() == 1 && !src_dirs[0] && !cfg.dest_is_dir => false,
-        TargetKind::File => return Err(Error::Usage(format!("destination {shown} is a file, not a directory"))),
-        TargetKind::Other => return Err(Error::Usage(format!("destination {shown} is not a file or directory"))),
-    };
-    let mut roots = Vec::new();
-    for s in &cfg.sources {
-        let dest = if into_dir { join(&cfg.dest, &base_name(s)?) } else { cfg.dest.clone() };
-        if dest.is_empty() {
-            return Err(Error::Usage("the destination cannot be the server's root itself for a single file".into()));
-        }
-        components(&dest).map_err(|e| Error::Usage(e.to_string()))?;
-        roots.push((s.clone(), dest));
+    if let Some(f) = first {
+        // Before the lanes, so the server knows the session's direction when they join.
+        send(&mut w, &f)?;
     }
     ctl.tcp().set_read_timeout(None).ok();
 
@@ -304,91 +186,7 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
             .collect();
         hs.into_iter().map(|h| h.join().expect("lane setup thread")).collect::<Result<Vec<_>, _>>()
     })?;
-
-    let shared = Arc::new(Shared {
-        sender: Mutex::new(Sender::new(cfg.chunk_size as u64, FILE_WINDOW)),
-        cv: Condvar::new(),
-        stats: stats.clone(),
-        abort: AtomicBool::new(false),
-        error: Mutex::new(None),
-        session_done: AtomicBool::new(false),
-        walk_failures: Mutex::new((0, Vec::new())),
-        sockets: Mutex::new(
-            lanes.iter().map(|l| &l.0).chain([&ctl]).filter_map(|c| c.tcp().try_clone().ok()).collect(),
-        ),
-        chunk_size: cfg.chunk_size as u64,
-        corrupt_every: std::env::var("GFAST_FAULT_CORRUPT_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
-        first_sendings: std::sync::atomic::AtomicU64::new(0),
-    });
-
-    let mut handles = Vec::new();
-    {
-        let sh = shared.clone();
-        handles.push(std::thread::spawn(move || walk(&sh, roots)));
-    }
-    {
-        let sh = shared.clone();
-        handles.push(std::thread::spawn(move || control_writer(&sh, w)));
-    }
-    {
-        let sh = shared.clone();
-        handles.push(std::thread::spawn(move || control_reader(&sh, r)));
-    }
-    let mut lane_conns = Vec::new();
-    for (i, (c, r, w)) in lanes.into_iter().enumerate() {
-        let inflight = Arc::new(Mutex::new(VecDeque::new()));
-        let (sh, inf) = (shared.clone(), inflight.clone());
-        handles.push(std::thread::spawn(move || lane_writer(&sh, i, w, &inf)));
-        let sh = shared.clone();
-        handles.push(std::thread::spawn(move || ack_reader(&sh, r, &inflight)));
-        lane_conns.push(c);
-    }
-
-    // Wait for SESSION_DONE or the first error.
-    {
-        let mut g = shared.lock();
-        while !shared.session_done.load(SeqCst) && !shared.stopped() {
-            g = shared.cv.wait_timeout(g, Duration::from_millis(200)).expect("cv").0;
-        }
-    }
-    for c in &lane_conns {
-        c.shutdown(Shutdown::Write);
-    }
-    ctl.shutdown(Shutdown::Write);
-    let first_error = shared.error.lock().expect("error").take();
-    if let Some(e) = first_error {
-        shared.fail(Error::Protocol("stopping".into()));
-        for h in handles {
-            let _ = h.join();
-        }
-        return Err(e);
-    }
-    for h in handles {
-        let _ = h.join();
-    }
-    let tx = shared.lock();
-    let wf = shared.walk_failures.lock().expect("walk failures");
-    let failed = tx.failed_count() + wf.0;
-    if failed > 0 {
-        let all: Vec<&Failure> = wf.1.iter().chain(tx.failures()).collect();
-        let render = |f: &Failure| {
-            let p = show(&f.path);
-            if f.message.contains(&p) || f.message.contains("cannot read '") {
-                f.message.clone()
-            } else {
-                format!("{p}: {}", f.message)
-            }
-        };
-        for f in all.iter().take(MAX_FAILURES_SHOWN) {
-            eprintln!("gfast: not transferred: {}", render(f));
-        }
-        if failed as usize > MAX_FAILURES_SHOWN {
-            eprintln!("gfast: … and {} more", failed as usize - MAX_FAILURES_SHOWN);
-        }
-        let total = tx.stats().announced + wf.0;
-        return Err(Error::Incomplete { failed, total, first: render(all[0]) });
-    }
-    Ok(Summary { files: tx.stats().done, applied, discard, fingerprint })
+    Ok(Dialed { wired: Wired { ctl, ctl_r: r, ctl_w: w, lanes }, applied, discard, fingerprint })
 }
 
 /// Connects, tunes and (unless `--no-encrypt`) runs TLS pinned to `pin` (any key
@@ -422,254 +220,4 @@ fn open_conn(
     })?;
     conn.tcp().set_read_timeout(None).ok();
     Ok((conn, applied, verifier.seen()))
-}
-
-fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>) {
-    for item in Walker::new(roots) {
-        if sh.stopped() {
-            return;
-        }
-        match item {
-            Ok(it) => {
-                sh.stats.files_total.fetch_add(1, Relaxed);
-                sh.stats.bytes_total.fetch_add(it.meta.size, Relaxed);
-                let mut g = sh.lock();
-                while g.queued_len() >= QUEUE_MAX && !sh.stopped() {
-                    g = sh.cv.wait(g).expect("cv");
-                }
-                g.push(it.meta, Arc::new(it.source));
-                sh.cv.notify_all();
-            }
-            Err(e) => {
-                let mut wf = sh.walk_failures.lock().expect("walk failures");
-                wf.0 += 1;
-                if wf.1.len() < 100 {
-                    let path = e.path.as_os_str().as_bytes().to_vec();
-                    let message = format!("cannot read '{}': {}", e.path.display(), e.error);
-                    wf.1.push(Failure { path, code: code::IO, message });
-                }
-            }
-        }
-    }
-    sh.lock().close_input();
-    sh.cv.notify_all();
-}
-
-fn control_writer(sh: &Shared, mut w: BufWriter<ConnWriter>) {
-    let mut scratch = Vec::new();
-    let mut batch = Vec::new();
-    loop {
-        {
-            let mut g = sh.lock();
-            loop {
-                while batch.len() < 256 {
-                    match g.poll_frame() {
-                        Some(f) => batch.push(f),
-                        None => break,
-                    }
-                }
-                if !batch.is_empty() || sh.stopped() || g.is_finished() {
-                    break;
-                }
-                g = sh.cv.wait(g).expect("cv");
-            }
-            // Frees queue room for the walker.
-            sh.cv.notify_all();
-        }
-        if batch.is_empty() {
-            // The server reads the control connection until the end of the session:
-            // close it cleanly only after SESSION_DONE.
-            let mut g = sh.lock();
-            while !sh.session_done.load(SeqCst) && !sh.stopped() {
-                g = sh.cv.wait(g).expect("cv");
-            }
-            drop(g);
-            if !sh.stopped() {
-                let _ = w.get_mut().close_notify();
-            }
-            return;
-        }
-        for f in batch.drain(..) {
-            if let Err(e) = write_frame(&mut w, &f, &mut scratch) {
-                return sh.fail(Error::PeerVanished(e.to_string()));
-            }
-        }
-        if let Err(e) = w.flush() {
-            return sh.fail(Error::PeerVanished(e.to_string()));
-        }
-    }
-}
-
-fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
-    let mut buf = Vec::new();
-    let limits = Limits::default();
-    loop {
-        let f = match read_frame(&mut r, &limits, &mut buf) {
-            Ok(f) => f,
-            Err(e) => return sh.fail(wire_err(e)),
-        };
-        match f {
-            Frame::SessionDone { .. } => {
-                sh.session_done.store(true, SeqCst);
-                let _g = sh.lock();
-                sh.cv.notify_all();
-                return;
-            }
-            Frame::Error { code, message } => return sh.fail(Error::Remote(code, message)),
-            f @ (Frame::FileReady { .. } | Frame::FileDone { .. } | Frame::FileFailed { .. }) => {
-                let mut g = sh.lock();
-                if let Err(e) = g.on_frame(&f) {
-                    drop(g);
-                    return sh.fail(Error::Protocol(e.to_string()));
-                }
-                let st = g.stats();
-                sh.stats.files_done.store(st.done, Relaxed);
-                sh.stats.bytes_done.store(st.bytes_done, Relaxed);
-                sh.cv.notify_all();
-            }
-            _ => return sh.fail(Error::Protocol("unexpected frame on the control connection".into())),
-        }
-    }
-}
-
-type Inflight = Mutex<VecDeque<(u64, u64, u32, Instant)>>;
-
-fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
-    let mut w = BufWriter::with_capacity(256 << 10, w);
-    let mut piece = vec![0u8; PIECE];
-    let mut cur: Option<(u64, File)> = None;
-    let window = 2 * sh.chunk_size + (4 << 20);
-    loop {
-        let task = {
-            let mut g = sh.lock();
-            loop {
-                if sh.stopped() || g.is_finished() {
-                    let clean = !sh.stopped();
-                    drop(g);
-                    if w.flush().is_ok() && clean {
-                        let _ = w.get_mut().close_notify();
-                    }
-                    return;
-                }
-                let busy = {
-                    let q = inflight.lock().expect("inflight");
-                    q.len() >= 4096 || q.iter().map(|e| e.2 as u64).sum::<u64>() >= window
-                };
-                if !busy {
-                    if let Some(t) = g.next_chunk() {
-                        break t;
-                    }
-                }
-                // Nothing to send right now: push out what is buffered before sleeping.
-                drop(g);
-                if let Err(e) = w.flush() {
-                    return sh.fail_lane(Error::PeerVanished(e.to_string()));
-                }
-                g = sh.lock();
-                if sh.stopped() || g.is_finished() || (!busy && g.has_chunk()) {
-                    continue;
-                }
-                g = sh.cv.wait_timeout(g, Duration::from_millis(50)).expect("cv").0;
-            }
-        };
-        if task.retry {
-            sh.stats.retransmitted.fetch_add(1, Relaxed);
-        }
-        inflight.lock().expect("inflight").push_back((task.id, task.offset, task.len, Instant::now()));
-        // Read, hash and send the chunk piece by piece. If the source fails mid-chunk
-        // the frame is completed with zeros and a hash that cannot match, and the
-        // file is aborted: the receiver never keeps those bytes.
-        let mut read_err: Option<std::io::Error> = None;
-        if cur.as_ref().map(|c| c.0) != Some(task.id) {
-            match File::open(&*task.source) {
-                Ok(f) => cur = Some((task.id, f)),
-                Err(e) => {
-                    cur = None;
-                    read_err = Some(e);
-                }
-            }
-        }
-        let head = ChunkHead { id: task.id, offset: task.offset };
-        if let Err(e) = w.write_all(&head.encode_prefix(task.len)) {
-            return sh.fail_lane(Error::PeerVanished(e.to_string()));
-        }
-        let mut hasher = ChunkHasher::new();
-        let mut done = 0usize;
-        let corrupt = sh.corrupt_every > 0
-            && !task.retry
-            && (sh.first_sendings.fetch_add(1, Relaxed) + 1) % sh.corrupt_every == 0;
-        while done < task.len as usize {
-            let n = (task.len as usize - done).min(PIECE);
-            let buf = &mut piece[..n];
-            if read_err.is_none() {
-                if let Some((_, f)) = &cur {
-                    if let Err(e) = f.read_exact_at(buf, task.offset + done as u64) {
-                        read_err = Some(e);
-                    }
-                }
-            }
-            if read_err.is_some() {
-                buf.fill(0);
-            }
-            hasher.update(buf);
-            if corrupt && done == 0 {
-                buf[0] ^= 1;
-            }
-            if let Err(e) = w.write_all(buf) {
-                return sh.fail_lane(Error::PeerVanished(e.to_string()));
-            }
-            sh.stats.add_sent(lane, n as u64);
-            done += n;
-        }
-        let mut hash = hasher.finish();
-        if read_err.is_some() {
-            hash[0] ^= 0xff;
-        }
-        if let Err(e) = w.write_all(&hash) {
-            return sh.fail_lane(Error::PeerVanished(e.to_string()));
-        }
-        let mut g = sh.lock();
-        match read_err {
-            None => g.on_chunk_sent(task.id, task.offset, hash),
-            Some(e) => {
-                let msg = if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    "source file shrank while it was being sent".to_string()
-                } else {
-                    format!("cannot read source: {e}")
-                };
-                eprintln!("gfast: {}: {msg}", task.source.display());
-                let c = if e.kind() == std::io::ErrorKind::UnexpectedEof { code::SOURCE_CHANGED } else { code::IO };
-                g.on_source_error(task.id, c, msg);
-                cur = None;
-            }
-        }
-        sh.cv.notify_all();
-    }
-}
-
-fn ack_reader(sh: &Shared, mut r: BufReader<ConnReader>, inflight: &Inflight) {
-    let mut buf = Vec::new();
-    let limits = Limits { max_control: 1 << 16, max_chunk: 0 };
-    loop {
-        let f = match read_frame(&mut r, &limits, &mut buf) {
-            Ok(f) => f,
-            Err(WireError::Closed) if sh.session_done.load(SeqCst) => return,
-            Err(e @ (WireError::Closed | WireError::Io(_))) => return sh.fail_lane(wire_err(e)),
-            Err(e) => return sh.fail(wire_err(e)),
-        };
-        let Frame::ChunkAck { id, offset, status } = f else {
-            return sh.fail(match f {
-                Frame::Error { code, message } => Error::Remote(code, message),
-                _ => Error::Protocol("unexpected frame on a data lane".into()),
-            });
-        };
-        let sent = inflight.lock().expect("inflight").pop_front();
-        match sent {
-            Some((i, o, _, t)) if i == id && o == offset => sh.stats.record_rtt(t.elapsed()),
-            _ => return sh.fail(Error::Protocol("acknowledgement out of order".into())),
-        }
-        let mut g = sh.lock();
-        g.on_chunk_ack(id, offset, status);
-        sh.cv.notify_all();
-    }
 }

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod error;
 pub mod oneshot;
+pub mod send;
 pub mod server;
 mod session;
 pub mod ssh;

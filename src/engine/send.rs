@@ -1,0 +1,537 @@
+//! The sending role of a session: walks the sources, announces entries on the
+//! control connection and stripes chunks over the lanes. It runs on the client for
+//! `push` and on the one-shot receiver of a `pull`.
+//!
+//! Threads: one walker, one control writer, one control reader, and per lane one
+//! writer (reads the source, hashes, sends) and one ack reader. They share the
+//! sans-I/O [`Sender`] behind a mutex and wake each other with one condition variable.
+
+use super::error::Error;
+use super::stats::Stats;
+use crate::proto::error::code;
+use crate::proto::frame::{ChunkHead, Frame, Limits, TargetKind};
+use crate::proto::hash::ChunkHasher;
+use crate::proto::path::{components, show};
+use crate::proto::sender::{Failure, Sender};
+use crate::storage::walk::Walker;
+use crate::transport::conn::{Conn, ConnReader, ConnWriter};
+use crate::transport::framed::{read_frame, write_frame, WireError};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The connections of an established session, as the sending side uses them.
+pub struct Wired {
+    /// The control connection.
+    pub ctl: Conn,
+    /// Its reading half.
+    pub ctl_r: BufReader<ConnReader>,
+    /// Its writing half.
+    pub ctl_w: BufWriter<ConnWriter>,
+    /// The data lanes, in lane order.
+    pub lanes: Vec<(Conn, BufReader<ConnReader>, ConnWriter)>,
+}
+
+/// Where the sources go.
+pub enum Target {
+    /// Ask the receiver with TARGET (push): the destination path and whether it was
+    /// written as a directory.
+    Ask(Vec<u8>, bool),
+    /// The receiver told us already (PULL): path, what is there, written as a directory.
+    Known(Vec<u8>, TargetKind, bool),
+}
+
+/// How many walked entries may wait for announcement; bounds memory for huge trees.
+const QUEUE_MAX: usize = 4096;
+/// How many files may be announced and not yet confirmed.
+const FILE_WINDOW: usize = 1024;
+/// Failures listed one per line at the end of a push; the rest are counted.
+const MAX_FAILURES_SHOWN: usize = 20;
+/// Size of the piece a lane reads from the source and writes to the socket at once.
+const PIECE: usize = 1 << 20;
+
+struct Shared {
+    sender: Mutex<Sender<Arc<PathBuf>>>,
+    cv: Condvar,
+    stats: Arc<Stats>,
+    abort: AtomicBool,
+    error: Mutex<Option<Error>>,
+    session_done: AtomicBool,
+    walk_failures: Mutex<(u64, Vec<Failure>)>,
+    sockets: Mutex<Vec<TcpStream>>,
+    chunk_size: u64,
+    /// Test hook (GFAST_FAULT_CORRUPT_EVERY=N): corrupt the first sending of every
+    /// Nth chunk on the wire, after hashing, to exercise verification and resend.
+    corrupt_every: u64,
+    first_sendings: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Sender<Arc<PathBuf>>> {
+        self.sender.lock().expect("sender lock")
+    }
+
+    /// Records the first error and stops every thread.
+    fn fail(&self, e: Error) {
+        {
+            let mut g = self.error.lock().expect("error lock");
+            if g.is_none() && !self.session_done.load(SeqCst) {
+                *g = Some(e);
+            }
+        }
+        self.abort.store(true, SeqCst);
+        for s in self.sockets.lock().expect("sockets").iter() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        let _g = self.lock();
+        self.cv.notify_all();
+    }
+
+    /// A data lane broke: the control connection usually carries the reason (the
+    /// server sends ERROR there before it cuts the lanes), so give it a moment to
+    /// arrive and win before reporting the bare connection error.
+    fn fail_lane(&self, e: Error) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut g = self.lock();
+        while !self.stopped() && !self.session_done.load(SeqCst) && Instant::now() < deadline {
+            g = self.cv.wait_timeout(g, Duration::from_millis(50)).expect("cv").0;
+        }
+        drop(g);
+        self.fail(e);
+    }
+
+    fn stopped(&self) -> bool {
+        self.abort.load(SeqCst)
+    }
+}
+
+/// Maps a frame-level failure to what the user is told.
+pub(crate) fn wire_err(e: WireError) -> Error {
+    match e {
+        WireError::Decode(d) => Error::Protocol(d.to_string()),
+        WireError::Closed => Error::PeerVanished("the server closed the connection".into()),
+        WireError::Io(e) => Error::PeerVanished(e.to_string()),
+    }
+}
+
+/// The last path component a source lands under, as `cp -r` names it.
+fn base_name(p: &Path) -> Result<Vec<u8>, Error> {
+    let name = match p.file_name() {
+        Some(n) => n.as_bytes().to_vec(),
+        None => {
+            let canon = p.canonicalize().map_err(|e| Error::Source(p.into(), e))?;
+            canon.file_name().map(|n| n.as_bytes().to_vec()).ok_or_else(|| {
+                Error::Usage(format!("cannot copy '{}' by name: name a directory below it", p.display()))
+            })?
+        }
+    };
+    Ok(name)
+}
+
+fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
+    if a.is_empty() {
+        return b.to_vec();
+    }
+    let mut v = a.to_vec();
+    v.push(b'/');
+    v.extend_from_slice(b);
+    v
+}
+
+/// Runs the sending role to completion over `w`; returns the entries confirmed.
+pub fn run_sender(
+    mut w: Wired,
+    sources: &[PathBuf],
+    target: Target,
+    chunk_size: u32,
+    stats: Arc<Stats>,
+) -> Result<u64, Error> {
+    let mut src_dirs = Vec::new();
+    for s in sources {
+        let md = std::fs::metadata(s).map_err(|e| Error::Source(s.clone(), e))?;
+        src_dirs.push(md.is_dir());
+    }
+    let (ctl, mut r, lanes) = (w.ctl, w.ctl_r, w.lanes);
+    let mut scratch = Vec::new();
+    let mut buf = Vec::new();
+    let limits = Limits::default();
+    let (dest, kind, dest_is_dir) = match target {
+        Target::Known(p, k, d) => (p, k, d),
+        Target::Ask(p, d) => {
+            write_frame(&mut w.ctl_w, &Frame::Target { path: p.clone() }, &mut scratch)
+                .and_then(|_| w.ctl_w.flush())
+                .map_err(|e| Error::PeerVanished(e.to_string()))?;
+            match read_frame(&mut r, &limits, &mut buf).map_err(wire_err)? {
+                Frame::TargetInfo { kind } => (p, kind, d),
+                Frame::Error { code, message } => return Err(Error::Remote(code, message)),
+                _ => return Err(Error::Protocol("expected TARGET_INFO".into())),
+            }
+        }
+    };
+    let w = w.ctl_w;
+    // Where each source lands (cp -r semantics, §5.3).
+    let shown = if dest.is_empty() { "the destination root".to_string() } else { show(&dest) };
+    let into_dir = match kind {
+        TargetKind::Dir => true,
+        TargetKind::Missing if dest_is_dir => true,
+        TargetKind::Missing if sources.len() == 1 => false,
+        TargetKind::Missing => {
+            return Err(Error::Usage(format!(
+                "destination {shown} does not exist and several sources need a directory: end it with '/' to create it"
+            )))
+        }
+        TargetKind::File if sources.len() == 1 && !src_dirs[0] && !dest_is_dir => false,
+        TargetKind::File => return Err(Error::Usage(format!("destination {shown} is a file, not a directory"))),
+        TargetKind::Other => return Err(Error::Usage(format!("destination {shown} is not a file or directory"))),
+    };
+    let mut roots = Vec::new();
+    for s in sources {
+        let dest = if into_dir { join(&dest, &base_name(s)?) } else { dest.clone() };
+        if dest.is_empty() {
+            return Err(Error::Usage("the destination cannot be the receiver's root itself for a single file".into()));
+        }
+        components(&dest).map_err(|e| Error::Usage(e.to_string()))?;
+        roots.push((s.clone(), dest));
+    }
+    let shared = Arc::new(Shared {
+        sender: Mutex::new(Sender::new(chunk_size as u64, FILE_WINDOW)),
+        cv: Condvar::new(),
+        stats: stats.clone(),
+        abort: AtomicBool::new(false),
+        error: Mutex::new(None),
+        session_done: AtomicBool::new(false),
+        walk_failures: Mutex::new((0, Vec::new())),
+        sockets: Mutex::new(
+            lanes.iter().map(|l| &l.0).chain([&ctl]).filter_map(|c| c.tcp().try_clone().ok()).collect(),
+        ),
+        chunk_size: chunk_size as u64,
+        corrupt_every: std::env::var("GFAST_FAULT_CORRUPT_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+        first_sendings: std::sync::atomic::AtomicU64::new(0),
+    });
+
+    let mut handles = Vec::new();
+    {
+        let sh = shared.clone();
+        handles.push(std::thread::spawn(move || walk(&sh, roots)));
+    }
+    {
+        let sh = shared.clone();
+        handles.push(std::thread::spawn(move || control_writer(&sh, w)));
+    }
+    {
+        let sh = shared.clone();
+        handles.push(std::thread::spawn(move || control_reader(&sh, r)));
+    }
+    let mut lane_conns = Vec::new();
+    for (i, (c, r, w)) in lanes.into_iter().enumerate() {
+        let inflight = Arc::new(Mutex::new(VecDeque::new()));
+        let (sh, inf) = (shared.clone(), inflight.clone());
+        handles.push(std::thread::spawn(move || lane_writer(&sh, i, w, &inf)));
+        let sh = shared.clone();
+        handles.push(std::thread::spawn(move || ack_reader(&sh, r, &inflight)));
+        lane_conns.push(c);
+    }
+
+    // Wait for SESSION_DONE or the first error.
+    {
+        let mut g = shared.lock();
+        while !shared.session_done.load(SeqCst) && !shared.stopped() {
+            g = shared.cv.wait_timeout(g, Duration::from_millis(200)).expect("cv").0;
+        }
+    }
+    for c in &lane_conns {
+        c.shutdown(Shutdown::Write);
+    }
+    ctl.shutdown(Shutdown::Write);
+    let first_error = shared.error.lock().expect("error").take();
+    if let Some(e) = first_error {
+        shared.fail(Error::Protocol("stopping".into()));
+        for h in handles {
+            let _ = h.join();
+        }
+        return Err(e);
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    let tx = shared.lock();
+    let wf = shared.walk_failures.lock().expect("walk failures");
+    let failed = tx.failed_count() + wf.0;
+    if failed > 0 {
+        let all: Vec<&Failure> = wf.1.iter().chain(tx.failures()).collect();
+        let render = |f: &Failure| {
+            let p = show(&f.path);
+            if f.message.contains(&p) || f.message.contains("cannot read '") {
+                f.message.clone()
+            } else {
+                format!("{p}: {}", f.message)
+            }
+        };
+        for f in all.iter().take(MAX_FAILURES_SHOWN) {
+            eprintln!("gfast: not transferred: {}", render(f));
+        }
+        if failed as usize > MAX_FAILURES_SHOWN {
+            eprintln!("gfast: … and {} more", failed as usize - MAX_FAILURES_SHOWN);
+        }
+        let total = tx.stats().announced + wf.0;
+        return Err(Error::Incomplete { failed, total, first: render(all[0]) });
+    }
+    Ok(tx.stats().done)
+}
+
+fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>) {
+    for item in Walker::new(roots) {
+        if sh.stopped() {
+            return;
+        }
+        match item {
+            Ok(it) => {
+                sh.stats.files_total.fetch_add(1, Relaxed);
+                sh.stats.bytes_total.fetch_add(it.meta.size, Relaxed);
+                let mut g = sh.lock();
+                while g.queued_len() >= QUEUE_MAX && !sh.stopped() {
+                    g = sh.cv.wait(g).expect("cv");
+                }
+                g.push(it.meta, Arc::new(it.source));
+                sh.cv.notify_all();
+            }
+            Err(e) => {
+                let mut wf = sh.walk_failures.lock().expect("walk failures");
+                wf.0 += 1;
+                if wf.1.len() < 100 {
+                    let path = e.path.as_os_str().as_bytes().to_vec();
+                    let message = format!("cannot read '{}': {}", e.path.display(), e.error);
+                    wf.1.push(Failure { path, code: code::IO, message });
+                }
+            }
+        }
+    }
+    sh.lock().close_input();
+    sh.cv.notify_all();
+}
+
+fn control_writer(sh: &Shared, mut w: BufWriter<ConnWriter>) {
+    let mut scratch = Vec::new();
+    let mut batch = Vec::new();
+    loop {
+        {
+            let mut g = sh.lock();
+            loop {
+                while batch.len() < 256 {
+                    match g.poll_frame() {
+                        Some(f) => batch.push(f),
+                        None => break,
+                    }
+                }
+                if !batch.is_empty() || sh.stopped() || g.is_finished() {
+                    break;
+                }
+                g = sh.cv.wait(g).expect("cv");
+            }
+            // Frees queue room for the walker.
+            sh.cv.notify_all();
+        }
+        if batch.is_empty() {
+            // The server reads the control connection until the end of the session:
+            // close it cleanly only after SESSION_DONE.
+            let mut g = sh.lock();
+            while !sh.session_done.load(SeqCst) && !sh.stopped() {
+                g = sh.cv.wait(g).expect("cv");
+            }
+            drop(g);
+            if !sh.stopped() {
+                let _ = w.get_mut().close_notify();
+            }
+            return;
+        }
+        for f in batch.drain(..) {
+            if let Err(e) = write_frame(&mut w, &f, &mut scratch) {
+                return sh.fail(Error::PeerVanished(e.to_string()));
+            }
+        }
+        if let Err(e) = w.flush() {
+            return sh.fail(Error::PeerVanished(e.to_string()));
+        }
+    }
+}
+
+fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
+    let mut buf = Vec::new();
+    let limits = Limits::default();
+    loop {
+        let f = match read_frame(&mut r, &limits, &mut buf) {
+            Ok(f) => f,
+            Err(e) => return sh.fail(wire_err(e)),
+        };
+        match f {
+            Frame::SessionDone { .. } => {
+                sh.session_done.store(true, SeqCst);
+                let _g = sh.lock();
+                sh.cv.notify_all();
+                return;
+            }
+            Frame::Error { code, message } => return sh.fail(Error::Remote(code, message)),
+            f @ (Frame::FileReady { .. } | Frame::FileDone { .. } | Frame::FileFailed { .. }) => {
+                let mut g = sh.lock();
+                if let Err(e) = g.on_frame(&f) {
+                    drop(g);
+                    return sh.fail(Error::Protocol(e.to_string()));
+                }
+                let st = g.stats();
+                sh.stats.files_done.store(st.done, Relaxed);
+                sh.stats.bytes_done.store(st.bytes_done, Relaxed);
+                sh.cv.notify_all();
+            }
+            _ => return sh.fail(Error::Protocol("unexpected frame on the control connection".into())),
+        }
+    }
+}
+
+type Inflight = Mutex<VecDeque<(u64, u64, u32, Instant)>>;
+
+fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
+    let mut w = BufWriter::with_capacity(256 << 10, w);
+    let mut piece = vec![0u8; PIECE];
+    let mut cur: Option<(u64, File)> = None;
+    let window = 2 * sh.chunk_size + (4 << 20);
+    loop {
+        let task = {
+            let mut g = sh.lock();
+            loop {
+                if sh.stopped() || g.is_finished() {
+                    let clean = !sh.stopped();
+                    drop(g);
+                    if w.flush().is_ok() && clean {
+                        let _ = w.get_mut().close_notify();
+                    }
+                    return;
+                }
+                let busy = {
+                    let q = inflight.lock().expect("inflight");
+                    q.len() >= 4096 || q.iter().map(|e| e.2 as u64).sum::<u64>() >= window
+                };
+                if !busy {
+                    if let Some(t) = g.next_chunk() {
+                        break t;
+                    }
+                }
+                // Nothing to send right now: push out what is buffered before sleeping.
+                drop(g);
+                if let Err(e) = w.flush() {
+                    return sh.fail_lane(Error::PeerVanished(e.to_string()));
+                }
+                g = sh.lock();
+                if sh.stopped() || g.is_finished() || (!busy && g.has_chunk()) {
+                    continue;
+                }
+                g = sh.cv.wait_timeout(g, Duration::from_millis(50)).expect("cv").0;
+            }
+        };
+        if task.retry {
+            sh.stats.retransmitted.fetch_add(1, Relaxed);
+        }
+        inflight.lock().expect("inflight").push_back((task.id, task.offset, task.len, Instant::now()));
+        // Read, hash and send the chunk piece by piece. If the source fails mid-chunk
+        // the frame is completed with zeros and a hash that cannot match, and the
+        // file is aborted: the receiver never keeps those bytes.
+        let mut read_err: Option<std::io::Error> = None;
+        if cur.as_ref().map(|c| c.0) != Some(task.id) {
+            match File::open(&*task.source) {
+                Ok(f) => cur = Some((task.id, f)),
+                Err(e) => {
+                    cur = None;
+                    read_err = Some(e);
+                }
+            }
+        }
+        let head = ChunkHead { id: task.id, offset: task.offset };
+        if let Err(e) = w.write_all(&head.encode_prefix(task.len)) {
+            return sh.fail_lane(Error::PeerVanished(e.to_string()));
+        }
+        let mut hasher = ChunkHasher::new();
+        let mut done = 0usize;
+        let corrupt = sh.corrupt_every > 0
+            && !task.retry
+            && (sh.first_sendings.fetch_add(1, Relaxed) + 1) % sh.corrupt_every == 0;
+        while done < task.len as usize {
+            let n = (task.len as usize - done).min(PIECE);
+            let buf = &mut piece[..n];
+            if read_err.is_none() {
+                if let Some((_, f)) = &cur {
+                    if let Err(e) = f.read_exact_at(buf, task.offset + done as u64) {
+                        read_err = Some(e);
+                    }
+                }
+            }
+            if read_err.is_some() {
+                buf.fill(0);
+            }
+            hasher.update(buf);
+            if corrupt && done == 0 {
+                buf[0] ^= 1;
+            }
+            if let Err(e) = w.write_all(buf) {
+                return sh.fail_lane(Error::PeerVanished(e.to_string()));
+            }
+            sh.stats.add_sent(lane, n as u64);
+            done += n;
+        }
+        let mut hash = hasher.finish();
+        if read_err.is_some() {
+            hash[0] ^= 0xff;
+        }
+        if let Err(e) = w.write_all(&hash) {
+            return sh.fail_lane(Error::PeerVanished(e.to_string()));
+        }
+        let mut g = sh.lock();
+        match read_err {
+            None => g.on_chunk_sent(task.id, task.offset, hash),
+            Some(e) => {
+                let msg = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    "source file shrank while it was being sent".to_string()
+                } else {
+                    format!("cannot read source: {e}")
+                };
+                eprintln!("gfast: {}: {msg}", task.source.display());
+                let c = if e.kind() == std::io::ErrorKind::UnexpectedEof { code::SOURCE_CHANGED } else { code::IO };
+                g.on_source_error(task.id, c, msg);
+                cur = None;
+            }
+        }
+        sh.cv.notify_all();
+    }
+}
+
+fn ack_reader(sh: &Shared, mut r: BufReader<ConnReader>, inflight: &Inflight) {
+    let mut buf = Vec::new();
+    let limits = Limits { max_control: 1 << 16, max_chunk: 0 };
+    loop {
+        let f = match read_frame(&mut r, &limits, &mut buf) {
+            Ok(f) => f,
+            Err(WireError::Closed) if sh.session_done.load(SeqCst) => return,
+            Err(e @ (WireError::Closed | WireError::Io(_))) => return sh.fail_lane(wire_err(e)),
+            Err(e) => return sh.fail(wire_err(e)),
+        };
+        let Frame::ChunkAck { id, offset, status } = f else {
+            return sh.fail(match f {
+                Frame::Error { code, message } => Error::Remote(code, message),
+                _ => Error::Protocol("unexpected frame on a data lane".into()),
+            });
+        };
+        let sent = inflight.lock().expect("inflight").pop_front();
+        match sent {
+            Some((i, o, _, t)) if i == id && o == offset => sh.stats.record_rtt(t.elapsed()),
+            _ => return sh.fail(Error::Protocol("acknowledgement out of order".into())),
+        }
+        let mut g = sh.lock();
+        g.on_chunk_ack(id, offset, status);
+        sh.cv.notify_all();
+    }
+}
