@@ -19,8 +19,10 @@ pub(crate) struct Cli {
 pub(crate) enum Cmd {
     /// Receive files: run the daemon on the destination machine.
     Serve(ServeArgs),
-    /// Send files and directory trees to a running daemon.
+    /// Send files and directory trees: to a daemon (gfast://) or over ssh (host:path).
     Push(PushArgs),
+    /// Fetch a file or tree from another machine over ssh: gfast pull [USER@]HOST:SRC DEST.
+    Pull(PullArgs),
 }
 
 /// Flags of `gfast serve`.
@@ -32,11 +34,14 @@ pub(crate) struct ServeArgs {
     /// Serve exactly one session, then exit (started by `gfast push` through ssh):
     /// prints an offer line (port, one-time token, key fingerprint) on stdout and
     /// exits when the session ends, when stdin closes, or after --idle-timeout.
-    #[arg(long, requires = "dest", conflicts_with_all = ["root", "discard"])]
+    #[arg(long, conflicts_with_all = ["root", "discard"])]
     pub(crate) oneshot: bool,
     /// With --oneshot: the destination path as typed after `host:` by the client.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "send")]
     pub(crate) dest: Option<PathBuf>,
+    /// With --oneshot: send this file or tree to the client instead (its pull).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) send: Option<PathBuf>,
     /// With --oneshot: give up when no session starts within this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub(crate) idle_timeout: u64,
@@ -71,10 +76,42 @@ pub(crate) struct ServeArgs {
 /// Flags of `gfast push`.
 #[derive(Args, Debug)]
 pub(crate) struct PushArgs {
+    /// Transfer settings shared with pull.
+    #[command(flatten)]
+    pub(crate) net: NetArgs,
     /// Sources (files or directories), then the destination: gfast://HOST[:PORT]/PATH
     /// (a running daemon) or [USER@]HOST:PATH (ssh one-shot mode).
     #[arg(required = true, num_args = 2.., value_name = "SRC... DEST")]
     pub(crate) paths: Vec<OsString>,
+    /// File holding the shared token (else GFAST_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Send data unencrypted (the server must allow it); the token still authenticates.
+    #[arg(long)]
+    pub(crate) no_encrypt: bool,
+    /// Insist on this server key (sha256:HEX, as `gfast serve` prints it) instead of
+    /// trusting the key on first use.
+    #[arg(long, value_name = "FP")]
+    pub(crate) fingerprint: Option<String>,
+}
+
+/// Flags of `gfast pull`.
+#[derive(Args, Debug)]
+pub(crate) struct PullArgs {
+    /// The remote source, [USER@]HOST:PATH (relative paths start at the remote home).
+    #[arg(value_name = "SRC")]
+    pub(crate) src: OsString,
+    /// Local destination (a directory to put it in, or a new name).
+    #[arg(value_name = "DEST")]
+    pub(crate) dest: PathBuf,
+    /// Transfer settings shared with push.
+    #[command(flatten)]
+    pub(crate) net: NetArgs,
+}
+
+/// Transfer flags of push and pull.
+#[derive(Args, Debug)]
+pub(crate) struct NetArgs {
     /// Number of parallel TCP data streams.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) streams: u16,
@@ -82,9 +119,6 @@ pub(crate) struct PushArgs {
     /// (64K to 1G; accepts K, M, G suffixes).
     #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = super::size::parse_size)]
     pub(crate) chunk_size: u64,
-    /// File holding the shared token (else GFAST_TOKEN).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) token_file: Option<PathBuf>,
     /// Print one JSON object with the job's statistics on stdout at the end.
     #[arg(long)]
     pub(crate) json: bool,
@@ -97,9 +131,6 @@ pub(crate) struct PushArgs {
     /// Seconds a silent or unresponsive server is tolerated before giving up.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub(crate) timeout: u64,
-    /// Send data unencrypted (the server must allow it); the token still authenticates.
-    #[arg(long)]
-    pub(crate) no_encrypt: bool,
     /// ssh command for [USER@]HOST:PATH destinations, with its options
     /// (e.g. "ssh -p 2222 -i key"); ~/.ssh/config applies as usual.
     #[arg(short = 'e', long, value_name = "CMD", default_value = "ssh")]
@@ -107,8 +138,4 @@ pub(crate) struct PushArgs {
     /// The gfast command on the remote host.
     #[arg(long, value_name = "CMD", default_value = "gfast")]
     pub(crate) remote_cmd: String,
-    /// Insist on this server key (sha256:HEX, as `gfast serve` prints it) instead of
-    /// trusting the key on first use.
-    #[arg(long, value_name = "FP")]
-    pub(crate) fingerprint: Option<String>,
 }

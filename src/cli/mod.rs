@@ -6,7 +6,7 @@ mod report;
 pub mod size;
 pub mod url;
 
-use crate::engine::client::{push, PushConfig};
+use crate::engine::client::{pull, push, PushConfig};
 use crate::engine::error::Error;
 use crate::engine::server::{random, ServeConfig, Server};
 use crate::engine::stats::Stats;
@@ -14,7 +14,7 @@ use crate::engine::{oneshot, ssh};
 use crate::proto::frame::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::transport::tcp::{KernelLimits, Tuning};
 use crate::transport::tls::{Fingerprint, Identity};
-use args::{Cli, Cmd, PushArgs, ServeArgs};
+use args::{Cli, Cmd, NetArgs, PullArgs, PushArgs, ServeArgs};
 use clap::Parser;
 use std::io::{IsTerminal, Write};
 use std::net::ToSocketAddrs;
@@ -29,11 +29,13 @@ pub fn run() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Serve(a) => serve(a),
         Cmd::Push(a) => push_cmd(a),
+        Cmd::Pull(a) => pull_cmd(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gfast: error: {e}");
+            // Not eprintln!: a one-shot end whose ssh channel died has no stderr.
+            let _ = writeln!(std::io::stderr(), "gfast: error: {e}");
             ExitCode::from(e.exit_code())
         }
     }
@@ -126,6 +128,7 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
         tls,
         allow_plain: a.allow_no_encrypt,
         oneshot: false,
+        send: None,
         root,
         token,
         discard: a.discard,
@@ -143,13 +146,21 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
 
 /// `gfast serve --oneshot`: one session for a client that started us over ssh.
 fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
-    let dest = a.dest.expect("clap requires --dest");
-    let (root, target) = match oneshot::split_dest(&dest) {
-        Ok(x) => x,
-        Err(e) => {
-            println!("{} cannot use '{}' as destination: {e}", oneshot::REFUSAL_TAG, dest.display());
-            return Err(Error::Usage(format!("--dest '{}': {e}", dest.display())));
-        }
+    let refuse = |m: String| {
+        println!("{} {m}", oneshot::REFUSAL_TAG);
+        let _ = std::io::stdout().flush();
+        Err(Error::Usage(m))
+    };
+    let (root, target, send) = match (a.dest, a.send) {
+        (Some(dest), None) => match oneshot::split_dest(&dest) {
+            Ok((root, target)) => (root, target, None),
+            Err(e) => return refuse(format!("cannot use '{}' as destination: {e}", dest.display())),
+        },
+        (None, Some(src)) => match std::fs::metadata(&src) {
+            Ok(_) => (PathBuf::from("/"), Vec::new(), Some(src)),
+            Err(e) => return refuse(format!("cannot read source '{}': {e}", src.display())),
+        },
+        _ => return Err(Error::Usage("--oneshot needs --dest PATH (receive) or --send PATH (send)".into())),
     };
     let id = Identity::ephemeral().map_err(|e| Error::Io("creating a key".into(), e))?;
     let token = new_token();
@@ -169,6 +180,7 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
         tls: id.server_config().map_err(|e| Error::Io("TLS setup".into(), e))?,
         allow_plain: false,
         oneshot: true,
+        send,
     };
     let offer = oneshot::Offer { host, port, token, fingerprint: id.fingerprint, target };
     println!("{}", offer.to_line());
@@ -235,9 +247,8 @@ fn buffer_cap_warning(b: u64, k: &KernelLimits) -> Option<String> {
 }
 
 fn push_cmd(a: PushArgs) -> Result<(), Error> {
-    let json = a.json;
-    let lanes = a.streams;
-    let stats = Arc::new(Stats::new(lanes as usize));
+    let json = a.net.json;
+    let stats = Arc::new(Stats::new(a.net.streams as usize));
     let job_id = random::<16>();
     let res = push_inner(a, stats.clone(), job_id);
     if json {
@@ -245,6 +256,52 @@ fn push_cmd(a: PushArgs) -> Result<(), Error> {
         println!("{v}");
     }
     res
+}
+
+/// Checks the transfer flags shared by push and pull.
+fn check_net(n: &NetArgs) -> Result<(), Error> {
+    if !(MIN_CHUNK_SIZE as u64..=MAX_CHUNK_SIZE as u64).contains(&n.chunk_size) {
+        return Err(Error::Usage(format!("--chunk-size {} is out of range: use 64K to 1G", size::human(n.chunk_size))));
+    }
+    raise_fd_limit();
+    if let Some(w) = n.buffer.and_then(|b| buffer_cap_warning(b, &KernelLimits::read())) {
+        eprintln!("gfast: warning: {w}");
+    }
+    Ok(())
+}
+
+/// The connection settings of a push or pull; the caller fills in where to.
+fn base_config(n: &NetArgs, job_id: [u8; 16]) -> PushConfig {
+    PushConfig {
+        sources: Vec::new(),
+        server: String::new(),
+        dest: Vec::new(),
+        dest_is_dir: false,
+        token: Vec::new(),
+        lanes: n.streams,
+        chunk_size: n.chunk_size as u32,
+        tuning: Tuning {
+            buffer: n.buffer.map(|b| b as usize),
+            timeout: Duration::from_secs(n.timeout.max(1)),
+            ..Tuning::default()
+        },
+        job_id,
+        encrypt: true,
+        fingerprint: None,
+        known_hosts: None,
+        notice: |m| eprintln!("gfast: {m}"),
+    }
+}
+
+/// Runs `f` with a progress bar when stderr is a terminal and output is not quieted.
+fn with_progress<T>(n: &NetArgs, stats: &Arc<Stats>, f: impl FnOnce() -> T) -> T {
+    let show = !n.quiet && !n.json && std::io::stderr().is_terminal();
+    let bar = show.then(|| report::Progress::start(stats.clone()));
+    let r = f();
+    if let Some(b) = bar {
+        b.finish();
+    }
+    r
 }
 
 fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Error> {
@@ -256,9 +313,7 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
         use std::os::unix::ffi::OsStrExt;
         ssh::SshTarget::parse(dest.as_bytes())
     };
-    if !(MIN_CHUNK_SIZE as u64..=MAX_CHUNK_SIZE as u64).contains(&a.chunk_size) {
-        return Err(Error::Usage(format!("--chunk-size {} is out of range: use 64K to 1G", size::human(a.chunk_size))));
-    }
+    check_net(&a.net)?;
     let fingerprint = match &a.fingerprint {
         Some(f) => Some(Fingerprint::parse(f).ok_or_else(|| {
             Error::Usage(format!("--fingerprint '{f}': expected sha256: and 64 hex digits, as gfast serve prints"))
@@ -268,12 +323,6 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
     if a.no_encrypt && fingerprint.is_some() {
         return Err(Error::Usage("--fingerprint pins a TLS key: it cannot go with --no-encrypt".into()));
     }
-    raise_fd_limit();
-    if let Some(b) = a.buffer {
-        if let Some(w) = buffer_cap_warning(b, &KernelLimits::read()) {
-            eprintln!("gfast: warning: {w}");
-        }
-    }
     if a.no_encrypt && via_ssh.is_some() {
         return Err(Error::Usage("--no-encrypt is for daemons (gfast://); ssh one-shot mode always encrypts".into()));
     }
@@ -281,20 +330,23 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
     for s in &paths {
         std::fs::metadata(s).map_err(|e| Error::Source(PathBuf::from(s), e))?;
     }
+    let mut cfg = base_config(&a.net, job_id);
+    cfg.sources = paths.into_iter().map(PathBuf::from).collect();
     let mut remote_proc = None;
-    let (server, dest_path, dest_is_dir, token, fingerprint, known_hosts) = match &via_ssh {
+    match &via_ssh {
         Some(t) => {
-            let words = ssh::split_words(&a.ssh);
-            let r = ssh::start(&words, &a.remote_cmd, t)?;
+            let r = ssh::start(&ssh::split_words(&a.net.ssh), &a.net.remote_cmd, t, ssh::RemoteRole::Receive)?;
             let o = r.offer.clone();
-            let is_dir = t.path.is_empty() || t.path.ends_with(b"/") || o.target.is_empty();
-            let server = r.server.clone();
+            cfg.dest_is_dir = t.path.is_empty() || t.path.ends_with(b"/") || o.target.is_empty();
+            cfg.server = r.server.clone();
+            cfg.dest = o.target;
+            cfg.token = o.token.into_bytes();
+            cfg.fingerprint = Some(o.fingerprint);
             remote_proc = Some(r);
-            (server, o.target, is_dir, o.token.into_bytes(), Some(o.fingerprint), None)
         }
         None => {
             let remote = url::parse_remote(&dest).map_err(Error::Usage)?;
-            let token = match (&a.token_file, env_token()) {
+            cfg.token = match (&a.token_file, env_token()) {
                 (Some(f), _) => read_token(f)?,
                 (None, Some(t)) => t,
                 (None, None) => {
@@ -303,40 +355,65 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
                     ))
                 }
             };
-            (remote.server, remote.path, remote.is_dir, token, fingerprint, known_hosts_path())
+            cfg.server = remote.server;
+            cfg.dest = remote.path;
+            cfg.dest_is_dir = remote.is_dir;
+            cfg.encrypt = !a.no_encrypt;
+            cfg.fingerprint = fingerprint;
+            cfg.known_hosts = known_hosts_path();
         }
-    };
-    let cfg = PushConfig {
-        sources: paths.into_iter().map(PathBuf::from).collect(),
-        server,
-        dest: dest_path,
-        dest_is_dir,
-        token,
-        lanes: a.streams,
-        chunk_size: a.chunk_size as u32,
-        tuning: Tuning {
-            buffer: a.buffer.map(|b| b as usize),
-            timeout: Duration::from_secs(a.timeout.max(1)),
-            ..Tuning::default()
-        },
-        job_id,
-        encrypt: !a.no_encrypt,
-        fingerprint,
-        known_hosts,
-        notice: |m| eprintln!("gfast: {m}"),
-    };
-    let show_progress = !a.quiet && !a.json && std::io::stderr().is_terminal();
-    let bar = show_progress.then(|| report::Progress::start(stats.clone()));
-    let res = push(&cfg, stats.clone());
-    if let Some(b) = bar {
-        b.finish();
     }
+    let res = with_progress(&a.net, &stats, || push(&cfg, stats.clone()));
     if let Some(r) = remote_proc {
         r.finish();
     }
     let summary = res?;
-    if !a.quiet && !a.json {
-        eprintln!("{}", report::summary_line(&stats, summary.files, a.streams, summary.discard));
+    if !a.net.quiet && !a.net.json {
+        eprintln!("{}", report::summary_line(&stats, summary.files, a.net.streams, summary.discard));
+    }
+    Ok(())
+}
+
+fn pull_cmd(a: PullArgs) -> Result<(), Error> {
+    let json = a.net.json;
+    let stats = Arc::new(Stats::new(a.net.streams as usize));
+    let job_id = random::<16>();
+    let res = pull_inner(a, stats.clone(), job_id);
+    if json {
+        let v = report::json(&job_id, &stats, res.as_ref().err(), &KernelLimits::read());
+        println!("{v}");
+    }
+    res
+}
+
+fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let t = ssh::SshTarget::parse(a.src.as_bytes()).ok_or_else(|| {
+        Error::Usage(format!(
+            "'{}': pull takes a remote source [USER@]HOST:PATH (pulling from a gfast:// daemon is not supported)",
+            a.src.to_string_lossy()
+        ))
+    })?;
+    check_net(&a.net)?;
+    // Where it lands here, with the same rules as a one-shot receiver.
+    let (root, target) = oneshot::split_dest(&a.dest)
+        .map_err(|e| Error::Usage(format!("cannot use '{}' as destination: {e}", a.dest.display())))?;
+    let comps = crate::proto::path::components(&target).map_err(|e| Error::Usage(e.to_string()))?;
+    let kind = crate::storage::dest::DestRoot::open(&root)
+        .map_err(|e| Error::Usage(format!("cannot open '{}': {e}", root.display())))?
+        .target_kind(&comps)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let is_dir = target.is_empty() || a.dest.as_os_str().as_bytes().ends_with(b"/");
+    let r = ssh::start(&ssh::split_words(&a.net.ssh), &a.net.remote_cmd, &t, ssh::RemoteRole::Send)?;
+    let mut cfg = base_config(&a.net, job_id);
+    cfg.server = r.server.clone();
+    cfg.token = r.offer.token.clone().into_bytes();
+    cfg.fingerprint = Some(r.offer.fingerprint);
+    let res = with_progress(&a.net, &stats, || pull(&cfg, &root, target, kind, is_dir, stats.clone()));
+    r.finish();
+    let files = res?;
+    if !a.net.quiet && !a.net.json {
+        eprintln!("{}", report::summary_line(&stats, files, a.net.streams, false));
     }
     Ok(())
 }

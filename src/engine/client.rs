@@ -80,6 +80,31 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
     Ok(Summary { files, applied: d.applied, discard: d.discard, fingerprint: d.fingerprint })
 }
 
+/// Runs one pull: asks the one-shot sender for its files (PULL with where they
+/// land here) and takes the receiving role, writing under `root`. Returns the
+/// entries completed.
+pub fn pull(
+    cfg: &PushConfig,
+    root: &std::path::Path,
+    target: Vec<u8>,
+    kind: crate::proto::frame::TargetKind,
+    is_dir: bool,
+    stats: Arc<Stats>,
+) -> Result<u64, Error> {
+    let d = dial(cfg, &stats, Some(Frame::Pull { target, kind, is_dir }))?;
+    let w = d.wired;
+    let (files, bytes) =
+        super::session::receive_dialed(root, &w.ctl, w.ctl_r, w.ctl_w, w.lanes, cfg.chunk_size as u64)?;
+    use std::sync::atomic::Ordering::Relaxed;
+    stats.files_done.store(files, Relaxed);
+    stats.files_total.store(files, Relaxed);
+    stats.bytes_done.store(bytes, Relaxed);
+    stats.bytes_total.store(bytes, Relaxed);
+    // What the receiving end counts: payload bytes of completed files.
+    stats.bytes_sent.store(bytes, Relaxed);
+    Ok(files)
+}
+
 /// An established session seen from the dialing side.
 pub(crate) struct Dialed {
     pub(crate) wired: Wired,

@@ -275,10 +275,10 @@ pub fn run_sender(
             }
         };
         for f in all.iter().take(MAX_FAILURES_SHOWN) {
-            eprintln!("gfast: not transferred: {}", render(f));
+            say!("gfast: not transferred: {}", render(f));
         }
         if failed as usize > MAX_FAILURES_SHOWN {
-            eprintln!("gfast: … and {} more", failed as usize - MAX_FAILURES_SHOWN);
+            say!("gfast: … and {} more", failed as usize - MAX_FAILURES_SHOWN);
         }
         let total = tx.stats().announced + wf.0;
         return Err(Error::Incomplete { failed, total, first: render(all[0]) });
@@ -499,7 +499,7 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
                 } else {
                     format!("cannot read source: {e}")
                 };
-                eprintln!("gfast: {}: {msg}", task.source.display());
+                say!("gfast: {}: {msg}", task.source.display());
                 let c = if e.kind() == std::io::ErrorKind::UnexpectedEof { code::SOURCE_CHANGED } else { code::IO };
                 g.on_source_error(task.id, c, msg);
                 cur = None;

@@ -1,7 +1,9 @@
 //! `gfast serve`: accepts connections, runs the handshake on control connections and
 //! attaches data lanes to their sessions. A session's failure never ends the daemon.
 
-use super::session::{self, Session};
+use super::send::{run_sender, Target, Wired};
+use super::session::{self, Mode, Session};
+use super::stats::Stats;
 use crate::proto::auth::SessionKeys;
 use crate::proto::error::code;
 use crate::proto::frame::{Frame, Limits, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
@@ -38,6 +40,8 @@ pub struct ServeConfig {
     pub allow_plain: bool,
     /// Serve one session only (ssh one-shot mode).
     pub oneshot: bool,
+    /// Send this file or tree instead of receiving (the one-shot end of a pull).
+    pub send: Option<std::path::PathBuf>,
 }
 
 /// The running daemon: configuration and live sessions.
@@ -117,7 +121,7 @@ impl Server {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    eprintln!("gfast serve: accept failed: {e}");
+                    say!("gfast serve: accept failed: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
@@ -131,7 +135,7 @@ impl Server {
             std::thread::spawn(move || {
                 if let Err(e) = me.handle(stream) {
                     if me.cfg.verbose || !matches!(e, WireError::Closed) {
-                        eprintln!("gfast serve: session from {peer} ended: {e}");
+                        say!("gfast serve: session from {peer} ended: {e}");
                     }
                 }
             });
@@ -216,12 +220,21 @@ impl Server {
         if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
             return refuse(&conn, &mut w, code::PROTOCOL, "chunk size must be 64 KiB..1 GiB");
         }
+        if self.cfg.oneshot && self.started.swap(true, Ordering::SeqCst) {
+            return refuse(&conn, &mut w, code::BUSY, "this one-shot receiver already serves a session");
+        }
         let id = random::<16>();
+        let mode = if self.cfg.send.is_some() { Mode::Send } else { Mode::Receive };
+        let root = (!self.cfg.discard).then_some(self.cfg.root.as_path());
         let sess =
-            Session::new(self.clone(), id, keys.clone(), lanes, chunk_size as u64, &conn, w).map_err(WireError::Io)?;
+            Session::new(mode, root, self.cfg.verbose, id, Some(keys.clone()), lanes, chunk_size as u64, &conn, w)
+                .map_err(WireError::Io)?;
         self.sessions.lock().expect("sessions").insert(id, sess.clone());
         let welcome = Frame::Welcome { proof: keys.server_proof(), session_id: id, discard: self.cfg.discard };
-        let res = sess.send_control(&welcome).map_err(WireError::Io).and_then(|_| sess.clone().run_control(r));
+        let res = sess.send_control(&welcome).map_err(WireError::Io).and_then(|_| match mode {
+            Mode::Receive => sess.clone().run_control(r),
+            Mode::Send => self.serve_pull(&sess, conn, r, lanes, chunk_size),
+        });
         self.sessions.lock().expect("sessions").remove(&id);
         let ok = res.is_ok() && sess.completed();
         sess.cleanup();
@@ -229,6 +242,45 @@ impl Server {
             *self.ended.lock().expect("ended") = Some(ok);
         }
         res
+    }
+}
+
+impl Server {
+    /// The one-shot end of a pull: reads PULL, waits for the lanes, and runs the
+    /// sending role over the session's connections.
+    fn serve_pull(
+        &self,
+        sess: &Arc<Session>,
+        conn: Conn,
+        mut r: BufReader<ConnReader>,
+        lanes: u16,
+        chunk_size: u32,
+    ) -> Result<(), WireError> {
+        let src = self.cfg.send.clone().expect("send mode has a source");
+        let mut buf = Vec::new();
+        conn.tcp().set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
+        let Frame::Pull { target, kind, is_dir } = read_frame(&mut r, &Limits::default(), &mut buf)? else {
+            sess.abort("expected PULL: this one-shot end only sends files");
+            return Err(WireError::Io(std::io::Error::other("expected PULL")));
+        };
+        conn.tcp().set_read_timeout(None)?;
+        let Some(lane_conns) = sess.take_lanes(lanes as usize, FIRST_FRAME_TIMEOUT) else {
+            sess.abort("not every data connection joined in time");
+            return Err(WireError::Io(std::io::Error::other("lanes did not join")));
+        };
+        let ctl_w = sess.take_control_writer().expect("control writer");
+        let wired = Wired { ctl: conn, ctl_r: r, ctl_w, lanes: lane_conns };
+        let stats = Arc::new(Stats::new(lanes as usize));
+        match run_sender(wired, &[src], Target::Known(target, kind, is_dir), chunk_size, stats) {
+            Ok(_) => {
+                sess.mark_done();
+                Ok(())
+            }
+            Err(e) => {
+                say!("gfast serve: pull failed: {e}");
+                Err(WireError::Io(std::io::Error::other(e.to_string())))
+            }
+        }
     }
 }
 

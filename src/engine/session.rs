@@ -4,7 +4,8 @@
 //! reads chunks, verifies them while writing them at their offset in the temporary
 //! file, and acks them. Whichever thread completes a file puts it in place.
 
-use super::server::{refuse, Server};
+use super::error::Error;
+use super::server::refuse;
 use crate::proto::auth::SessionKeys;
 use crate::proto::error::{code, ProtocolError};
 use crate::proto::frame::{
@@ -21,7 +22,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Size of the piece a lane reads from the socket and writes to the file at once.
 const PIECE: usize = 1 << 20;
@@ -40,37 +41,66 @@ struct State {
     lanes: Vec<TcpStream>,
     encrypted: bool,
     done: bool,
+    /// Entries that failed here, with reasons (the first 20), and how many.
+    failures: (u64, Vec<String>),
+    /// Send mode: lanes handed over to the sending role as they join.
+    handed: Vec<(u16, Lane)>,
 }
 
-/// A live session on the daemon.
+/// A joined data lane, as handed to the sending role.
+pub(crate) type Lane = (Conn, BufReader<ConnReader>, ConnWriter);
+
+/// Which role this end of the session plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Receive files (push to a daemon or one-shot receiver; the client of a pull).
+    Receive,
+    /// Send files (the one-shot end of a pull): joined lanes are handed over.
+    Send,
+}
+
+/// One session: the receiving role, plus lane admission on the listening side.
 pub(crate) struct Session {
-    server: Arc<Server>,
+    mode: Mode,
+    verbose: bool,
+    handed_cv: Condvar,
     id: [u8; 16],
     tag: String,
-    keys: SessionKeys,
+    keys: Option<SessionKeys>,
     chunk_size: u64,
     state: Mutex<State>,
-    control: Mutex<(BufWriter<ConnWriter>, Vec<u8>)>,
+    /// The control writer and its scratch buffer; taken out in send mode.
+    control: Mutex<Option<(BufWriter<ConnWriter>, Vec<u8>)>>,
     control_stream: TcpStream,
     failed: AtomicBool,
 }
 
 impl Session {
+    /// A session writing under `root` (`None`: discard everything), whose lanes
+    /// must prove `keys` (`None`: this end dialed them itself).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        server: Arc<Server>,
+        mode: Mode,
+        root: Option<&std::path::Path>,
+        verbose: bool,
         id: [u8; 16],
-        keys: SessionKeys,
+        keys: Option<SessionKeys>,
         lanes: u16,
         chunk_size: u64,
         control: &Conn,
         w: BufWriter<ConnWriter>,
     ) -> io::Result<Arc<Self>> {
-        let dest = if server.cfg.discard { None } else { Some(DestRoot::open(&server.cfg.root)?) };
+        let dest = match (mode, root) {
+            (Mode::Receive, Some(r)) => Some(DestRoot::open(r)?),
+            _ => None,
+        };
         let tag: String = id[..6].iter().map(|b| format!("{b:02x}")).collect();
         let control_stream = control.tcp().try_clone()?;
         let encrypted = control.is_tls();
         Ok(Arc::new(Session {
-            server,
+            mode,
+            verbose,
+            handed_cv: Condvar::new(),
             id,
             tag,
             keys,
@@ -84,8 +114,10 @@ impl Session {
                 lanes: Vec::new(),
                 encrypted,
                 done: false,
+                failures: (0, Vec::new()),
+                handed: Vec::new(),
             }),
-            control: Mutex::new((w, Vec::new())),
+            control: Mutex::new(Some((w, Vec::new()))),
             control_stream,
             failed: AtomicBool::new(false),
         }))
@@ -94,20 +126,20 @@ impl Session {
     /// Queues a control frame (not flushed).
     fn queue_control(&self, f: &Frame) -> io::Result<()> {
         let mut g = self.control.lock().expect("control");
-        let (w, scratch) = &mut *g;
+        let (w, scratch) = g.as_mut().ok_or_else(taken)?;
         write_frame(w, f, scratch)
     }
 
     /// Sends a control frame now.
     pub(crate) fn send_control(&self, f: &Frame) -> io::Result<()> {
         let mut g = self.control.lock().expect("control");
-        let (w, scratch) = &mut *g;
+        let (w, scratch) = g.as_mut().ok_or_else(taken)?;
         write_frame(w, f, scratch)?;
         w.flush()
     }
 
     fn flush_control(&self) -> io::Result<()> {
-        self.control.lock().expect("control").0.flush()
+        self.control.lock().expect("control").as_mut().ok_or_else(taken)?.0.flush()
     }
 
     /// Ends the session with ERROR: tells the client, then cuts every connection so
@@ -158,8 +190,10 @@ impl Session {
                 let next = self.state.lock().expect("state").rx.on_file_end(id, digest);
                 next.map_err(Fatal::Protocol).and_then(|n| self.settle(n))
             }
-            Frame::FileAbort { id, .. } => {
+            Frame::FileAbort { id, message, .. } => {
                 let mut st = self.state.lock().expect("state");
+                let path = st.open.get(&id).map(|o| show(&o.meta.path)).unwrap_or_default();
+                record(&mut st.failures, &format!("{path}: sender gave up: {message}"));
                 match st.rx.on_file_abort(id) {
                     Ok(true) => {
                         if let Some(OpenFile { temp: Some(t), .. }) = st.open.remove(&id) {
@@ -176,6 +210,10 @@ impl Session {
                 r.map_err(Fatal::Protocol).and_then(|_| self.maybe_finish())
             }
             Frame::Error { code, message } => Err(Fatal::Peer(code, message)),
+            Frame::Pull { .. } => Err(Fatal::Code(
+                code::PROTOCOL,
+                "this end receives files and cannot be pulled from (pull works in ssh one-shot mode)".into(),
+            )),
             _ => Err(Fatal::Protocol(ProtocolError::Unexpected("frame on the control connection"))),
         };
         res.map_err(|e| {
@@ -232,6 +270,7 @@ impl Session {
                     }
                     Err(e) if e.is_no_space() => return Err(Fatal::Code(code::NO_SPACE, e.to_string())),
                     Err(e) => {
+                        record(&mut st.failures, &e.to_string());
                         let c = match &e {
                             DestError::Refused(_) => code::PATH_REFUSED,
                             DestError::Io(_, io) if io.kind() == io::ErrorKind::PermissionDenied => code::PERMISSION,
@@ -252,10 +291,11 @@ impl Session {
             Next::Wait => return Ok(()),
             Next::Fail(frame) => {
                 let mut st = self.state.lock().expect("state");
-                if let Frame::FileFailed { id, .. } = frame {
+                if let Frame::FileFailed { id, ref message, .. } = frame {
                     if let Some(OpenFile { temp: Some(t), .. }) = st.open.remove(&id) {
                         dest::remove_temp(&t.dir, &t.temp);
                     }
+                    record(&mut st.failures, message);
                 }
                 frame
             }
@@ -273,7 +313,10 @@ impl Session {
                 let mut st = self.state.lock().expect("state");
                 match res {
                     Ok(()) => st.rx.on_finalized(id),
-                    Err(m) => st.rx.on_failed(id, code::IO, m),
+                    Err(m) => {
+                        record(&mut st.failures, &m);
+                        st.rx.on_failed(id, code::IO, m)
+                    }
                 }
             }
         };
@@ -295,17 +338,35 @@ impl Session {
                 let Ok(comps) = components(&m.path) else { continue };
                 if let Ok(fd) = d.dir(&comps, false) {
                     if let Err(e) = dest::set_dir_meta(&fd, m.mode, m.mtime_sec, m.mtime_nsec) {
-                        eprintln!("gfast serve: cannot set metadata of {}: {e}", show(&m.path));
+                        say!("gfast serve: cannot set metadata of {}: {e}", show(&m.path));
                     }
                 }
             }
         }
         let (files, bytes) = st.rx.finished();
         drop(st);
-        if self.server.cfg.verbose {
-            eprintln!("gfast serve: session {} done: {files} entries, {bytes} bytes", self.tag);
+        if self.verbose {
+            say!("gfast serve: session {} done: {files} entries, {bytes} bytes", self.tag);
         }
         self.send_control(&Frame::SessionDone { files, bytes }).map_err(io_fatal)
+    }
+
+    /// Send mode: waits until all `n` lanes joined (in lane order), or `timeout`.
+    pub(crate) fn take_lanes(&self, n: usize, timeout: std::time::Duration) -> Option<Vec<Lane>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut st = self.state.lock().expect("state");
+        while st.handed.len() < n {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            st = self.handed_cv.wait_timeout(st, left).expect("state").0;
+        }
+        let mut v = std::mem::take(&mut st.handed);
+        v.sort_by_key(|l| l.0);
+        Some(v.into_iter().map(|l| l.1).collect())
+    }
+
+    /// Takes the control writer back (send mode: the sending role writes there).
+    pub(crate) fn take_control_writer(&self) -> Option<BufWriter<ConnWriter>> {
+        self.control.lock().expect("control").take().map(|c| c.0)
     }
 
     /// Ends the session from outside (one-shot receiver giving up) and cleans up.
@@ -314,7 +375,12 @@ impl Session {
         self.cleanup();
     }
 
-    /// True once SESSION_DONE was sent.
+    /// Send mode: the sending role saw SESSION_DONE.
+    pub(crate) fn mark_done(&self) {
+        self.state.lock().expect("state").done = true;
+    }
+
+    /// True once SESSION_DONE was sent (or, in send mode, received).
     pub(crate) fn completed(&self) -> bool {
         self.state.lock().expect("state").done
     }
@@ -410,6 +476,67 @@ impl Session {
     }
 }
 
+fn taken() -> io::Error {
+    io::Error::other("the control connection belongs to the sending role")
+}
+
+fn record(f: &mut (u64, Vec<String>), m: &str) {
+    f.0 += 1;
+    if f.1.len() < 20 {
+        f.1.push(m.to_string());
+    }
+}
+
+/// The receiving role over connections this end dialed (the client of a pull):
+/// runs a lane loop per lane and the control loop until the sender closes.
+/// Returns entries and bytes completed.
+pub(crate) fn receive_dialed(
+    root: &std::path::Path,
+    ctl: &Conn,
+    ctl_r: BufReader<ConnReader>,
+    ctl_w: BufWriter<ConnWriter>,
+    lanes: Vec<Lane>,
+    chunk_size: u64,
+) -> Result<(u64, u64), Error> {
+    let s = Session::new(Mode::Receive, Some(root), false, [0; 16], None, lanes.len() as u16, chunk_size, ctl, ctl_w)
+        .map_err(|e| Error::Io(format!("cannot open '{}'", root.display()), e))?;
+    let mut handles = Vec::new();
+    for (c, r, w) in lanes {
+        s.state.lock().expect("state").lanes.push(c.tcp().try_clone().map_err(|e| Error::Io("socket".into(), e))?);
+        let s2 = s.clone();
+        handles.push(std::thread::spawn(move || {
+            let res = s2.lane_loop(r, w);
+            if res.is_err() && !s2.state.lock().expect("state").done {
+                s2.fail(code::CANCELLED, "a data connection broke");
+            }
+            drop(c);
+        }));
+    }
+    let res = s.clone().run_control(ctl_r);
+    let done = s.completed();
+    s.cleanup();
+    for h in handles {
+        let _ = h.join();
+    }
+    let st = s.state.lock().expect("state");
+    if st.failures.0 > 0 {
+        for m in &st.failures.1 {
+            say!("gfast: not transferred: {m}");
+        }
+        let (files, _) = st.rx.finished();
+        return Err(Error::Incomplete {
+            failed: st.failures.0,
+            total: files + st.failures.0,
+            first: st.failures.1.first().cloned().unwrap_or_default(),
+        });
+    }
+    match (res, done) {
+        (_, true) => Ok(st.rx.finished()),
+        (Err(e), false) => Err(Error::PeerVanished(e.to_string())),
+        (Ok(()), false) => Err(Error::PeerVanished("the sender closed the session before it was complete".into())),
+    }
+}
+
 enum Fatal {
     Protocol(ProtocolError),
     Code(u16, String),
@@ -431,7 +558,7 @@ pub(crate) fn run_lane(
 ) -> Result<(), WireError> {
     {
         let mut st = s.state.lock().expect("state");
-        let ok = s.keys.verify_join(&s.id, lane, &mac) && conn.is_tls() == st.encrypted;
+        let ok = s.keys.as_ref().is_some_and(|k| k.verify_join(&s.id, lane, &mac)) && conn.is_tls() == st.encrypted;
         match st.joined.get_mut(lane as usize) {
             Some(j) if ok && !*j => *j = true,
             _ => {
@@ -445,6 +572,11 @@ pub(crate) fn run_lane(
     let mut scratch = Vec::new();
     write_frame(&mut w, &Frame::Joined { lane }, &mut scratch)?;
     w.flush()?;
+    if s.mode == Mode::Send {
+        s.state.lock().expect("state").handed.push((lane, (conn, r, w)));
+        s.handed_cv.notify_all();
+        return Ok(());
+    }
     let res = s.lane_loop(r, w);
     if res.is_err() && !s.state.lock().expect("state").done {
         s.fail(code::CANCELLED, "a data connection broke");

@@ -104,11 +104,24 @@ pub struct Remote {
 /// How long the remote may take to print its offer (ssh login included).
 const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Starts `REMOTE_CMD serve --oneshot --dest PATH` through `ssh` and waits for the offer.
-pub fn start(ssh: &[String], remote_cmd: &str, t: &SshTarget) -> Result<Remote, Error> {
+/// What the remote end does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteRole {
+    /// Receive into the path (push).
+    Receive,
+    /// Send the path (pull).
+    Send,
+}
+
+/// Starts `REMOTE_CMD serve --oneshot --dest|--send PATH` through `ssh` and waits
+/// for the offer.
+pub fn start(ssh: &[String], remote_cmd: &str, t: &SshTarget, role: RemoteRole) -> Result<Remote, Error> {
     let (prog, args) = ssh.split_first().ok_or_else(|| Error::Usage("--ssh is empty".into()))?;
     let mut cmd_line = remote_cmd.as_bytes().to_vec();
-    cmd_line.extend_from_slice(b" serve --oneshot --dest ");
+    cmd_line.extend_from_slice(match role {
+        RemoteRole::Receive => b" serve --oneshot --dest ",
+        RemoteRole::Send => b" serve --oneshot --send ",
+    });
     cmd_line.extend_from_slice(&shell_quote(if t.path.is_empty() { b"." } else { &t.path }));
     let mut child = Command::new(prog)
         .args(args)
@@ -163,7 +176,7 @@ pub fn start(ssh: &[String], remote_cmd: &str, t: &SshTarget) -> Result<Remote, 
             let _ = child.kill();
             let _ = child.wait();
             let msg = line[REFUSAL_TAG.len()..].trim().to_string();
-            Err(Error::Remote(crate::proto::error::code::PATH_REFUSED, format!("{}: {msg}", t.login)))
+            Err(Error::Usage(format!("{}: {msg}", t.login)))
         }
         Some(line) => {
             let offer =

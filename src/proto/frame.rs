@@ -48,6 +48,7 @@ pub mod kind {
     pub const FILE_ABORT: u8 = 0x17;
     pub const DONE: u8 = 0x18;
     pub const SESSION_DONE: u8 = 0x19;
+    pub const PULL: u8 = 0x1a;
     pub const CHUNK: u8 = 0x20;
     pub const CHUNK_ACK: u8 = 0x21;
     pub const ERROR: u8 = 0x7f;
@@ -243,6 +244,7 @@ pub enum Frame {
     FileAbort { id: u64, code: u16, message: String },
     Done { files: u64 },
     SessionDone { files: u64, bytes: u64 },
+    Pull { target: Vec<u8>, kind: TargetKind, is_dir: bool },
     Chunk { head: ChunkHead, data: Vec<u8>, hash: [u8; HASH_LEN] },
     ChunkAck { id: u64, offset: u64, status: AckStatus },
     Error { code: u16, message: String },
@@ -347,6 +349,11 @@ pub fn decode_body(k: u8, p: &[u8]) -> Result<Frame, DecodeError> {
         kind::FILE_ABORT => Frame::FileAbort { id: r.u64()?, code: r.u16()?, message: r.text()? },
         kind::DONE => Frame::Done { files: r.u64()? },
         kind::SESSION_DONE => Frame::SessionDone { files: r.u64()?, bytes: r.u64()? },
+        kind::PULL => Frame::Pull {
+            target: r.bytes16(MAX_PATH_LEN)?.to_vec(),
+            kind: TargetKind::from_code(r.u8()?)?,
+            is_dir: r.bool()?,
+        },
         kind::CHUNK => {
             let head = ChunkHead { id: r.u64()?, offset: r.u64()? };
             let rest = r.rest();
@@ -385,6 +392,7 @@ impl Frame {
             Frame::FileAbort { .. } => kind::FILE_ABORT,
             Frame::Done { .. } => kind::DONE,
             Frame::SessionDone { .. } => kind::SESSION_DONE,
+            Frame::Pull { .. } => kind::PULL,
             Frame::Chunk { .. } => kind::CHUNK,
             Frame::ChunkAck { .. } => kind::CHUNK_ACK,
             Frame::Error { .. } => kind::ERROR,
@@ -452,6 +460,11 @@ impl Frame {
             Frame::SessionDone { files, bytes } => {
                 w.extend_from_slice(&files.to_be_bytes());
                 w.extend_from_slice(&bytes.to_be_bytes());
+            }
+            Frame::Pull { target, kind, is_dir } => {
+                put_bytes16(w, target);
+                w.push(kind.code());
+                w.push(*is_dir as u8);
             }
             Frame::Chunk { head, data, hash } => {
                 w.extend_from_slice(&head.id.to_be_bytes());

@@ -70,6 +70,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ("FILE_ABORT", Frame::FileAbort { id: 7, code: 9, message: "changed".into() }),
         ("DONE", Frame::Done { files: 1 }),
         ("SESSION_DONE", Frame::SessionDone { files: 1, bytes: 3 }),
+        ("PULL", Frame::Pull { target: b"local".to_vec(), kind: TargetKind::Dir, is_dir: true }),
         (
             "CHUNK",
             Frame::Chunk {
@@ -106,7 +107,8 @@ impl Rng {
 fn random_frames_round_trip() {
     let mut rng = Rng(0x9e3779b97f4a7c15);
     for _ in 0..20_000 {
-        let (_, base) = samples().swap_remove((rng.next() % 19) as usize);
+        let n = samples().len() as u64;
+        let (_, base) = samples().swap_remove((rng.next() % n) as usize);
         let f = mutate(base, &mut rng);
         let bytes = f.to_vec();
         match decode(&bytes, &Limits::default()).unwrap() {

@@ -90,6 +90,15 @@ impl Sshd {
         self.push_cmd("user_key").args(args).output().unwrap()
     }
 
+    fn pull(&self, args: &[&std::ffi::OsStr]) -> Output {
+        Command::new(bin())
+            .arg("pull")
+            .args(["--ssh", &self.ssh_cmd("user_key"), "--remote-cmd", bin()])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     fn push_cmd(&self, key: &str) -> Command {
         let mut c = Command::new(bin());
         c.arg("push").args(["--ssh", &self.ssh_cmd(key), "--remote-cmd", bin()]).env_remove("GFAST_TOKEN");
@@ -222,4 +231,42 @@ fn killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_file() {
     assert!(wait_gone(&format!("--dest '{}", dst.path().display())), "the remote receiver survived");
     assert!(!dst.path().join("huge").exists(), "no file under the final name");
     assert!(list_tree(dst.path()).is_empty(), "temporary files were removed: {:?}", list_tree(dst.path()));
+}
+
+#[test]
+fn ssh_pull_of_trees_and_files() {
+    let Some(sshd) = Sshd::start("ssh_pull_of_trees_and_files") else { return };
+    let remote_side = TempDir::new("pull-remote");
+    let local = TempDir::new("pull-local");
+    let tree = remote_side.path().join("run42");
+    fs::create_dir_all(tree.join("a/b/empty")).unwrap();
+    write_random(&tree.join("a/big"), 24 << 20, 8);
+    fs::write(tree.join("a/b/new\nline"), b"odd").unwrap();
+    std::os::unix::fs::symlink("big", tree.join("a/link")).unwrap();
+
+    // A tree into an existing directory.
+    let o = sshd.pull(&["--json".as_ref(), remote(&tree).as_ref(), local.path().as_os_str()]);
+    assert_ok(&o);
+    assert_same_tree(&tree, &local.path().join("run42"));
+    let j = parse_json(&o);
+    assert_eq!(j["encrypted"], true);
+    assert_eq!(j["files"], 7);
+
+    // One file to a new name.
+    let o = sshd.pull(&[remote(&tree.join("a/big")).as_ref(), local.path().join("copy.bin").as_os_str()]);
+    assert_ok(&o);
+    assert_same_file(&tree.join("a/big"), &local.path().join("copy.bin"));
+
+    // A source that does not exist: one clear line, nothing written.
+    let before = list_tree(local.path());
+    let o = sshd.pull(&[remote(&remote_side.path().join("nope")).as_ref(), local.path().as_os_str()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot read source"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    assert_eq!(list_tree(local.path()), before);
+
+    // A local destination whose parent does not exist.
+    let o = sshd.pull(&[remote(&tree).as_ref(), local.path().join("missing/deeper").as_os_str()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(wait_gone(&format!("--send '{}", remote_side.path().display())), "a one-shot sender outlived its session");
 }
