@@ -135,6 +135,11 @@ pub(crate) struct NetArgs {
     /// (e.g. "ssh -p 2222 -i key"); ~/.ssh/config applies as usual.
     #[arg(short = 'e', long, value_name = "CMD", default_value = "ssh")]
     pub(crate) ssh: String,
+    /// ssh mode: carry the data through the ssh connection instead of direct
+    /// connections (slower; for firewalls). Without it, gfast falls back to the
+    /// tunnel by itself when a direct connection fails.
+    #[arg(long)]
+    pub(crate) tunnel: bool,
     /// The gfast command on the remote host.
     #[arg(long, value_name = "CMD", default_value = "gfast")]
     pub(crate) remote_cmd: String,

@@ -165,8 +165,10 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
     let id = Identity::ephemeral().map_err(|e| Error::Io("creating a key".into(), e))?;
     let token = new_token();
     // Listen where the ssh connection arrived, so the lanes take the same path.
-    let host = std::env::var("SSH_CONNECTION").ok().and_then(|v| v.split_whitespace().nth(2).map(String::from));
-    let ip: std::net::IpAddr = host.as_deref().and_then(|h| h.parse().ok()).unwrap_or([0, 0, 0, 0].into());
+    // GFAST_ADVERTISE names another address for the client (a host behind NAT).
+    let arrived = std::env::var("SSH_CONNECTION").ok().and_then(|v| v.split_whitespace().nth(2).map(String::from));
+    let ip: std::net::IpAddr = arrived.as_deref().and_then(|h| h.parse().ok()).unwrap_or([0, 0, 0, 0].into());
+    let host = std::env::var("GFAST_ADVERTISE").ok().filter(|h| !h.is_empty()).or(arrived);
     let listener = Server::bind((ip, 0).into()).map_err(|e| Error::Io(format!("cannot listen on {ip}"), e))?;
     let port = listener.local_addr().map_err(|e| Error::Io("listener".into(), e))?.port();
     raise_fd_limit();
@@ -182,7 +184,8 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
         oneshot: true,
         send,
     };
-    let offer = oneshot::Offer { host, port, token, fingerprint: id.fingerprint, target };
+    let bind = (!ip.is_unspecified()).then(|| ip.to_string());
+    let offer = oneshot::Offer { host, port, token, fingerprint: id.fingerprint, target, bind };
     println!("{}", offer.to_line());
     let _ = std::io::stdout().flush();
     let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -293,6 +296,24 @@ fn base_config(n: &NetArgs, job_id: [u8; 16]) -> PushConfig {
     }
 }
 
+/// ssh mode: the address to dial, directly or, when asked or when a direct
+/// connection fails, through an ssh tunnel (announced in one line).
+fn route(n: &NetArgs, r: &ssh::Remote) -> Result<String, Error> {
+    if !n.tunnel {
+        match crate::transport::tcp::connect(&r.server, Duration::from_secs(3)) {
+            Ok(_) => return Ok(r.server.clone()),
+            Err(e) if !n.quiet => {
+                eprintln!(
+                    "gfast: cannot connect directly to {} ({e}); falling back to the ssh tunnel (slower)",
+                    r.server
+                )
+            }
+            Err(_) => {}
+        }
+    }
+    r.tunnel()
+}
+
 /// Runs `f` with a progress bar when stderr is a terminal and output is not quieted.
 fn with_progress<T>(n: &NetArgs, stats: &Arc<Stats>, f: impl FnOnce() -> T) -> T {
     let show = !n.quiet && !n.json && std::io::stderr().is_terminal();
@@ -338,7 +359,7 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
             let r = ssh::start(&ssh::split_words(&a.net.ssh), &a.net.remote_cmd, t, ssh::RemoteRole::Receive)?;
             let o = r.offer.clone();
             cfg.dest_is_dir = t.path.is_empty() || t.path.ends_with(b"/") || o.target.is_empty();
-            cfg.server = r.server.clone();
+            cfg.server = route(&a.net, &r)?;
             cfg.dest = o.target;
             cfg.token = o.token.into_bytes();
             cfg.fingerprint = Some(o.fingerprint);
@@ -406,7 +427,7 @@ fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
     let is_dir = target.is_empty() || a.dest.as_os_str().as_bytes().ends_with(b"/");
     let r = ssh::start(&ssh::split_words(&a.net.ssh), &a.net.remote_cmd, &t, ssh::RemoteRole::Send)?;
     let mut cfg = base_config(&a.net, job_id);
-    cfg.server = r.server.clone();
+    cfg.server = route(&a.net, &r)?;
     cfg.token = r.offer.token.clone().into_bytes();
     cfg.fingerprint = Some(r.offer.fingerprint);
     let res = with_progress(&a.net, &stats, || pull(&cfg, &root, target, kind, is_dir, stats.clone()));

@@ -26,6 +26,9 @@ pub struct Offer {
     pub fingerprint: Fingerprint,
     /// Target path under its root (may be empty: the root itself).
     pub target: Vec<u8>,
+    /// The address it actually listens on, as seen from its own host (the end
+    /// point of an ssh tunnel); `None` for all addresses.
+    pub bind: Option<String>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -40,15 +43,16 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 impl Offer {
-    /// One line: `GFAST-ONESHOT 1 port=P token=T fp=sha256:H target=HEX host=H|-`.
+    /// One line: `GFAST-ONESHOT 1 port=P token=T fp=sha256:H target=HEX host=H|- bind=B|-`.
     pub fn to_line(&self) -> String {
         format!(
-            "{OFFER_TAG} 1 port={} token={} fp={} target={} host={}",
+            "{OFFER_TAG} 1 port={} token={} fp={} target={} host={} bind={}",
             self.port,
             self.token,
             self.fingerprint,
             hex(&self.target),
-            self.host.as_deref().unwrap_or("-")
+            self.host.as_deref().unwrap_or("-"),
+            self.bind.as_deref().unwrap_or("-")
         )
     }
 
@@ -59,6 +63,7 @@ impl Offer {
             return None;
         }
         let (mut port, mut token, mut fp, mut target, mut host) = (None, None, None, None, None);
+        let mut bind = None;
         for kv in it {
             let (k, v) = kv.split_once('=')?;
             match k {
@@ -67,10 +72,11 @@ impl Offer {
                 "fp" => fp = Fingerprint::parse(v),
                 "target" => target = unhex(v),
                 "host" => host = Some((v != "-").then(|| v.to_string())),
+                "bind" => bind = (v != "-").then(|| v.to_string()),
                 _ => {}
             }
         }
-        Some(Offer { host: host?, port: port?, token: token?, fingerprint: fp?, target: target? })
+        Some(Offer { host: host?, port: port?, token: token?, fingerprint: fp?, target: target?, bind })
     }
 }
 
@@ -108,9 +114,10 @@ mod tests {
             token: "abcd".into(),
             fingerprint: Fingerprint::of(b"x"),
             target: b"a b\n".to_vec(),
+            bind: Some("10.1.2.3".into()),
         };
         assert_eq!(Offer::parse(&o.to_line()), Some(o.clone()));
-        let none = Offer { host: None, target: vec![], ..o };
+        let none = Offer { host: None, target: vec![], bind: None, ..o };
         assert_eq!(Offer::parse(&none.to_line()), Some(none));
         assert_eq!(Offer::parse("Welcome to host"), None);
         assert_eq!(Offer::parse("GFAST-ONESHOT 1 port=x"), None);

@@ -95,6 +95,9 @@ pub fn split_words(s: &str) -> Vec<String> {
 pub struct Remote {
     child: Child,
     stdin: Option<ChildStdin>,
+    ssh: Vec<String>,
+    login: String,
+    control_path: std::path::PathBuf,
     /// What it offered.
     pub offer: Offer,
     /// "host:port" the lanes connect to.
@@ -123,8 +126,20 @@ pub fn start(ssh: &[String], remote_cmd: &str, t: &SshTarget, role: RemoteRole) 
         RemoteRole::Send => b" serve --oneshot --send ",
     });
     cmd_line.extend_from_slice(&shell_quote(if t.path.is_empty() { b"." } else { &t.path }));
+    // A control socket lets a tunnel be added to this very ssh connection later.
+    let control_path = std::env::temp_dir().join(format!(
+        "gfast-ssh-{}-{:08x}.sock",
+        std::process::id(),
+        u32::from_be_bytes(super::server::random::<4>())
+    ));
     let mut child = Command::new(prog)
         .args(args)
+        .arg("-o")
+        .arg("ControlMaster=yes")
+        .arg("-o")
+        .arg(format!("ControlPath={}", control_path.display()))
+        .arg("-o")
+        .arg("ControlPersist=no")
         .arg(&t.login)
         .arg("--")
         .arg(std::ffi::OsStr::from_bytes(&cmd_line))
@@ -184,7 +199,7 @@ pub fn start(ssh: &[String], remote_cmd: &str, t: &SshTarget, role: RemoteRole) 
             let host = offer.host.clone().unwrap_or_else(|| t.host.clone());
             let server =
                 if host.contains(':') { format!("[{host}]:{}", offer.port) } else { format!("{host}:{}", offer.port) };
-            Ok(Remote { child, stdin, offer, server })
+            Ok(Remote { child, stdin, offer, server, ssh: ssh.to_vec(), login: t.login.clone(), control_path })
         }
         None => {
             // ssh ended (or hung) without an offer: say why.
@@ -216,8 +231,42 @@ pub fn start(ssh: &[String], remote_cmd: &str, t: &SshTarget, role: RemoteRole) 
 }
 
 impl Remote {
-    /// Closes the ssh channel, which ends the remote receiver, and reaps ssh.
-    pub fn finish(mut self) {
+    /// Carries the session through the ssh connection itself (for when direct
+    /// connections are blocked): forwards a free local port to the receiver's
+    /// port on the remote host, and returns the local "host:port" to dial.
+    pub fn tunnel(&self) -> Result<String, Error> {
+        let local = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Error::Io("choosing a local port".into(), e))?
+            .port();
+        let far = self.offer.bind.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let far = if far.contains(':') { format!("[{far}]") } else { far };
+        let (prog, args) = self.ssh.split_first().expect("checked in start");
+        let out = Command::new(prog)
+            .args(args)
+            .arg("-S")
+            .arg(&self.control_path)
+            .args(["-O", "forward", "-L"])
+            .arg(format!("127.0.0.1:{local}:{far}:{}", self.offer.port))
+            .arg(&self.login)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::Io("running ssh -O forward".into(), e))?;
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(Error::Connect(self.login.clone(), std::io::Error::other(format!("ssh tunnel failed: {why}"))));
+        }
+        Ok(format!("127.0.0.1:{local}"))
+    }
+
+    /// Closes the ssh channel, which ends the remote end, and reaps ssh.
+    pub fn finish(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

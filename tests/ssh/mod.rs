@@ -37,6 +37,11 @@ fn keygen(path: &Path) {
 impl Sshd {
     /// Starts sshd, or says why the test is skipped.
     fn start(test: &str) -> Option<Sshd> {
+        Self::start_with(test, "")
+    }
+
+    /// Starts sshd with extra sshd_config lines.
+    fn start_with(test: &str, extra: &str) -> Option<Sshd> {
         if !Path::new(SSHD).exists() || Command::new("ssh").arg("-V").output().is_err() {
             eprintln!("SKIP {test}: OpenSSH (sshd, ssh) is not installed; .ci/run installs openssh-server");
             return None;
@@ -56,7 +61,7 @@ impl Sshd {
         let cfg = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPidFile {pid}\n\
              PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nPrintMotd no\nAcceptEnv none\n",
+             KbdInteractiveAuthentication no\nPrintMotd no\nAcceptEnv none\n{extra}\n",
             hk = d.join("host_key").display(),
             ak = d.join("authorized_keys").display(),
             pid = d.join("sshd.pid").display(),
@@ -228,7 +233,8 @@ fn killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_file() {
     }
     let o = push.wait_with_output().unwrap();
     assert!(!o.status.success(), "{}", stderr(&o));
-    assert!(wait_gone(&format!("--dest '{}", dst.path().display())), "the remote receiver survived");
+    // The remote's own command line (the shell removed the quotes ssh was given).
+    assert!(wait_gone(&format!("--oneshot --dest {}", dst.path().display())), "the remote receiver survived");
     assert!(!dst.path().join("huge").exists(), "no file under the final name");
     assert!(list_tree(dst.path()).is_empty(), "temporary files were removed: {:?}", list_tree(dst.path()));
 }
@@ -268,5 +274,35 @@ fn ssh_pull_of_trees_and_files() {
     // A local destination whose parent does not exist.
     let o = sshd.pull(&[remote(&tree).as_ref(), local.path().join("missing/deeper").as_os_str()]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(wait_gone(&format!("--send '{}", remote_side.path().display())), "a one-shot sender outlived its session");
+    assert!(
+        wait_gone(&format!("--oneshot --send {}", remote_side.path().display())),
+        "a one-shot sender outlived its session"
+    );
+}
+
+#[test]
+fn blocked_direct_connections_fall_back_to_the_ssh_tunnel() {
+    // The remote advertises an address where nothing listens (as a host behind a
+    // firewall would), so the direct connection is refused.
+    let Some(sshd) =
+        Sshd::start_with("blocked_direct_connections_fall_back_to_the_ssh_tunnel", "SetEnv GFAST_ADVERTISE=127.0.0.2")
+    else {
+        return;
+    };
+    let src = TempDir::new("tunnel-src");
+    let dst = TempDir::new("tunnel-dst");
+    let f = src.path().join("through-ssh");
+    write_random(&f, 8 << 20, 12);
+    let o = sshd.push(&[f.as_os_str(), remote(dst.path()).as_ref()]);
+    assert_ok(&o);
+    assert!(stderr(&o).contains("falling back to the ssh tunnel"), "{}", stderr(&o));
+    assert_same_file(&f, &dst.path().join("through-ssh"));
+
+    // Pull with the tunnel asked for up front: no announcement, same result.
+    let back = TempDir::new("tunnel-back");
+    let o =
+        sshd.pull(&["--tunnel".as_ref(), remote(&dst.path().join("through-ssh")).as_ref(), back.path().as_os_str()]);
+    assert_ok(&o);
+    assert!(!stderr(&o).contains("falling back"), "{}", stderr(&o));
+    assert_same_file(&f, &back.path().join("through-ssh"));
 }
