@@ -415,7 +415,10 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
                 }
                 let busy = {
                     let q = inflight.lock().expect("inflight");
-                    q.len() >= 4096 || q.iter().map(|e| e.2 as u64).sum::<u64>() >= window
+                    // At most 1024 unacked chunks: their acks (~60 bytes each in TLS)
+                    // always fit the peer's socket buffers, so the peer never blocks
+                    // writing acks while this lane blocks writing data.
+                    q.len() >= 1024 || q.iter().map(|e| e.2 as u64).sum::<u64>() >= window
                 };
                 if !busy {
                     if let Some(t) = g.next_chunk() {
