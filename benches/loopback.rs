@@ -137,12 +137,17 @@ fn free_port() -> u16 {
 struct Serve {
     child: Child,
     addr: String,
+    key: String,
+    _keydir: PathBuf,
 }
 
 impl Serve {
     fn start(root: Option<&Path>) -> Serve {
+        let keydir = std::env::temp_dir().join(format!("gfast-bench-key-{}", std::process::id()));
+        let _ = fs::create_dir_all(&keydir);
         let mut c = Command::new(env!("CARGO_BIN_EXE_gfast"));
-        c.args(["serve", "--listen", "127.0.0.1:0"]);
+        c.args(["serve", "--listen", "127.0.0.1:0", "--allow-no-encrypt", "--key-file"]);
+        c.arg(keydir.join("server.key"));
         match root {
             Some(r) => c.arg("--root").arg(r),
             None => c.arg("--discard"),
@@ -150,8 +155,9 @@ impl Serve {
         let mut child = c.env("GFAST_TOKEN", TOKEN).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().rsplit(' ').next().unwrap().to_string();
-        Serve { child, addr }
+        let rest = line.trim().split("listening on ").nth(1).expect("listening line");
+        let (addr, key) = rest.split_once(", key ").expect("key in the listening line");
+        Serve { child, addr: addr.to_string(), key: key.to_string(), _keydir: keydir }
     }
 }
 
@@ -171,12 +177,14 @@ struct Run {
 
 /// One push of `src` to a fresh server; returns payload bytes per second (wall
 /// clock of the push process) and resource use of both sides.
-fn gfast_push(src: &Path, root: Option<&Path>, streams: u64, bytes: u64) -> Run {
+fn gfast_push(src: &Path, root: Option<&Path>, streams: u64, bytes: u64, plain: bool) -> Run {
     let s = Serve::start(root);
     let (cpu0, _) = proc_usage(s.child.id());
     let t = Instant::now();
+    let enc: Vec<&str> = if plain { vec!["--no-encrypt"] } else { vec!["--fingerprint", &s.key] };
     let mut c = Command::new(env!("CARGO_BIN_EXE_gfast"))
         .args(["push", "-q", "-n", &streams.to_string()])
+        .args(&enc)
         .arg(src)
         .arg(format!("gfast://{}/", s.addr))
         .env("GFAST_TOKEN", TOKEN)
@@ -249,7 +257,7 @@ fn main() {
         println!("(iperf3 not installed: the built-in blaster is the baseline)");
     }
 
-    let mut measure = |name: &str, root: Option<&Path>| -> f64 {
+    let mut measure = |name: &str, root: Option<&Path>, plain: bool| -> f64 {
         let runs: Vec<Run> = (0..reps)
             .map(|_| {
                 if let Some(r) = root {
@@ -257,7 +265,7 @@ fn main() {
                     fs::create_dir_all(r).unwrap();
                 }
                 warm(&src);
-                gfast_push(&src, root, streams, size)
+                gfast_push(&src, root, streams, size, plain)
             })
             .collect();
         let rate = median(runs.iter().map(|r| r.rate).collect());
@@ -274,10 +282,12 @@ fn main() {
         }
         rate
     };
-    let discard = measure("gfast -> --discard", None);
-    let shm = measure("gfast -> /dev/shm (tmpfs)", Some(&work.join("dst")));
+    let discard = measure("gfast --no-encrypt -> --discard", None, true);
+    let discard_tls = measure("gfast (TLS) -> --discard", None, false);
+    let shm = measure("gfast --no-encrypt -> /dev/shm (tmpfs)", Some(&work.join("dst")), true);
     let on_disk = disk.join(format!("gfast-bench-dst-{}", std::process::id()));
-    let d = measure(&format!("gfast -> {} (disk)", disk.display()), Some(&on_disk));
+    let d = measure(&format!("gfast --no-encrypt -> {} (disk)", disk.display()), Some(&on_disk), true);
+    let d_tls = measure(&format!("gfast (TLS) -> {} (disk)", disk.display()), Some(&on_disk), false);
 
     // cp of the same file to the same disk.
     let cp = median(
@@ -302,9 +312,11 @@ fn main() {
         println!("| {n} | {} | {:.2} x {base_name} | {note} |", gb(*r), r / baseline);
     }
     println!();
-    println!("gfast -> --discard / {base_name}: {:.2}", discard / baseline);
-    println!("gfast -> tmpfs / {base_name}: {:.2}", shm / baseline);
-    println!("gfast -> disk / cp: {:.2}", d / cp);
+    println!("gfast --no-encrypt -> --discard / {base_name}: {:.2}", discard / baseline);
+    println!("gfast (TLS) -> --discard / {base_name}: {:.2}", discard_tls / baseline);
+    println!("gfast --no-encrypt -> tmpfs / {base_name}: {:.2}", shm / baseline);
+    println!("gfast --no-encrypt -> disk / cp: {:.2}", d / cp);
+    println!("gfast (TLS) -> disk / cp: {:.2}", d_tls / cp);
     fs::remove_file(&src).unwrap();
 
     // Many small files: files per second and peak memory of both sides.
@@ -319,7 +331,7 @@ fn main() {
         }
         let dst = work.join("tree-dst");
         fs::create_dir_all(&dst).unwrap();
-        let r = gfast_push(&tree, Some(&dst), streams, 0);
+        let r = gfast_push(&tree, Some(&dst), streams, 0, false);
         println!(
             "{small} small files (0-1 KiB) to tmpfs: {:.0} files/s; peak RSS sender {:.0} MiB, receiver {:.0} MiB",
             small as f64 / r.client.wall,
@@ -328,4 +340,5 @@ fn main() {
         );
     }
     let _ = fs::remove_dir_all(&work);
+    let _ = fs::remove_dir_all(std::env::temp_dir().join(format!("gfast-bench-key-{}", std::process::id())));
 }
