@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real transfer on loopback: builds gfast, starts a daemon on a free port with a
 # fresh root, pushes a sample tree (one 256 MiB file and 2,000 small files) with
-# the JSON report, checks every byte with diff, and stops the daemon.
+# the JSON report over TLS, checks every byte with diff, and stops the daemon.
 # Usage: bash scripts/demo.sh [SRC...]   (default: a generated sample tree)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,13 +23,15 @@ else
 fi
 
 export GFAST_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-"$bin" serve --root "$work/root" --listen 127.0.0.1:0 > "$work/serve.out" 2> "$work/serve.err" &
+"$bin" serve --root "$work/root" --listen 127.0.0.1:0 --key-file "$work/server.key" > "$work/serve.out" 2> "$work/serve.err" &
 serve_pid=$!
 for _ in $(seq 1 100); do grep -q "listening on" "$work/serve.out" 2>/dev/null && break; sleep 0.05; done
-addr=$(awk '/listening on/ {print $NF}' "$work/serve.out")
-echo "daemon on $addr, root $work/root"
+addr=$(sed -n 's/.*listening on \([^,]*\),.*/\1/p' "$work/serve.out")
+key=$(sed -n 's/.*, key \(sha256:[0-9a-f]*\).*/\1/p' "$work/serve.out")
+echo "daemon on $addr, root $work/root, key $key"
 
-"$bin" push --json "${srcs[@]}" "gfast://$addr/incoming/" | tee "$work/report.json"
+# TLS pinned to the daemon's key (what a first connection would trust and remember).
+"$bin" push --json --fingerprint "$key" "${srcs[@]}" "gfast://$addr/incoming/" | tee "$work/report.json"
 for s in "${srcs[@]}"; do
   diff -r "$s" "$work/root/incoming/$(basename "$s")" > /dev/null
 done
