@@ -28,8 +28,8 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Serve(a) => serve(a),
-        Cmd::Push(a) => push_cmd(a),
-        Cmd::Pull(a) => pull_cmd(a),
+        Cmd::Push(a) => run_job(a.net.json, a.net.streams, |st, id| push_inner(a, st, id)),
+        Cmd::Pull(a) => run_job(a.net.json, a.net.streams, |st, id| pull_inner(a, st, id)),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -249,11 +249,12 @@ fn buffer_cap_warning(b: u64, k: &KernelLimits) -> Option<String> {
     })
 }
 
-fn push_cmd(a: PushArgs) -> Result<(), Error> {
-    let json = a.net.json;
-    let stats = Arc::new(Stats::new(a.net.streams as usize));
+/// Runs a push or pull job with fresh counters and a job id, and prints the
+/// `--json` report at the end, on success and on failure alike.
+fn run_job(json: bool, streams: u16, job: impl FnOnce(Arc<Stats>, [u8; 16]) -> Result<(), Error>) -> Result<(), Error> {
+    let stats = Arc::new(Stats::new(streams as usize));
     let job_id = random::<16>();
-    let res = push_inner(a, stats.clone(), job_id);
+    let res = job(stats.clone(), job_id);
     if json {
         let v = report::json(&job_id, &stats, res.as_ref().err(), &KernelLimits::read());
         println!("{v}");
@@ -393,18 +394,6 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
         eprintln!("{}", report::summary_line(&stats, summary.files, a.net.streams, summary.discard));
     }
     Ok(())
-}
-
-fn pull_cmd(a: PullArgs) -> Result<(), Error> {
-    let json = a.net.json;
-    let stats = Arc::new(Stats::new(a.net.streams as usize));
-    let job_id = random::<16>();
-    let res = pull_inner(a, stats.clone(), job_id);
-    if json {
-        let v = report::json(&job_id, &stats, res.as_ref().err(), &KernelLimits::read());
-        println!("{v}");
-    }
-    res
 }
 
 fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Error> {
