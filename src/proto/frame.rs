@@ -49,6 +49,7 @@ pub mod kind {
     pub const DONE: u8 = 0x18;
     pub const SESSION_DONE: u8 = 0x19;
     pub const PULL: u8 = 0x1a;
+    pub const FILE_HAVE: u8 = 0x30;
     pub const CHUNK: u8 = 0x20;
     pub const CHUNK_ACK: u8 = 0x21;
     pub const ERROR: u8 = 0x7f;
@@ -245,6 +246,7 @@ pub enum Frame {
     Done { files: u64 },
     SessionDone { files: u64, bytes: u64 },
     Pull { target: Vec<u8>, kind: TargetKind, is_dir: bool },
+    FileHave { id: u64, chunks: Vec<(u32, [u8; HASH_LEN])> },
     Chunk { head: ChunkHead, data: Vec<u8>, hash: [u8; HASH_LEN] },
     ChunkAck { id: u64, offset: u64, status: AckStatus },
     Error { code: u16, message: String },
@@ -349,6 +351,19 @@ pub fn decode_body(k: u8, p: &[u8]) -> Result<Frame, DecodeError> {
         kind::FILE_ABORT => Frame::FileAbort { id: r.u64()?, code: r.u16()?, message: r.text()? },
         kind::DONE => Frame::Done { files: r.u64()? },
         kind::SESSION_DONE => Frame::SessionDone { files: r.u64()?, bytes: r.u64()? },
+        kind::FILE_HAVE => {
+            let id = r.u64()?;
+            let n = r.u32()? as usize;
+            // Bounded by the frame length, checked before this allocation.
+            if n > r.b.len() / (4 + HASH_LEN) {
+                return Err(DecodeError::Short("FILE_HAVE"));
+            }
+            let mut chunks = Vec::with_capacity(n);
+            for _ in 0..n {
+                chunks.push((r.u32()?, r.array()?));
+            }
+            Frame::FileHave { id, chunks }
+        }
         kind::PULL => Frame::Pull {
             target: r.bytes16(MAX_PATH_LEN)?.to_vec(),
             kind: TargetKind::from_code(r.u8()?)?,
@@ -393,6 +408,7 @@ impl Frame {
             Frame::Done { .. } => kind::DONE,
             Frame::SessionDone { .. } => kind::SESSION_DONE,
             Frame::Pull { .. } => kind::PULL,
+            Frame::FileHave { .. } => kind::FILE_HAVE,
             Frame::Chunk { .. } => kind::CHUNK,
             Frame::ChunkAck { .. } => kind::CHUNK_ACK,
             Frame::Error { .. } => kind::ERROR,
@@ -460,6 +476,14 @@ impl Frame {
             Frame::SessionDone { files, bytes } => {
                 w.extend_from_slice(&files.to_be_bytes());
                 w.extend_from_slice(&bytes.to_be_bytes());
+            }
+            Frame::FileHave { id, chunks } => {
+                w.extend_from_slice(&id.to_be_bytes());
+                w.extend_from_slice(&(chunks.len() as u32).to_be_bytes());
+                for (i, h) in chunks {
+                    w.extend_from_slice(&i.to_be_bytes());
+                    w.extend_from_slice(h);
+                }
             }
             Frame::Pull { target, kind, is_dir } => {
                 put_bytes16(w, target);

@@ -17,5 +17,9 @@ mod vectors;
 
 /// The protocol version this build speaks (protocol-spec §2).
 pub const VERSION: u16 = 1;
-/// Capability bits this build offers; v1 defines none (protocol-spec §2.2).
-pub const CAPS: u64 = 0;
+/// Capability bit: resume (protocol-spec §2.2, §5.11).
+pub const CAP_RESUME: u64 = 1 << 2;
+/// Capability bits this build understands (protocol-spec §2.2).
+pub const CAPS: u64 = CAP_RESUME;
+/// Most chunks listed in one FILE_HAVE frame (fits the control frame limit).
+pub const MAX_HAVE_PER_FRAME: usize = 50_000;

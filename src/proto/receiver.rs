@@ -104,6 +104,38 @@ impl Receiver {
         Frame::FileReady { id }
     }
 
+    /// Resume (protocol-spec §5.11): the engine found a partial file whose journal
+    /// holds these verified chunks. They count as verified; the answer is FILE_HAVE
+    /// (as many as needed) and then FILE_READY.
+    pub fn on_resumed(&mut self, id: u64, have: &[(u32, [u8; HASH_LEN])]) -> Vec<Frame> {
+        let mut out = Vec::new();
+        if let Some(f) = self.files.get_mut(&id) {
+            let mut kept = Vec::new();
+            for &(idx, h) in have {
+                if let Some(slot) = f.verified.get_mut(idx as usize) {
+                    if slot.is_none() {
+                        f.nverified += 1;
+                        *slot = Some(h);
+                        kept.push((idx, h));
+                    }
+                }
+            }
+            for part in kept.chunks(super::MAX_HAVE_PER_FRAME) {
+                out.push(Frame::FileHave { id, chunks: part.to_vec() });
+            }
+        }
+        out.push(self.on_opened(id));
+        out
+    }
+
+    /// Which chunks of `id` are verified, with their hashes (for the journal).
+    pub fn verified_chunks(&self, id: u64) -> Vec<(u32, [u8; HASH_LEN])> {
+        self.files
+            .get(&id)
+            .map(|f| f.verified.iter().enumerate().filter_map(|(i, h)| h.map(|h| (i as u32, h))).collect())
+            .unwrap_or_default()
+    }
+
     /// The engine created a directory or symlink: the entry is done.
     pub fn on_created(&mut self, id: u64) -> Frame {
         self.files.remove(&id);

@@ -52,6 +52,10 @@ pub struct SenderStats {
     pub bytes_done: u64,
     /// Chunks sent again after a hash mismatch.
     pub retransmitted_chunks: u64,
+    /// Data bytes the receiver already had (resume): not sent again.
+    pub bytes_resumed: u64,
+    /// Files the receiver already had in place (resume): not sent at all.
+    pub files_in_place: u64,
 }
 
 struct FileTx<S> {
@@ -80,6 +84,7 @@ pub struct Sender<S> {
     failures: Vec<Failure>,
     failed: u64,
     stats: SenderStats,
+    resume: bool,
 }
 
 /// Keep at most this many failures with their reasons; the rest are only counted.
@@ -104,7 +109,14 @@ impl<S: Clone> Sender<S> {
             failures: Vec::new(),
             failed: 0,
             stats: SenderStats::default(),
+            resume: false,
         }
+    }
+
+    /// The session negotiated resume (protocol-spec §5.11): the receiver may answer
+    /// an announcement with FILE_HAVE, or with FILE_DONE when the file is in place.
+    pub fn set_resume(&mut self, on: bool) {
+        self.resume = on;
     }
 
     /// Adds an entry to the manifest; its `id` is assigned here and returned.
@@ -170,7 +182,8 @@ impl<S: Clone> Sender<S> {
                     return Err(ProtocolError::Unexpected("FILE_READY"));
                 }
                 f.ready = true;
-                if f.hashes.is_empty() {
+                if f.hashed == f.hashes.len() {
+                    // Empty, or every chunk already at the receiver (resume).
                     self.maybe_end(id);
                 } else {
                     self.ready.push_back(id);
@@ -178,12 +191,41 @@ impl<S: Clone> Sender<S> {
                 Ok(())
             }
             Frame::FileDone { id } => {
-                let f = self.files.remove(&id).ok_or(ProtocolError::UnknownFile(id))?;
-                if f.meta.kind == EntryKind::File && f.hashed < f.hashes.len() {
+                let f = self.files.get(&id).ok_or(ProtocolError::UnknownFile(id))?;
+                let in_place = f.meta.kind == EntryKind::File && !f.ready;
+                if in_place && !self.resume {
+                    return Err(ProtocolError::Unexpected("FILE_DONE for a file never made ready"));
+                }
+                if !in_place && f.meta.kind == EntryKind::File && f.hashed < f.hashes.len() {
                     return Err(ProtocolError::Unexpected("FILE_DONE before all chunks were sent"));
+                }
+                let f = self.files.remove(&id).expect("checked above");
+                if in_place {
+                    self.stats.files_in_place += 1;
                 }
                 self.stats.done += 1;
                 self.stats.bytes_done += f.meta.size;
+                Ok(())
+            }
+            Frame::FileHave { id, ref chunks } => {
+                let cs = self.chunk_size;
+                let f = self.files.get_mut(&id).ok_or(ProtocolError::UnknownFile(id))?;
+                if !self.resume || f.ready || f.meta.kind != EntryKind::File {
+                    return Err(ProtocolError::Unexpected("FILE_HAVE"));
+                }
+                for &(idx, hash) in chunks {
+                    let slot = f.hashes.get_mut(idx as usize).ok_or(ProtocolError::BadChunk {
+                        id,
+                        offset: idx as u64 * cs,
+                        len: 0,
+                    })?;
+                    if slot.is_none() {
+                        *slot = Some(hash);
+                        f.hashed += 1;
+                        let off = idx as u64 * cs;
+                        self.stats.bytes_resumed += (f.meta.size - off).min(cs);
+                    }
+                }
                 Ok(())
             }
             Frame::FileFailed { id, code, ref message } => {
@@ -213,6 +255,10 @@ impl<S: Clone> Sender<S> {
                 self.ready.pop_front();
                 continue;
             };
+            // Skip what the receiver already has (resume).
+            while f.next_offset < f.meta.size && f.hashes[(f.next_offset / self.chunk_size) as usize].is_some() {
+                f.next_offset += self.chunk_size;
+            }
             if f.next_offset >= f.meta.size {
                 self.ready.pop_front();
                 continue;

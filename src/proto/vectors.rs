@@ -70,6 +70,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ("FILE_ABORT", Frame::FileAbort { id: 7, code: 9, message: "changed".into() }),
         ("DONE", Frame::Done { files: 1 }),
         ("SESSION_DONE", Frame::SessionDone { files: 1, bytes: 3 }),
+        ("FILE_HAVE", Frame::FileHave { id: 7, chunks: vec![(0, [0x99; 16]), (2, [0xaa; 16])] }),
         ("PULL", Frame::Pull { target: b"local".to_vec(), kind: TargetKind::Dir, is_dir: true }),
         (
             "CHUNK",
