@@ -135,6 +135,11 @@ pub(crate) struct NetArgs {
     /// (e.g. "ssh -p 2222 -i key"); ~/.ssh/config applies as usual.
     #[arg(short = 'e', long, value_name = "CMD", default_value = "ssh")]
     pub(crate) ssh: String,
+    /// Resume what an earlier run to the same destination left: files already in
+    /// place (same size and mtime) are skipped, partial files continue where
+    /// they stopped.
+    #[arg(long)]
+    pub(crate) resume: bool,
     /// ssh mode: carry the data through the ssh connection instead of direct
     /// connections (slower; for firewalls). Without it, gfast falls back to the
     /// tunnel by itself when a direct connection fails.

@@ -294,6 +294,7 @@ fn base_config(n: &NetArgs, job_id: [u8; 16]) -> PushConfig {
         fingerprint: None,
         known_hosts: None,
         notice: |m| eprintln!("gfast: {m}"),
+        resume: n.resume,
     }
 }
 

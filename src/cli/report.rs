@@ -76,6 +76,8 @@ pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &Ke
         "streams": stats.lane_bytes.len(),
         "per_stream_bytes": stats.lane_bytes.iter().map(Stats::get).collect::<Vec<_>>(),
         "retransmitted_chunks": Stats::get(&stats.retransmitted),
+        "bytes_resumed": Stats::get(&stats.bytes_resumed),
+        "files_in_place": Stats::get(&stats.files_in_place),
         "chunk_rtt_ms": { "p50": p50, "p90": p90, "p99": p99, "max": max },
         "encrypted": stats.server_key.lock().expect("stats").is_some(),
         "server_key": *stats.server_key.lock().expect("stats"),

@@ -8,7 +8,7 @@ use super::server::random;
 use super::stats::Stats;
 use crate::proto::auth::SessionKeys;
 use crate::proto::frame::{Frame, Limits};
-use crate::proto::VERSION;
+use crate::proto::{CAP_RESUME, VERSION};
 use crate::transport::conn::{Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{read_frame, write_frame};
 use crate::transport::tcp::{self, Applied, Tuning};
@@ -48,6 +48,8 @@ pub struct PushConfig {
     pub known_hosts: Option<PathBuf>,
     /// Says one line to the user (e.g. that a new server key is trusted).
     pub notice: fn(&str),
+    /// Resume what an earlier run left (protocol-spec §5.11).
+    pub resume: bool,
 }
 
 /// What a finished push reports.
@@ -76,7 +78,7 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
     }
     let d = dial(cfg, &stats, None)?;
     let target = Target::Ask(cfg.dest.clone(), cfg.dest_is_dir);
-    let files = run_sender(d.wired, &cfg.sources, target, cfg.chunk_size, stats)?;
+    let files = run_sender(d.wired, &cfg.sources, target, cfg.chunk_size, d.resume, stats)?;
     Ok(Summary { files, applied: d.applied, discard: d.discard, fingerprint: d.fingerprint })
 }
 
@@ -94,7 +96,7 @@ pub fn pull(
     let d = dial(cfg, &stats, Some(Frame::Pull { target, kind, is_dir }))?;
     let w = d.wired;
     let (files, bytes) =
-        super::session::receive_dialed(root, &w.ctl, w.ctl_r, w.ctl_w, w.lanes, cfg.chunk_size as u64)?;
+        super::session::receive_dialed(root, &w.ctl, w.ctl_r, w.ctl_w, w.lanes, cfg.chunk_size as u64, d.resume)?;
     use std::sync::atomic::Ordering::Relaxed;
     stats.files_done.store(files, Relaxed);
     stats.files_total.store(files, Relaxed);
@@ -111,6 +113,7 @@ pub(crate) struct Dialed {
     pub(crate) applied: Applied,
     pub(crate) discard: bool,
     pub(crate) fingerprint: Option<Fingerprint>,
+    pub(crate) resume: bool,
 }
 
 /// Connects the control connection, runs the handshake (protocol-spec §5.1, §5.2),
@@ -147,12 +150,20 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     // Handshake (protocol-spec §5.1, §5.2).
     let cn = random::<32>();
     ctl.tcp().set_read_timeout(Some(Duration::from_secs(30))).ok();
-    send(&mut w, &Frame::Hello { min_version: VERSION, max_version: VERSION, caps: 0, nonce: cn })?;
-    let Frame::Challenge { version, nonce: sn, .. } = recv(&mut r)? else {
+    let offer = if cfg.resume { CAP_RESUME } else { 0 };
+    send(&mut w, &Frame::Hello { min_version: VERSION, max_version: VERSION, caps: offer, nonce: cn })?;
+    let Frame::Challenge { version, nonce: sn, caps } = recv(&mut r)? else {
         return Err(Error::Protocol("expected CHALLENGE".into()));
     };
     if version != VERSION {
         return Err(Error::Protocol(format!("server chose unsupported version {version}")));
+    }
+    if caps & !offer != 0 {
+        return Err(Error::Protocol("server accepted capabilities that were not offered".into()));
+    }
+    let resume = caps & CAP_RESUME != 0;
+    if cfg.resume && !resume {
+        (cfg.notice)("the server cannot resume: everything is sent again");
     }
     let keys = SessionKeys::derive(&cfg.token, &cn, &sn);
     let auth =
@@ -211,7 +222,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
             .collect();
         hs.into_iter().map(|h| h.join().expect("lane setup thread")).collect::<Result<Vec<_>, _>>()
     })?;
-    Ok(Dialed { wired: Wired { ctl, ctl_r: r, ctl_w: w, lanes }, applied, discard, fingerprint })
+    Ok(Dialed { wired: Wired { ctl, ctl_r: r, ctl_w: w, lanes }, applied, discard, fingerprint, resume })
 }
 
 /// Connects, tunes and (unless `--no-encrypt`) runs TLS pinned to `pin` (any key

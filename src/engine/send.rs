@@ -151,6 +151,7 @@ pub fn run_sender(
     sources: &[PathBuf],
     target: Target,
     chunk_size: u32,
+    resume: bool,
     stats: Arc<Stats>,
 ) -> Result<u64, Error> {
     let mut src_dirs = Vec::new();
@@ -200,8 +201,10 @@ pub fn run_sender(
         components(&dest).map_err(|e| Error::Usage(e.to_string()))?;
         roots.push((s.clone(), dest));
     }
+    let mut sender = Sender::new(chunk_size as u64, FILE_WINDOW);
+    sender.set_resume(resume);
     let shared = Arc::new(Shared {
-        sender: Mutex::new(Sender::new(chunk_size as u64, FILE_WINDOW)),
+        sender: Mutex::new(sender),
         cv: Condvar::new(),
         stats: stats.clone(),
         abort: AtomicBool::new(false),
@@ -387,6 +390,8 @@ fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
                 let st = g.stats();
                 sh.stats.files_done.store(st.done, Relaxed);
                 sh.stats.bytes_done.store(st.bytes_done, Relaxed);
+                sh.stats.bytes_resumed.store(st.bytes_resumed, Relaxed);
+                sh.stats.files_in_place.store(st.files_in_place, Relaxed);
                 sh.cv.notify_all();
             }
             _ => return sh.fail(Error::Protocol("unexpected frame on the control connection".into())),

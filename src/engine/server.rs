@@ -7,7 +7,7 @@ use super::stats::Stats;
 use crate::proto::auth::SessionKeys;
 use crate::proto::error::code;
 use crate::proto::frame::{Frame, Limits, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
-use crate::proto::{CAPS, VERSION};
+use crate::proto::{CAPS, CAP_RESUME, VERSION};
 use crate::transport::conn::{Conn, ConnReader, ConnWriter, TLS_HANDSHAKE_BYTE};
 use crate::transport::framed::{read_frame, write_frame, WireError};
 use crate::transport::tcp::{self, Tuning};
@@ -169,8 +169,8 @@ impl Server {
             return refuse(&conn, &mut w, code::AUTH_FAILED, m);
         }
         match first {
-            Frame::Hello { min_version, max_version, nonce, .. } => {
-                self.control(conn, r, w, min_version, max_version, nonce)
+            Frame::Hello { min_version, max_version, nonce, caps } => {
+                self.control(conn, r, w, (min_version, max_version, caps), nonce)
             }
             Frame::Join { session_id, lane, mac } => {
                 let s = self.sessions.lock().expect("sessions").get(&session_id).cloned();
@@ -188,10 +188,10 @@ impl Server {
         conn: Conn,
         mut r: BufReader<ConnReader>,
         w: ConnWriter,
-        min_v: u16,
-        max_v: u16,
+        (min_v, max_v, offered): (u16, u16, u64),
         cn: [u8; 32],
     ) -> Result<(), WireError> {
+        let caps = offered & CAPS;
         let mut w = BufWriter::with_capacity(64 << 10, w);
         if self.cfg.oneshot && self.started.load(Ordering::SeqCst) {
             return refuse(&conn, &mut w, code::BUSY, "this one-shot receiver already serves a session");
@@ -202,7 +202,7 @@ impl Server {
         }
         let sn = random::<32>();
         let mut scratch = Vec::new();
-        write_frame(&mut w, &Frame::Challenge { version: VERSION, caps: CAPS, nonce: sn }, &mut scratch)?;
+        write_frame(&mut w, &Frame::Challenge { version: VERSION, caps, nonce: sn }, &mut scratch)?;
         w.flush()?;
         let mut buf = Vec::new();
         conn.tcp().set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
@@ -229,11 +229,12 @@ impl Server {
         let sess =
             Session::new(mode, root, self.cfg.verbose, id, Some(keys.clone()), lanes, chunk_size as u64, &conn, w)
                 .map_err(WireError::Io)?;
+        sess.set_resume(caps & CAP_RESUME != 0);
         self.sessions.lock().expect("sessions").insert(id, sess.clone());
         let welcome = Frame::Welcome { proof: keys.server_proof(), session_id: id, discard: self.cfg.discard };
         let res = sess.send_control(&welcome).map_err(WireError::Io).and_then(|_| match mode {
             Mode::Receive => sess.clone().run_control(r),
-            Mode::Send => self.serve_pull(&sess, conn, r, lanes, chunk_size),
+            Mode::Send => self.serve_pull(&sess, conn, r, (lanes, chunk_size), caps & CAP_RESUME != 0),
         });
         self.sessions.lock().expect("sessions").remove(&id);
         let ok = res.is_ok() && sess.completed();
@@ -253,8 +254,8 @@ impl Server {
         sess: &Arc<Session>,
         conn: Conn,
         mut r: BufReader<ConnReader>,
-        lanes: u16,
-        chunk_size: u32,
+        (lanes, chunk_size): (u16, u32),
+        resume: bool,
     ) -> Result<(), WireError> {
         let src = self.cfg.send.clone().expect("send mode has a source");
         let mut buf = Vec::new();
@@ -271,7 +272,7 @@ impl Server {
         let ctl_w = sess.take_control_writer().expect("control writer");
         let wired = Wired { ctl: conn, ctl_r: r, ctl_w, lanes: lane_conns };
         let stats = Arc::new(Stats::new(lanes as usize));
-        match run_sender(wired, &[src], Target::Known(target, kind, is_dir), chunk_size, stats) {
+        match run_sender(wired, &[src], Target::Known(target, kind, is_dir), chunk_size, resume, stats) {
             Ok(_) => {
                 sess.mark_done();
                 Ok(())

@@ -14,7 +14,8 @@ use crate::proto::frame::{
 use crate::proto::hash::ChunkHasher;
 use crate::proto::path::{components, show};
 use crate::proto::receiver::{ChunkPlan, Next, Receiver};
-use crate::storage::dest::{self, DestError, DestRoot, TempFile};
+use crate::storage::dest::{self, DestError, DestRoot, Opened, TempFile};
+use crate::storage::journal::Identity;
 use crate::transport::conn::{Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{eof_is_error, read_frame, read_header, write_frame, WireError};
 use std::collections::HashMap;
@@ -62,6 +63,8 @@ pub(crate) enum Mode {
 /// One session: the receiving role, plus lane admission on the listening side.
 pub(crate) struct Session {
     mode: Mode,
+    /// Resume was negotiated (protocol-spec §5.11).
+    resume: AtomicBool,
     verbose: bool,
     handed_cv: Condvar,
     id: [u8; 16],
@@ -99,6 +102,7 @@ impl Session {
         let encrypted = control.is_tls();
         Ok(Arc::new(Session {
             mode,
+            resume: AtomicBool::new(false),
             verbose,
             handed_cv: Condvar::new(),
             id,
@@ -197,7 +201,7 @@ impl Session {
                 match st.rx.on_file_abort(id) {
                     Ok(true) => {
                         if let Some(OpenFile { temp: Some(t), .. }) = st.open.remove(&id) {
-                            dest::remove_temp(&t.dir, &t.temp);
+                            dest::discard(&t);
                         }
                         Ok(())
                     }
@@ -244,29 +248,39 @@ impl Session {
         let st = &mut *guard;
         st.rx.on_file(&meta).map_err(Fatal::Protocol)?;
         let id = meta.id;
-        let reply = match st.dest.as_mut() {
+        let replies = match st.dest.as_mut() {
             None if meta.kind == EntryKind::File => {
                 st.open.insert(id, OpenFile { temp: None, meta });
-                st.rx.on_opened(id)
+                vec![st.rx.on_opened(id)]
             }
-            None => st.rx.on_created(id),
+            None => vec![st.rx.on_created(id)],
             Some(d) => {
                 let comps = components(&meta.path).map_err(Fatal::Protocol)?;
                 let res = match meta.kind {
                     EntryKind::Dir => d.make_dir(&comps).map(|_| None),
                     EntryKind::Symlink => d.make_symlink(&comps, &meta.link, &self.tag, id).map(|_| None),
-                    EntryKind::File => d.create_temp(&comps, meta.size, &self.tag, id).map(Some),
+                    EntryKind::File => {
+                        let ident = Identity {
+                            name: comps.last().map(|n| n.to_vec()).unwrap_or_default(),
+                            size: meta.size,
+                            mtime_sec: meta.mtime_sec,
+                            mtime_nsec: meta.mtime_nsec,
+                            chunk_size: self.chunk_size,
+                        };
+                        d.open_partial(&comps, &ident, self.resume.load(Ordering::SeqCst), &self.tag, id).map(Some)
+                    }
                 };
                 match res {
-                    Ok(Some(temp)) => {
+                    Ok(Some(Opened::Partial(temp, have))) => {
                         st.open.insert(id, OpenFile { temp: Some(temp), meta });
-                        st.rx.on_opened(id)
+                        st.rx.on_resumed(id, &have)
                     }
+                    Ok(Some(Opened::InPlace)) => vec![st.rx.on_created(id)],
                     Ok(None) => {
                         if meta.kind == EntryKind::Dir {
                             st.dirs.push(meta);
                         }
-                        st.rx.on_created(id)
+                        vec![st.rx.on_created(id)]
                     }
                     Err(e) if e.is_no_space() => return Err(Fatal::Code(code::NO_SPACE, e.to_string())),
                     Err(e) => {
@@ -276,13 +290,16 @@ impl Session {
                             DestError::Io(_, io) if io.kind() == io::ErrorKind::PermissionDenied => code::PERMISSION,
                             DestError::Io(..) => code::IO,
                         };
-                        st.rx.on_failed(id, c, e.to_string())
+                        vec![st.rx.on_failed(id, c, e.to_string())]
                     }
                 }
             }
         };
         drop(guard);
-        self.queue_control(&reply).map_err(io_fatal)
+        for r in &replies {
+            self.queue_control(r).map_err(io_fatal)?;
+        }
+        Ok(())
     }
 
     /// Carries out what the receiver decided for a file.
@@ -293,7 +310,7 @@ impl Session {
                 let mut st = self.state.lock().expect("state");
                 if let Frame::FileFailed { id, ref message, .. } = frame {
                     if let Some(OpenFile { temp: Some(t), .. }) = st.open.remove(&id) {
-                        dest::remove_temp(&t.dir, &t.temp);
+                        dest::discard(&t);
                     }
                     record(&mut st.failures, message);
                 }
@@ -304,7 +321,7 @@ impl Session {
                 let res = match &of {
                     Some(OpenFile { temp: Some(t), meta }) => {
                         dest::finalize(t, meta.mode, meta.mtime_sec, meta.mtime_nsec).map_err(|e| {
-                            dest::remove_temp(&t.dir, &t.temp);
+                            dest::discard(&t);
                             format!("cannot put {} in place: {e}", show(&meta.path))
                         })
                     }
@@ -351,6 +368,11 @@ impl Session {
         self.send_control(&Frame::SessionDone { files, bytes }).map_err(io_fatal)
     }
 
+    /// Resume was negotiated for this session.
+    pub(crate) fn set_resume(&self, on: bool) {
+        self.resume.store(on, Ordering::SeqCst);
+    }
+
     /// Send mode: waits until all `n` lanes joined (in lane order), or `timeout`.
     pub(crate) fn take_lanes(&self, n: usize, timeout: std::time::Duration) -> Option<Vec<Lane>> {
         let deadline = std::time::Instant::now() + timeout;
@@ -389,8 +411,11 @@ impl Session {
     pub(crate) fn cleanup(&self) {
         let mut st = self.state.lock().expect("state");
         for (_, of) in st.open.drain() {
-            if let Some(t) = of.temp {
-                dest::remove_temp(&t.dir, &t.temp);
+            match of.temp {
+                // A resumable partial file stays, with what its journal makes durable.
+                Some(t) if t.journal.is_some() => dest::keep(&t),
+                Some(t) => dest::discard(&t),
+                None => {}
             }
         }
         for l in st.lanes.drain(..) {
@@ -418,7 +443,12 @@ impl Session {
             let (plan, file) = {
                 let st = self.state.lock().expect("state");
                 match st.rx.on_chunk_head(id, offset, len as u64) {
-                    Ok(p) => (p, st.open.get(&id).and_then(|o| o.temp.as_ref().map(|t| t.file.clone()))),
+                    Ok(p) => (
+                        p,
+                        st.open.get(&id).and_then(|o| {
+                            o.temp.as_ref().map(|t| (t.file.clone(), t.journal.as_ref().map(|j| j.0.clone())))
+                        }),
+                    ),
                     Err(e) => return Err(self.lane_protocol(e)),
                 }
             };
@@ -429,7 +459,7 @@ impl Session {
                 let n = (len as usize - done).min(PIECE);
                 r.read_exact(&mut piece[..n]).map_err(|e| WireError::Io(eof_is_error(e)))?;
                 hasher.update(&piece[..n]);
-                if let (Some(f), None) = (&file, &write_err) {
+                if let (Some((f, _)), None) = (&file, &write_err) {
                     if let Err(e) = f.write_all_at(&piece[..n], offset + done as u64) {
                         write_err = Some(e);
                     }
@@ -439,6 +469,13 @@ impl Session {
             let mut trailer = [0u8; HASH_LEN];
             r.read_exact(&mut trailer).map_err(|e| WireError::Io(eof_is_error(e)))?;
             let ok = plan == ChunkPlan::Store && hasher.finish() == trailer;
+            if let (true, None, Some((f, Some(j)))) = (ok, &write_err, &file) {
+                // Verified and written: note it in the journal (made durable in groups).
+                let idx = (offset / self.chunk_size) as u32;
+                if let Err(e) = j.lock().expect("journal").add(idx, trailer, len as u64, f) {
+                    write_err = Some(e);
+                }
+            }
             let status = if let Some(e) = write_err {
                 if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
                     self.fail(code::NO_SPACE, &format!("writing received data: {e}"));
@@ -497,9 +534,11 @@ pub(crate) fn receive_dialed(
     ctl_w: BufWriter<ConnWriter>,
     lanes: Vec<Lane>,
     chunk_size: u64,
+    resume: bool,
 ) -> Result<(u64, u64), Error> {
     let s = Session::new(Mode::Receive, Some(root), false, [0; 16], None, lanes.len() as u16, chunk_size, ctl, ctl_w)
         .map_err(|e| Error::Io(format!("cannot open '{}'", root.display()), e))?;
+    s.set_resume(resume);
     let mut handles = Vec::new();
     for (c, r, w) in lanes {
         s.state.lock().expect("state").lanes.push(c.tcp().try_clone().map_err(|e| Error::Io("socket".into(), e))?);

@@ -23,6 +23,10 @@ pub struct Stats {
     pub bytes_done: AtomicU64,
     /// Chunks sent again after a hash mismatch.
     pub retransmitted: AtomicU64,
+    /// Data bytes not sent because the receiver already had them (resume).
+    pub bytes_resumed: AtomicU64,
+    /// Files not sent because they were already in place (resume).
+    pub files_in_place: AtomicU64,
     rtt_us: Mutex<Histogram<u64>>,
     /// The server's TLS key once connected (`None` for --no-encrypt).
     pub server_key: Mutex<Option<String>>,
@@ -40,6 +44,8 @@ impl Stats {
             files_done: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
             retransmitted: AtomicU64::new(0),
+            bytes_resumed: AtomicU64::new(0),
+            files_in_place: AtomicU64::new(0),
             server_key: Mutex::new(None),
             rtt_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
         }

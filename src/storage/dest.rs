@@ -6,7 +6,9 @@
 //! temporary name in their final directory and renamed into place only when
 //! complete, so a final name never shows a partial or wrong file.
 
+use super::journal::{Identity, Journal};
 use crate::proto::frame::TargetKind;
+use crate::proto::frame::HASH_LEN;
 use crate::proto::path::show;
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -16,7 +18,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why a destination operation failed.
@@ -199,8 +201,8 @@ impl DestRoot {
     }
 }
 
-/// The temporary name of file `id` of the session tagged `tag` (protocol-spec §5.6):
-/// short and fixed in length, so it fits whatever the final name's length.
+/// The temporary name of file `id` of the session tagged `tag` (protocol-spec §5.6),
+/// used when the resumable name is busy: short and fixed in length.
 pub fn temp_name(tag: &str, id: u64) -> Vec<u8> {
     format!(".gfast-{tag}-{id}.part").into_bytes()
 }
@@ -215,12 +217,33 @@ pub struct TempFile {
     pub temp: Vec<u8>,
     /// Final name (last path component).
     pub name: Vec<u8>,
+    /// The chunk journal and its name, when this is the resumable partial file.
+    pub journal: Option<(Arc<Mutex<Journal>>, Vec<u8>)>,
+}
+
+/// What [`DestRoot::open_partial`] found at the destination.
+pub enum Opened {
+    /// Resume: the final name already holds this file (same size and mtime).
+    InPlace,
+    /// A partial file to write into, with the chunks its journal already holds.
+    Partial(TempFile, Vec<(u32, [u8; HASH_LEN])>),
 }
 
 impl DestRoot {
-    /// Creates the temporary file for entry `id` at `comps` with room for `size` bytes.
-    /// Refuses when a directory stands at the final name.
-    pub fn create_temp(&mut self, comps: &[&[u8]], size: u64, tag: &str, id: u64) -> Result<TempFile, DestError> {
+    /// Opens the partial file for an entry at `comps` (protocol-spec §5.11): the
+    /// resumable `.gfast-<H>.part` with its journal when this session can own that
+    /// name (an advisory lock says no other session writes it), else a temporary
+    /// file of this session alone. With `resume`, a file already in place is
+    /// reported as such and an existing journal's chunks are kept; without it the
+    /// partial starts over. Refuses when a directory stands at the final name.
+    pub fn open_partial(
+        &mut self,
+        comps: &[&[u8]],
+        ident: &Identity,
+        resume: bool,
+        tag: &str,
+        id: u64,
+    ) -> Result<Opened, DestError> {
         let (name, parent) = comps.split_last().ok_or_else(|| DestError::Refused("empty path".into()))?;
         let dir = self.dir(parent, true)?;
         let shown = || show(&comps.join(&b'/'));
@@ -228,30 +251,108 @@ impl DestRoot {
             if kind_of(&st) == TargetKind::Dir {
                 return Err(DestError::Refused(format!("{} is a directory; not replacing it with a file", shown())));
             }
+            let same = kind_of(&st) == TargetKind::File
+                && st.st_size as u64 == ident.size
+                && st.st_mtime == ident.mtime_sec
+                && st.st_mtime_nsec == ident.mtime_nsec as i64;
+            if resume && same {
+                return Ok(Opened::InPlace);
+            }
         }
+        let io_err = |e| DestError::Io(format!("cannot create {}", shown()), e);
+        let (part, jname) = ident.file_names();
+        if let Some((file, journal, have)) = own_partial(&dir, &part, &jname, ident, resume).map_err(io_err)? {
+            let journal = Some((Arc::new(Mutex::new(journal)), jname));
+            let t = TempFile { file: Arc::new(file), dir, temp: part, name: name.to_vec(), journal };
+            return Ok(Opened::Partial(t, have));
+        }
+        // Another session is writing the same file right now: keep out of its way.
         let tmp = temp_name(tag, id);
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let fd = match openat(&dir, &tmp, flags, 0o600) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                // A leftover of an earlier session with the same tag and id: replace it.
                 remove_temp(&dir, &tmp);
-                openat(&dir, &tmp, flags, 0o600).map_err(|e| DestError::Io(format!("cannot create {}", shown()), e))?
+                openat(&dir, &tmp, flags, 0o600).map_err(io_err)?
             }
-            Err(e) => return Err(DestError::Io(format!("cannot create {}", shown()), e)),
+            Err(e) => return Err(io_err(e)),
         };
-        if size > 0 {
-            // SAFETY: valid descriptor; reserves blocks so a full disk shows now, not mid-file.
-            let r = unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, size as libc::off_t) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
-                    remove_temp(&dir, &tmp);
-                    return Err(DestError::Io(format!("cannot reserve {size} bytes for {}", shown()), e));
-                }
-            }
+        let file = File::from(fd);
+        reserve(&file, ident.size).map_err(|e| {
+            remove_temp(&dir, &tmp);
+            DestError::Io(format!("cannot reserve {} bytes for {}", ident.size, shown()), e)
+        })?;
+        Ok(Opened::Partial(
+            TempFile { file: Arc::new(file), dir, temp: tmp, name: name.to_vec(), journal: None },
+            vec![],
+        ))
+    }
+}
+
+/// Opens (or creates) the shared partial file and takes its lock; `None` when
+/// another session holds it. Resumes its journal when asked and it matches, else
+/// starts both over.
+fn own_partial(
+    dir: &OwnedFd,
+    part: &[u8],
+    jname: &[u8],
+    ident: &Identity,
+    resume: bool,
+) -> io::Result<Option<(File, Journal, Vec<(u32, [u8; HASH_LEN])>)>> {
+    let fd = openat(dir, part, libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW, 0o600)?;
+    // SAFETY: valid descriptor; a non-blocking exclusive advisory lock.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(None) } else { Err(e) };
+    }
+    let file = File::from(fd);
+    let jfd = openat(dir, jname, libc::O_RDWR | libc::O_CREAT | libc::O_APPEND | libc::O_NOFOLLOW, 0o600)?;
+    let jfile = File::from(jfd);
+    if resume && file.metadata()?.len() == ident.size {
+        if let Some((j, have)) = Journal::open(jfile.try_clone()?, ident)? {
+            return Ok(Some((file, j, have)));
         }
-        Ok(TempFile { file: Arc::new(File::from(fd)), dir, temp: tmp, name: name.to_vec() })
+    }
+    file.set_len(0)?;
+    if let Err(e) = reserve(&file, ident.size) {
+        remove_temp(dir, part);
+        remove_temp(dir, jname);
+        return Err(e);
+    }
+    file.set_len(ident.size)?;
+    jfile.set_len(0)?;
+    Ok(Some((file, Journal::create(jfile, ident)?, Vec::new())))
+}
+
+/// Reserves `size` bytes so a full disk shows now, not mid-file. File systems
+/// that cannot preallocate are left as they are.
+fn reserve(file: &File, size: u64) -> io::Result<()> {
+    if size == 0 {
+        return Ok(());
+    }
+    // SAFETY: valid descriptor.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Removes a partial file and its journal (it will not be resumed).
+pub fn discard(t: &TempFile) {
+    remove_temp(&t.dir, &t.temp);
+    if let Some((_, j)) = &t.journal {
+        remove_temp(&t.dir, j);
+    }
+}
+
+/// Keeps a partial file for a later resume: records what is durable.
+pub fn keep(t: &TempFile) {
+    if let Some((j, _)) = &t.journal {
+        let _ = j.lock().expect("journal").commit(&t.file);
     }
 }
 
@@ -260,7 +361,11 @@ pub fn finalize(t: &TempFile, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io:
     use std::os::unix::fs::PermissionsExt;
     t.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
     t.file.set_modified(to_system_time(mtime_sec, mtime_nsec))?;
-    rename_into_place(&t.dir, &t.temp, &t.name)
+    rename_into_place(&t.dir, &t.temp, &t.name)?;
+    if let Some((_, j)) = &t.journal {
+        remove_temp(&t.dir, j);
+    }
+    Ok(())
 }
 
 /// Removes a temporary file, ignoring errors (used on failure paths).

@@ -2,4 +2,5 @@
 //! temporary files renamed into place.
 
 pub mod dest;
+pub mod journal;
 pub mod walk;

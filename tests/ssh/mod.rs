@@ -236,7 +236,11 @@ fn killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_file() {
     // The remote's own command line (the shell removed the quotes ssh was given).
     assert!(wait_gone(&format!("--oneshot --dest {}", dst.path().display())), "the remote receiver survived");
     assert!(!dst.path().join("huge").exists(), "no file under the final name");
-    assert!(list_tree(dst.path()).is_empty(), "temporary files were removed: {:?}", list_tree(dst.path()));
+    // What arrived stays, as a partial file with its journal, for --resume.
+    let left: Vec<String> =
+        list_tree(dst.path()).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().any(|n| n.ends_with(".part")) && left.iter().any(|n| n.ends_with(".jrnl")), "{left:?}");
 }
 
 #[test]
