@@ -381,7 +381,10 @@ fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
                 return;
             }
             Frame::Error { code, message } => return sh.fail(Error::Remote(code, message)),
-            f @ (Frame::FileReady { .. } | Frame::FileDone { .. } | Frame::FileFailed { .. }) => {
+            f @ (Frame::FileReady { .. }
+            | Frame::FileDone { .. }
+            | Frame::FileFailed { .. }
+            | Frame::FileHave { .. }) => {
                 let mut g = sh.lock();
                 if let Err(e) = g.on_frame(&f) {
                     drop(g);

@@ -321,7 +321,7 @@ impl Session {
                 let res = match &of {
                     Some(OpenFile { temp: Some(t), meta }) => {
                         dest::finalize(t, meta.mode, meta.mtime_sec, meta.mtime_nsec).map_err(|e| {
-                            dest::discard(&t);
+                            dest::discard(t);
                             format!("cannot put {} in place: {e}", show(&meta.path))
                         })
                     }

@@ -6,9 +6,9 @@
 //! temporary name in their final directory and renamed into place only when
 //! complete, so a final name never shows a partial or wrong file.
 
-use super::journal::{Identity, Journal};
+use super::journal::{Held, Identity, Journal};
 use crate::proto::frame::TargetKind;
-use crate::proto::frame::HASH_LEN;
+
 use crate::proto::path::show;
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -226,7 +226,7 @@ pub enum Opened {
     /// Resume: the final name already holds this file (same size and mtime).
     InPlace,
     /// A partial file to write into, with the chunks its journal already holds.
-    Partial(TempFile, Vec<(u32, [u8; HASH_LEN])>),
+    Partial(TempFile, Held),
 }
 
 impl DestRoot {
@@ -298,7 +298,7 @@ fn own_partial(
     jname: &[u8],
     ident: &Identity,
     resume: bool,
-) -> io::Result<Option<(File, Journal, Vec<(u32, [u8; HASH_LEN])>)>> {
+) -> io::Result<Option<(File, Journal, Held)>> {
     let fd = openat(dir, part, libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW, 0o600)?;
     // SAFETY: valid descriptor; a non-blocking exclusive advisory lock.
     if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } < 0 {

@@ -58,6 +58,9 @@ impl Identity {
     }
 }
 
+/// Chunks a journal holds: (chunk index, hash).
+pub type Held = Vec<(u32, [u8; HASH_LEN])>;
+
 /// An open journal for one partial file.
 pub struct Journal {
     file: File,
@@ -76,7 +79,7 @@ impl Journal {
 
     /// Reads an existing journal; `None` when it belongs to another identity or is
     /// damaged in its header. A torn last record (a crash mid-append) is ignored.
-    pub fn open(mut file: File, id: &Identity) -> io::Result<Option<(Journal, Vec<(u32, [u8; HASH_LEN])>)>> {
+    pub fn open(mut file: File, id: &Identity) -> io::Result<Option<(Journal, Held)>> {
         let want = id.header();
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
