@@ -1,5 +1,6 @@
 //! Integration tests: the real `gfast` binary as two processes on loopback.
 
+mod resume;
 mod security;
 mod ssh;
 mod util;
@@ -354,7 +355,7 @@ fn a_full_disk_gives_a_clear_error_and_leaves_no_file() {
     let base = TempDir::new("full");
     let mnt = base.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
-    let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "gfast-test"]).arg(&mnt).status();
+    let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "gfast-test"]).arg(&mnt).status();
     if !st.map(|s| s.success()).unwrap_or(false) {
         eprintln!("SKIP a_full_disk_gives_a_clear_error_and_leaves_no_file: cannot mount tmpfs here");
         return;
@@ -369,12 +370,19 @@ fn a_full_disk_gives_a_clear_error_and_leaves_no_file() {
     let src = TempDir::new("full-src");
     let f = src.path().join("too-big");
     write_random(&f, 16 << 20, 5);
+    // 12 MiB of the 24 are taken: the 16 MiB file does not fit.
+    let filler = mnt.join("filler");
+    write_random(&filler, 12 << 20, 4);
     let s = Server::start(&mnt, &[]);
     let o = s.push([f.as_os_str(), s.url("").as_ref()]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("destination is full"), "{}", stderr(&o));
-    assert!(list_tree(&mnt).is_empty(), "left behind: {:?}", list_tree(&mnt));
-    // A file that fits still goes through afterwards.
+    assert_eq!(list_tree(&mnt), vec![filler.clone()], "nothing left behind");
+    // Space freed: the same push, resumed, completes.
+    fs::remove_file(&filler).unwrap();
+    assert_ok(&s.push(["--resume".as_ref(), f.as_os_str(), s.url("").as_ref()]));
+    assert_same_file(&f, &mnt.join("too-big"));
+    // Another file goes through afterwards.
     let small = src.path().join("fits");
     write_random(&small, 1 << 20, 6);
     assert_ok(&s.push([small.as_os_str(), s.url("").as_ref()]));

@@ -267,7 +267,7 @@ impl Session {
                             mtime_nsec: meta.mtime_nsec,
                             chunk_size: self.chunk_size,
                         };
-                        d.open_partial(&comps, &ident, self.resume.load(Ordering::SeqCst), &self.tag, id).map(Some)
+                        d.open_partial(&comps, &ident, self.resume.load(Ordering::SeqCst)).map(Some)
                     }
                 };
                 match res {
@@ -287,6 +287,7 @@ impl Session {
                         record(&mut st.failures, &e.to_string());
                         let c = match &e {
                             DestError::Refused(_) => code::PATH_REFUSED,
+                            DestError::Busy(_) => code::BUSY,
                             DestError::Io(_, io) if io.kind() == io::ErrorKind::PermissionDenied => code::PERMISSION,
                             DestError::Io(..) => code::IO,
                         };

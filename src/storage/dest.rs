@@ -28,6 +28,8 @@ pub enum DestError {
     Refused(String),
     /// The file system said no.
     Io(String, io::Error),
+    /// Another session is writing the same file.
+    Busy(String),
 }
 
 impl DestError {
@@ -40,7 +42,7 @@ impl DestError {
 impl fmt::Display for DestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DestError::Refused(m) => write!(f, "{m}"),
+            DestError::Refused(m) | DestError::Busy(m) => write!(f, "{m}"),
             DestError::Io(what, e) => write!(f, "{what}: {e}"),
         }
     }
@@ -207,7 +209,7 @@ pub fn temp_name(tag: &str, id: u64) -> Vec<u8> {
     format!(".gfast-{tag}-{id}.part").into_bytes()
 }
 
-/// A file being received: its temporary name in its final directory.
+/// A file being received: its partial file in its final directory.
 pub struct TempFile {
     /// The open file, shared by the lanes that write chunks into it.
     pub file: Arc<File>,
@@ -217,7 +219,7 @@ pub struct TempFile {
     pub temp: Vec<u8>,
     /// Final name (last path component).
     pub name: Vec<u8>,
-    /// The chunk journal and its name, when this is the resumable partial file.
+    /// The chunk journal and its name.
     pub journal: Option<(Arc<Mutex<Journal>>, Vec<u8>)>,
 }
 
@@ -231,19 +233,12 @@ pub enum Opened {
 
 impl DestRoot {
     /// Opens the partial file for an entry at `comps` (protocol-spec §5.11): the
-    /// resumable `.gfast-<H>.part` with its journal when this session can own that
-    /// name (an advisory lock says no other session writes it), else a temporary
-    /// file of this session alone. With `resume`, a file already in place is
-    /// reported as such and an existing journal's chunks are kept; without it the
-    /// partial starts over. Refuses when a directory stands at the final name.
-    pub fn open_partial(
-        &mut self,
-        comps: &[&[u8]],
-        ident: &Identity,
-        resume: bool,
-        tag: &str,
-        id: u64,
-    ) -> Result<Opened, DestError> {
+    /// resumable `.gfast-<H>.part` with its journal, under an advisory lock so no
+    /// two sessions write it (a session still holding it gets 5 s to let go, then
+    /// the file fails as busy). With `resume`, a file already in place is reported
+    /// as such and an existing journal's chunks are kept; without it the partial
+    /// starts over. Refuses when a directory stands at the final name.
+    pub fn open_partial(&mut self, comps: &[&[u8]], ident: &Identity, resume: bool) -> Result<Opened, DestError> {
         let (name, parent) = comps.split_last().ok_or_else(|| DestError::Refused("empty path".into()))?;
         let dir = self.dir(parent, true)?;
         let shown = || show(&comps.join(&b'/'));
@@ -261,31 +256,19 @@ impl DestRoot {
         }
         let io_err = |e| DestError::Io(format!("cannot create {}", shown()), e);
         let (part, jname) = ident.file_names();
-        if let Some((file, journal, have)) = own_partial(&dir, &part, &jname, ident, resume).map_err(io_err)? {
-            let journal = Some((Arc::new(Mutex::new(journal)), jname));
-            let t = TempFile { file: Arc::new(file), dir, temp: part, name: name.to_vec(), journal };
-            return Ok(Opened::Partial(t, have));
-        }
-        // Another session is writing the same file right now: keep out of its way.
-        let tmp = temp_name(tag, id);
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-        let fd = match openat(&dir, &tmp, flags, 0o600) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                remove_temp(&dir, &tmp);
-                openat(&dir, &tmp, flags, 0o600).map_err(io_err)?
+        // A session that just lost its client may still hold the lock for a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if let Some((file, journal, have)) = own_partial(&dir, &part, &jname, ident, resume).map_err(io_err)? {
+                let journal = Some((Arc::new(Mutex::new(journal)), jname));
+                let t = TempFile { file: Arc::new(file), dir, temp: part, name: name.to_vec(), journal };
+                return Ok(Opened::Partial(t, have));
             }
-            Err(e) => return Err(io_err(e)),
-        };
-        let file = File::from(fd);
-        reserve(&file, ident.size).map_err(|e| {
-            remove_temp(&dir, &tmp);
-            DestError::Io(format!("cannot reserve {} bytes for {}", ident.size, shown()), e)
-        })?;
-        Ok(Opened::Partial(
-            TempFile { file: Arc::new(file), dir, temp: tmp, name: name.to_vec(), journal: None },
-            vec![],
-        ))
+            if std::time::Instant::now() > deadline {
+                return Err(DestError::Busy(format!("another session is writing {} right now", shown())));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 

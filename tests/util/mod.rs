@@ -56,11 +56,17 @@ impl Server {
 
     /// Starts a server on `listen` with its key kept in `keydir`.
     pub fn start_with(root: &Path, listen: &str, keydir: TempDir, extra: &[&str]) -> Server {
+        let key = keydir.path().join("server.key");
+        Self::start_keyed(root, listen, &key, keydir, extra)
+    }
+
+    /// Starts a server on `listen` with the key at `key_file` (kept across restarts).
+    pub fn start_keyed(root: &Path, listen: &str, key_file: &Path, keydir: TempDir, extra: &[&str]) -> Server {
         let mut child = Command::new(bin())
             .args(["serve", "--listen", listen, "--root"])
             .arg(root)
             .arg("--key-file")
-            .arg(keydir.path().join("server.key"))
+            .arg(key_file)
             .args(extra)
             .env("GFAST_TOKEN", TOKEN)
             .stdout(Stdio::piped())
