@@ -23,6 +23,10 @@ pub(crate) enum Cmd {
     Push(PushArgs),
     /// Fetch a file or tree from another machine over ssh: gfast pull [USER@]HOST:SRC DEST.
     Pull(PullArgs),
+    /// List push and pull jobs: id, state, bytes done / total, command.
+    Jobs(JobsArgs),
+    /// Run a job again where it stopped (what already arrived is not sent again).
+    Resume(ResumeArgs),
 }
 
 /// Flags of `gfast serve`.
@@ -148,4 +152,20 @@ pub(crate) struct NetArgs {
     /// The gfast command on the remote host.
     #[arg(long, value_name = "CMD", default_value = "gfast")]
     pub(crate) remote_cmd: String,
+}
+
+/// Flags of `gfast jobs`.
+#[derive(Args, Debug)]
+pub(crate) struct JobsArgs {
+    /// Remove finished jobs from the list.
+    #[arg(long)]
+    pub(crate) prune: bool,
+}
+
+/// Flags of `gfast resume`.
+#[derive(Args, Debug)]
+pub(crate) struct ResumeArgs {
+    /// The job id (or its first characters), as `gfast jobs` shows it.
+    #[arg(value_name = "ID")]
+    pub(crate) id: String,
 }

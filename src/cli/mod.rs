@@ -12,6 +12,7 @@ use crate::engine::server::{random, ServeConfig, Server};
 use crate::engine::stats::Stats;
 use crate::engine::{oneshot, ssh};
 use crate::proto::frame::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::storage::jobs;
 use crate::transport::tcp::{KernelLimits, Tuning};
 use crate::transport::tls::{Fingerprint, Identity};
 use args::{Cli, Cmd, NetArgs, PullArgs, PushArgs, ServeArgs};
@@ -25,12 +26,9 @@ use std::time::Duration;
 
 /// Parses the command line and runs it.
 pub fn run() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let cli = Cli::parse();
-    let res = match cli.cmd {
-        Cmd::Serve(a) => serve(a),
-        Cmd::Push(a) => run_job(a.net.json, a.net.streams, |st, id| push_inner(a, st, id)),
-        Cmd::Pull(a) => run_job(a.net.json, a.net.streams, |st, id| pull_inner(a, st, id)),
-    };
+    let res = dispatch(cli, args, None);
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -39,6 +37,70 @@ pub fn run() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+fn dispatch(cli: Cli, args: Vec<std::ffi::OsString>, job_id: Option<[u8; 16]>) -> Result<(), Error> {
+    match cli.cmd {
+        Cmd::Serve(a) => serve(a),
+        Cmd::Push(a) => {
+            let (json, quiet, n) = (a.net.json, a.net.quiet, a.net.streams);
+            run_job(json, quiet, n, args, job_id, |st, id| push_inner(a, st, id))
+        }
+        Cmd::Pull(a) => {
+            let (json, quiet, n) = (a.net.json, a.net.quiet, a.net.streams);
+            run_job(json, quiet, n, args, job_id, |st, id| pull_inner(a, st, id))
+        }
+        Cmd::Jobs(a) => jobs_cmd(a),
+        Cmd::Resume(a) => resume_cmd(a),
+    }
+}
+
+/// The job store: `GFAST_JOBS_DIR` (empty: none), else `$XDG_STATE_HOME/gfast/jobs`
+/// or `~/.local/state/gfast/jobs`.
+fn job_store() -> Option<jobs::Store> {
+    if let Some(d) = std::env::var_os("GFAST_JOBS_DIR") {
+        return (!d.is_empty()).then(|| jobs::Store::new(PathBuf::from(d)));
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(jobs::Store::new(base.join("gfast/jobs")))
+}
+
+fn jobs_cmd(a: args::JobsArgs) -> Result<(), Error> {
+    let store = job_store().ok_or_else(|| Error::Usage("no job store (GFAST_JOBS_DIR is empty)".into()))?;
+    if a.prune {
+        println!("removed {} finished job(s)", store.prune());
+        return Ok(());
+    }
+    for j in store.list() {
+        let cmd: Vec<String> = j.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        println!(
+            "{}  {:<7}  {} / {}  {}",
+            &j.id[..16],
+            j.state,
+            size::human(j.bytes_done),
+            size::human(j.bytes_total),
+            cmd.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn resume_cmd(a: args::ResumeArgs) -> Result<(), Error> {
+    let store = job_store().ok_or_else(|| Error::Usage("no job store (GFAST_JOBS_DIR is empty)".into()))?;
+    let job = store.find(&a.id).map_err(Error::Usage)?;
+    let mut args = job.args.clone();
+    if !args.iter().any(|x| x == "--resume") {
+        args.push("--resume".into());
+    }
+    let cli = Cli::try_parse_from(std::iter::once(std::ffi::OsString::from("gfast")).chain(args.iter().cloned()))
+        .map_err(|e| Error::Usage(format!("job {} cannot be run again: {e}", job.id)))?;
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&job.id[2 * i..2 * i + 2], 16).unwrap_or(0);
+    }
+    dispatch(cli, args, Some(id))
 }
 
 fn read_token(path: &Path) -> Result<Vec<u8>, Error> {
@@ -251,10 +313,32 @@ fn buffer_cap_warning(b: u64, k: &KernelLimits) -> Option<String> {
 
 /// Runs a push or pull job with fresh counters and a job id, and prints the
 /// `--json` report at the end, on success and on failure alike.
-fn run_job(json: bool, streams: u16, job: impl FnOnce(Arc<Stats>, [u8; 16]) -> Result<(), Error>) -> Result<(), Error> {
+fn run_job(
+    json: bool,
+    quiet: bool,
+    streams: u16,
+    args: Vec<std::ffi::OsString>,
+    job_id: Option<[u8; 16]>,
+    job: impl FnOnce(Arc<Stats>, [u8; 16]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    use std::sync::atomic::Ordering::Relaxed;
     let stats = Arc::new(Stats::new(streams as usize));
-    let job_id = random::<16>();
+    let job_id = job_id.unwrap_or_else(random::<16>);
+    let store = job_store();
+    let mut record = jobs::Job::new(&job_id, args);
+    if let Some(st) = &store {
+        if st.save(&record, jobs::State::Running).is_ok() && !quiet && !json {
+            eprintln!("gfast: job {} (resume with: gfast resume {})", record.id, &record.id[..12]);
+        }
+    }
     let res = job(stats.clone(), job_id);
+    if let Some(st) = &store {
+        record.bytes_total = stats.bytes_total.load(Relaxed);
+        record.bytes_done = stats.bytes_done.load(Relaxed);
+        record.error = res.as_ref().err().map(|e| e.to_string());
+        let state = if res.is_ok() { jobs::State::Done } else { jobs::State::Failed };
+        let _ = st.save(&record, state);
+    }
     if json {
         let v = report::json(&job_id, &stats, res.as_ref().err(), &KernelLimits::read());
         println!("{v}");

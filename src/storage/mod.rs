@@ -2,5 +2,6 @@
 //! temporary files renamed into place.
 
 pub mod dest;
+pub mod jobs;
 pub mod journal;
 pub mod walk;

@@ -119,3 +119,62 @@ fn sigkill_loop_resumes_to_an_identical_tree() {
         lost_bound(small)
     );
 }
+
+#[test]
+fn jobs_are_listed_and_resumed_by_id() {
+    let src = TempDir::new("jobs-src");
+    let root = TempDir::new("jobs-root");
+    let store = TempDir::new("jobs-store");
+    let f = src.path().join("big");
+    write_random(&f, 256 << 20, 21);
+    let keydir = TempDir::new("jobs-key");
+    let keyfile = keydir.path().join("server.key");
+    let mut s = Server::start_keyed(root.path(), "127.0.0.1:0", &keyfile, TempDir::new("k1"), &[]);
+    let gf = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .env("GFAST_TOKEN", TOKEN)
+            .env("GFAST_JOBS_DIR", store.path())
+            .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts")
+            .output()
+            .unwrap()
+    };
+    // A push whose server dies halfway.
+    let mut push = Command::new(bin())
+        .args(["push", "--chunk-size", "1M", "-n", "2", "--fingerprint", &s.key])
+        .arg(&f)
+        .arg(s.url(""))
+        .env("GFAST_TOKEN", TOKEN)
+        .env("GFAST_JOBS_DIR", store.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !fs::read_dir(root.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".jrnl")) {
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    let o = push.wait_with_output().unwrap();
+    let e = stderr(&o);
+    let id = e.split("resume with: gfast resume ").nth(1).map(|r| r.split(')').next().unwrap().to_string());
+    let listed = gf(&["jobs"]);
+    let listing = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(!o.status.success(), "the server was killed mid-transfer");
+    let id = id.unwrap_or_else(|| panic!("push printed its job id: {e}"));
+    assert!(listing.contains("failed") && listing.contains(&id), "{listing}");
+
+    // Same address, same key: resume by id sends only what is missing.
+    let _s2 = Server::start_keyed(root.path(), &s.addr, &keyfile, TempDir::new("k2"), &[]);
+    let o = gf(&["resume", &id]);
+    assert_ok(&o);
+    assert_same_file(&f, &root.path().join("big"));
+    let listing = String::from_utf8_lossy(&gf(&["jobs"]).stdout).into_owned();
+    assert!(listing.contains("done"), "{listing}");
+    assert_eq!(String::from_utf8_lossy(&gf(&["jobs", "--prune"]).stdout).trim(), "removed 1 finished job(s)");
+    assert!(String::from_utf8_lossy(&gf(&["jobs"]).stdout).trim().is_empty());
+    let o = gf(&["resume", "ffff"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("gfast jobs"), "{}", stderr(&o));
+}

@@ -22,6 +22,9 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
+        static ENV: std::sync::Once = std::sync::Once::new();
+        // Keep the job store out of the tester's home; the jobs test names its own.
+        ENV.call_once(|| std::env::set_var("GFAST_JOBS_DIR", ""));
         let base = std::env::var_os("GFAST_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
         let p = base.join(format!("gfast-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
         let _ = fs::remove_dir_all(&p);
