@@ -140,7 +140,7 @@ fn jobs_are_listed_and_resumed_by_id() {
             .unwrap()
     };
     // A push whose server dies halfway.
-    let mut push = Command::new(bin())
+    let push = Command::new(bin())
         .args(["push", "--chunk-size", "1M", "-n", "2", "--fingerprint", &s.key])
         .arg(&f)
         .arg(s.url(""))
