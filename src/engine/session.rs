@@ -413,8 +413,8 @@ impl Session {
         let mut st = self.state.lock().expect("state");
         for (_, of) in st.open.drain() {
             match of.temp {
-                // A resumable partial file stays, with what its journal makes durable.
-                Some(t) if t.journal.is_some() => dest::keep(&t),
+                // A resumable partial file stays, with its journal, for a resume.
+                Some(t) if t.journal.is_some() => {}
                 Some(t) => dest::discard(&t),
                 None => {}
             }
@@ -470,10 +470,10 @@ impl Session {
             let mut trailer = [0u8; HASH_LEN];
             r.read_exact(&mut trailer).map_err(|e| WireError::Io(eof_is_error(e)))?;
             let ok = plan == ChunkPlan::Store && hasher.finish() == trailer;
-            if let (true, None, Some((f, Some(j)))) = (ok, &write_err, &file) {
+            if let (true, None, Some((_, Some(j)))) = (ok, &write_err, &file) {
                 // Verified and written: note it in the journal (made durable in groups).
                 let idx = (offset / self.chunk_size) as u32;
-                if let Err(e) = j.lock().expect("journal").add(idx, trailer, len as u64, f) {
+                if let Err(e) = j.lock().expect("journal").add(idx, trailer) {
                     write_err = Some(e);
                 }
             }

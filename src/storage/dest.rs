@@ -292,7 +292,8 @@ fn own_partial(
     let jfd = openat(dir, jname, libc::O_RDWR | libc::O_CREAT | libc::O_APPEND | libc::O_NOFOLLOW, 0o600)?;
     let jfile = File::from(jfd);
     if resume && file.metadata()?.len() == ident.size {
-        if let Some((j, have)) = Journal::open(jfile.try_clone()?, ident)? {
+        if let Some((j, claimed)) = Journal::open(jfile.try_clone()?, ident)? {
+            let have = super::journal::verify(&file, ident, claimed)?;
             return Ok(Some((file, j, have)));
         }
     }
@@ -329,13 +330,6 @@ pub fn discard(t: &TempFile) {
     remove_temp(&t.dir, &t.temp);
     if let Some((_, j)) = &t.journal {
         remove_temp(&t.dir, j);
-    }
-}
-
-/// Keeps a partial file for a later resume: records what is durable.
-pub fn keep(t: &TempFile) {
-    if let Some((j, _)) = &t.journal {
-        let _ = j.lock().expect("journal").commit(&t.file);
     }
 }
 

@@ -1,21 +1,23 @@
 //! The chunk journal kept next to a partial file (protocol-spec §5.11): which
-//! chunks are verified and durable, so an interrupted transfer resumes exactly.
+//! chunks were verified and written, so an interrupted transfer resumes exactly.
 //!
-//! Records are appended only after the data they describe was flushed with
-//! `fdatasync`, in groups, so the journal never claims data that is not on disk.
+//! A record is appended once its chunk's data is written (not yet synced). The
+//! journal is a claim, not a proof: before a resume uses it, every listed chunk is
+//! read back from the partial file and hashed, and only chunks that match are
+//! offered (see [`verify`]). A killed process loses nothing (the page cache keeps
+//! its writes); a power loss loses at most what was not written back, and the
+//! check finds it. Measured on this VM, syncing the data before each group of
+//! records cut disk throughput from 2.2 to 0.9 GB/s; checking on resume costs a
+//! local read of what arrived, once.
 
 use crate::proto::frame::HASH_LEN;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::time::{Duration, Instant};
+use std::os::unix::fs::FileExt;
 use xxhash_rust::xxh3::Xxh3;
 
 const MAGIC: &[u8; 4] = b"GFJ1";
 const RECORD: usize = 4 + HASH_LEN;
-/// Commit a group once this much verified data is pending…
-const GROUP_BYTES: u64 = 32 << 20;
-/// …or once the oldest pending record is this old.
-const GROUP_AGE: Duration = Duration::from_millis(200);
 
 /// What a partial file is the partial of: journals with a different identity
 /// are not resumed.
@@ -64,17 +66,13 @@ pub type Held = Vec<(u32, [u8; HASH_LEN])>;
 /// An open journal for one partial file.
 pub struct Journal {
     file: File,
-    pending: Vec<(u32, [u8; HASH_LEN])>,
-    pending_bytes: u64,
-    since: Option<Instant>,
 }
 
 impl Journal {
     /// Starts a fresh journal (the file given must be empty or truncated).
     pub fn create(mut file: File, id: &Identity) -> io::Result<Journal> {
         file.write_all(&id.header())?;
-        file.sync_data()?;
-        Ok(Journal { file, pending: Vec::new(), pending_bytes: 0, since: None })
+        Ok(Journal { file })
     }
 
     /// Reads an existing journal; `None` when it belongs to another identity or is
@@ -101,38 +99,38 @@ impl Journal {
         if good < buf.len() {
             file.set_len(good as u64)?;
         }
-        Ok(Some((Journal { file, pending: Vec::new(), pending_bytes: 0, since: None }, have)))
+        Ok(Some((Journal { file }, have)))
     }
 
-    /// Notes a verified chunk of `len` bytes; commits the group when it is due.
-    pub fn add(&mut self, idx: u32, hash: [u8; HASH_LEN], len: u64, data: &File) -> io::Result<()> {
-        self.pending.push((idx, hash));
-        self.pending_bytes += len;
-        let since = *self.since.get_or_insert_with(Instant::now);
-        if self.pending_bytes >= GROUP_BYTES || since.elapsed() >= GROUP_AGE {
-            self.commit(data)?;
-        }
-        Ok(())
+    /// Notes a chunk that was verified and written (one whole-record append).
+    pub fn add(&mut self, idx: u32, hash: [u8; HASH_LEN]) -> io::Result<()> {
+        let mut rec = [0u8; RECORD];
+        rec[..4].copy_from_slice(&idx.to_be_bytes());
+        rec[4..].copy_from_slice(&hash);
+        self.file.write_all(&rec)
     }
+}
 
-    /// Makes the data durable, then records it.
-    pub fn commit(&mut self, data: &File) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
+/// Keeps only the chunks whose data in `part` still hashes as recorded.
+pub fn verify(part: &File, id: &Identity, held: Held) -> io::Result<Held> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut good = Vec::with_capacity(held.len());
+    for (idx, want) in held {
+        let off = idx as u64 * id.chunk_size;
+        let len = id.size.saturating_sub(off).min(id.chunk_size);
+        let mut h = crate::proto::hash::ChunkHasher::new();
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            part.read_exact_at(&mut buf[..n], off + done)?;
+            h.update(&buf[..n]);
+            done += n as u64;
         }
-        data.sync_data()?;
-        let mut rec = Vec::with_capacity(self.pending.len() * RECORD);
-        for (i, h) in self.pending.drain(..) {
-            rec.extend_from_slice(&i.to_be_bytes());
-            rec.extend_from_slice(&h);
+        if h.finish() == want {
+            good.push((idx, want));
         }
-        // Appends (the file is opened with O_APPEND) of whole records.
-        self.file.write_all(&rec)?;
-        self.file.sync_data()?;
-        self.pending_bytes = 0;
-        self.since = None;
-        Ok(())
     }
+    Ok(good)
 }
 
 #[cfg(test)]
@@ -149,12 +147,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gfast-jrnl-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (jp, dp) = (dir.join("j"), dir.join("d"));
-        let data = File::create(&dp).unwrap();
         let open = || OpenOptions::new().read(true).append(true).create(true).open(&jp).unwrap();
         let mut j = Journal::create(open(), &id()).unwrap();
-        j.add(3, [3; 16], 1 << 20, &data).unwrap();
-        j.add(1, [1; 16], 1 << 20, &data).unwrap();
-        j.commit(&data).unwrap();
+        j.add(3, [3; 16]).unwrap();
+        j.add(1, [1; 16]).unwrap();
         let (_, have) = Journal::open(open(), &id()).unwrap().unwrap();
         assert_eq!(have, vec![(3, [3; 16]), (1, [1; 16])]);
         // A torn record is cut off.
@@ -165,6 +161,15 @@ mod tests {
         let other = Identity { mtime_sec: 9, ..id() };
         assert!(Journal::open(open(), &other).unwrap().is_none());
         assert_ne!(id().file_names(), other.file_names());
+        // Only chunks whose data still matches survive verification.
+        let part = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&dp).unwrap();
+        part.set_len(10 << 20).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        part.write_all_at(&chunk, 1 << 20).unwrap();
+        let good = crate::proto::hash::chunk_hash(&chunk);
+        let zero = crate::proto::hash::chunk_hash(&[0u8; 1 << 20]);
+        let kept = verify(&part, &id(), vec![(1, good), (2, good), (4, zero)]).unwrap();
+        assert_eq!(kept, vec![(1, good), (4, zero)]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
