@@ -224,10 +224,10 @@ pub fn run_sender(
         let sh = shared.clone();
         handles.push(std::thread::spawn(move || walk(&sh, roots)));
     }
-    {
+    let ctl_writer = {
         let sh = shared.clone();
-        handles.push(std::thread::spawn(move || control_writer(&sh, w)));
-    }
+        std::thread::spawn(move || control_writer(&sh, w))
+    };
     {
         let sh = shared.clone();
         handles.push(std::thread::spawn(move || control_reader(&sh, r)));
@@ -249,6 +249,9 @@ pub fn run_sender(
             g = shared.cv.wait_timeout(g, Duration::from_millis(200)).expect("cv").0;
         }
     }
+    // The control writer ends the control connection cleanly (close_notify) once
+    // SESSION_DONE is in; only then cut the sockets, or the peer sees a broken end.
+    let _ = ctl_writer.join();
     for c in &lane_conns {
         c.shutdown(Shutdown::Write);
     }

@@ -208,14 +208,15 @@ fn killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_file() {
     let src = TempDir::new("ssh-kill-src");
     let dst = TempDir::new("ssh-kill-dst");
     let f = src.path().join("huge");
-    fs::File::create(&f).unwrap().set_len(8 << 30).unwrap();
+    // Sparse: quick to make and read; 1 GiB so a resume afterwards is quick too.
+    fs::File::create(&f).unwrap().set_len(1 << 30).unwrap();
     let push = sshd.push_cmd("user_key").arg(&f).arg(remote(dst.path())).stderr(Stdio::piped()).spawn().unwrap();
     let t0 = Instant::now();
+    // Wait until the journal holds a few chunks (its header is < 100 bytes).
     let part = || {
-        fs::read_dir(dst.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        fs::read_dir(dst.path()).unwrap().filter_map(|e| e.ok()).any(|e| {
+            e.file_name().to_string_lossy().ends_with(".jrnl") && e.metadata().map(|m| m.len() > 100).unwrap_or(false)
+        })
     };
     while !part() {
         assert!(t0.elapsed() < Duration::from_secs(30), "transfer never started");
@@ -241,6 +242,20 @@ fn killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_file() {
         list_tree(dst.path()).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(left.iter().any(|n| n.ends_with(".part")) && left.iter().any(|n| n.ends_with(".jrnl")), "{left:?}");
+
+    // The same push with --resume, through a new ssh and a new one-shot receiver,
+    // sends only what is missing.
+    let o = sshd
+        .push_cmd("user_key")
+        .args(["--resume".as_ref(), "--json".as_ref(), f.as_os_str()])
+        .arg(remote(dst.path()))
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert_same_file(&f, &dst.path().join("huge"));
+    let j = parse_json(&o);
+    assert!(j["bytes_resumed"].as_u64().unwrap() > 0, "{j}");
+    assert_eq!(j["bytes_resumed"].as_u64().unwrap() + j["bytes_sent"].as_u64().unwrap(), 1 << 30, "{j}");
 }
 
 #[test]
