@@ -384,6 +384,7 @@ fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
                 return;
             }
             Frame::Error { code, message } => return sh.fail(Error::Remote(code, message)),
+            Frame::Notice { message, .. } => say!("gfast: note: {message}"),
             f @ (Frame::FileReady { .. }
             | Frame::FileDone { .. }
             | Frame::FileFailed { .. }

@@ -214,6 +214,7 @@ impl Session {
                 r.map_err(Fatal::Protocol).and_then(|_| self.maybe_finish())
             }
             Frame::Error { code, message } => Err(Fatal::Peer(code, message)),
+            Frame::Notice { .. } => Ok(()),
             Frame::Pull { .. } => Err(Fatal::Code(
                 code::PROTOCOL,
                 "this end receives files and cannot be pulled from (pull works in ssh one-shot mode)".into(),
@@ -271,9 +272,18 @@ impl Session {
                     }
                 };
                 match res {
-                    Ok(Some(Opened::Partial(temp, have))) => {
+                    Ok(Some(Opened::Partial(temp, have, changed))) => {
+                        let mut out = Vec::new();
+                        if changed {
+                            let message = format!(
+                                "{} changed since the interrupted transfer: sending it again from the start",
+                                show(&meta.path)
+                            );
+                            out.push(Frame::Notice { code: code::SOURCE_CHANGED, message });
+                        }
                         st.open.insert(id, OpenFile { temp: Some(temp), meta });
-                        st.rx.on_resumed(id, &have)
+                        out.extend(st.rx.on_resumed(id, &have));
+                        out
                     }
                     Ok(Some(Opened::InPlace)) => vec![st.rx.on_created(id)],
                     Ok(None) => {

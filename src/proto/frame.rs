@@ -50,6 +50,7 @@ pub mod kind {
     pub const SESSION_DONE: u8 = 0x19;
     pub const PULL: u8 = 0x1a;
     pub const FILE_HAVE: u8 = 0x30;
+    pub const NOTICE: u8 = 0x70;
     pub const CHUNK: u8 = 0x20;
     pub const CHUNK_ACK: u8 = 0x21;
     pub const ERROR: u8 = 0x7f;
@@ -247,6 +248,7 @@ pub enum Frame {
     SessionDone { files: u64, bytes: u64 },
     Pull { target: Vec<u8>, kind: TargetKind, is_dir: bool },
     FileHave { id: u64, chunks: Vec<(u32, [u8; HASH_LEN])> },
+    Notice { code: u16, message: String },
     Chunk { head: ChunkHead, data: Vec<u8>, hash: [u8; HASH_LEN] },
     ChunkAck { id: u64, offset: u64, status: AckStatus },
     Error { code: u16, message: String },
@@ -379,6 +381,7 @@ pub fn decode_body(k: u8, p: &[u8]) -> Result<Frame, DecodeError> {
         }
         kind::CHUNK_ACK => Frame::ChunkAck { id: r.u64()?, offset: r.u64()?, status: AckStatus::from_code(r.u8()?)? },
         kind::ERROR => Frame::Error { code: r.u16()?, message: r.text()? },
+        kind::NOTICE => Frame::Notice { code: r.u16()?, message: r.text()? },
         other => return Err(DecodeError::UnknownKind(other)),
     };
     if !r.rest().is_empty() {
@@ -412,6 +415,7 @@ impl Frame {
             Frame::Chunk { .. } => kind::CHUNK,
             Frame::ChunkAck { .. } => kind::CHUNK_ACK,
             Frame::Error { .. } => kind::ERROR,
+            Frame::Notice { .. } => kind::NOTICE,
         }
     }
 
@@ -501,7 +505,7 @@ impl Frame {
                 w.extend_from_slice(&offset.to_be_bytes());
                 w.push(status.code());
             }
-            Frame::Error { code, message } => {
+            Frame::Error { code, message } | Frame::Notice { code, message } => {
                 w.extend_from_slice(&code.to_be_bytes());
                 put_bytes16(w, clip(message).as_bytes());
             }

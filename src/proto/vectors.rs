@@ -82,6 +82,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ),
         ("CHUNK_ACK", Frame::ChunkAck { id: 7, offset: 0, status: AckStatus::Ok }),
         ("ERROR", Frame::Error { code: 1, message: "auth".into() }),
+        ("NOTICE", Frame::Notice { code: 9, message: "changed".into() }),
     ]
 }
 
@@ -157,7 +158,7 @@ fn arbitrary_bytes_never_panic_and_respect_limits() {
         let mut buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         if i % 2 == 0 && buf.len() >= 8 {
             // Make the header plausible so the body decoders get exercised.
-            buf[0] = (rng.next() % 0x24) as u8;
+            buf[0] = [0x01, 0x05, 0x12, 0x14, 0x20, 0x21, 0x30, 0x70, 0x7f][(rng.next() % 9) as usize];
             buf[1] = 0;
             buf[2] = 0;
             buf[3] = 0;

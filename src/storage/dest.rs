@@ -6,7 +6,7 @@
 //! temporary name in their final directory and renamed into place only when
 //! complete, so a final name never shows a partial or wrong file.
 
-use super::journal::{Held, Identity, Journal};
+use super::journal::{Found, Held, Identity, Journal};
 use crate::proto::frame::TargetKind;
 
 use crate::proto::path::show;
@@ -227,8 +227,9 @@ pub struct TempFile {
 pub enum Opened {
     /// Resume: the final name already holds this file (same size and mtime).
     InPlace,
-    /// A partial file to write into, with the chunks its journal already holds.
-    Partial(TempFile, Held),
+    /// A partial file to write into, with the chunks its journal already holds,
+    /// and whether it had belonged to an earlier version of the source.
+    Partial(TempFile, Held, bool),
 }
 
 impl DestRoot {
@@ -259,10 +260,10 @@ impl DestRoot {
         // A session that just lost its client may still hold the lock for a moment.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            if let Some((file, journal, have)) = own_partial(&dir, &part, &jname, ident, resume).map_err(io_err)? {
-                let journal = Some((Arc::new(Mutex::new(journal)), jname));
-                let t = TempFile { file: Arc::new(file), dir, temp: part, name: name.to_vec(), journal };
-                return Ok(Opened::Partial(t, have));
+            if let Some(o) = own_partial(&dir, &part, &jname, ident, resume).map_err(io_err)? {
+                let journal = Some((Arc::new(Mutex::new(o.journal)), jname));
+                let t = TempFile { file: Arc::new(o.file), dir, temp: part, name: name.to_vec(), journal };
+                return Ok(Opened::Partial(t, o.have, o.changed));
             }
             if std::time::Instant::now() > deadline {
                 return Err(DestError::Busy(format!("another session is writing {} right now", shown())));
@@ -275,13 +276,7 @@ impl DestRoot {
 /// Opens (or creates) the shared partial file and takes its lock; `None` when
 /// another session holds it. Resumes its journal when asked and it matches, else
 /// starts both over.
-fn own_partial(
-    dir: &OwnedFd,
-    part: &[u8],
-    jname: &[u8],
-    ident: &Identity,
-    resume: bool,
-) -> io::Result<Option<(File, Journal, Held)>> {
+fn own_partial(dir: &OwnedFd, part: &[u8], jname: &[u8], ident: &Identity, resume: bool) -> io::Result<Option<Owned>> {
     let fd = openat(dir, part, libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW, 0o600)?;
     // SAFETY: valid descriptor; a non-blocking exclusive advisory lock.
     if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } < 0 {
@@ -291,10 +286,15 @@ fn own_partial(
     let file = File::from(fd);
     let jfd = openat(dir, jname, libc::O_RDWR | libc::O_CREAT | libc::O_APPEND | libc::O_NOFOLLOW, 0o600)?;
     let jfile = File::from(jfd);
-    if resume && file.metadata()?.len() == ident.size {
-        if let Some((j, claimed)) = Journal::open(jfile.try_clone()?, ident)? {
-            let have = super::journal::verify(&file, ident, claimed)?;
-            return Ok(Some((file, j, have)));
+    let mut changed = false;
+    if resume {
+        match Journal::open(jfile.try_clone()?, ident)? {
+            Found::Resumable(j, claimed) if file.metadata()?.len() == ident.size => {
+                let have = super::journal::verify(&file, ident, claimed)?;
+                return Ok(Some(Owned { file, journal: j, have, changed: false }));
+            }
+            Found::Other => changed = true,
+            _ => {}
         }
     }
     file.set_len(0)?;
@@ -305,7 +305,16 @@ fn own_partial(
     }
     file.set_len(ident.size)?;
     jfile.set_len(0)?;
-    Ok(Some((file, Journal::create(jfile, ident)?, Vec::new())))
+    Ok(Some(Owned { file, journal: Journal::create(jfile, ident)?, have: Vec::new(), changed }))
+}
+
+/// A partial file this session owns (holds the lock of).
+struct Owned {
+    file: File,
+    journal: Journal,
+    have: Held,
+    /// An earlier version's partial was there: the source changed since.
+    changed: bool,
 }
 
 /// Reserves `size` bytes so a full disk shows now, not mid-file. File systems

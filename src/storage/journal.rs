@@ -36,14 +36,12 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The partial file's and the journal's names: `.gfast-<H>.part` and `.jrnl`.
+    /// The partial file's and the journal's names: `.gfast-<H>.part` and `.jrnl`,
+    /// H from the final name alone, so a changed source finds (and replaces) the
+    /// partial file of its earlier version.
     pub fn file_names(&self) -> (Vec<u8>, Vec<u8>) {
         let mut h = Xxh3::new();
         h.update(&self.name);
-        h.update(&self.size.to_be_bytes());
-        h.update(&self.mtime_sec.to_be_bytes());
-        h.update(&self.mtime_nsec.to_be_bytes());
-        h.update(&self.chunk_size.to_be_bytes());
         let tag = format!("{:016x}", h.digest());
         (format!(".gfast-{tag}.part").into_bytes(), format!(".gfast-{tag}.jrnl").into_bytes())
     }
@@ -63,6 +61,16 @@ impl Identity {
 /// Chunks a journal holds: (chunk index, hash).
 pub type Held = Vec<(u32, [u8; HASH_LEN])>;
 
+/// What [`Journal::open`] found.
+pub enum Found {
+    /// A journal of this very source: resume with these chunks.
+    Resumable(Journal, Held),
+    /// A journal of an earlier version of the file (size or mtime differ).
+    Other,
+    /// No usable journal.
+    Nothing,
+}
+
 /// An open journal for one partial file.
 pub struct Journal {
     file: File,
@@ -75,21 +83,22 @@ impl Journal {
         Ok(Journal { file })
     }
 
-    /// Reads an existing journal; `None` when it belongs to another identity or is
-    /// damaged in its header. A torn last record (a crash mid-append) is ignored.
-    pub fn open(mut file: File, id: &Identity) -> io::Result<Option<(Journal, Held)>> {
+    /// Reads an existing journal. A torn last record (a crash mid-append) is ignored.
+    pub fn open(mut file: File, id: &Identity) -> io::Result<Found> {
         let want = id.header();
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
         if buf.len() < want.len() || buf[..want.len()] != want[..] {
-            return Ok(None);
+            // Same name, other size, mtime or chunk size: the source changed.
+            let other = buf.len() >= 4 && &buf[..4] == MAGIC;
+            return Ok(if other { Found::Other } else { Found::Nothing });
         }
         let nchunks = id.size.div_ceil(id.chunk_size);
         let mut have = Vec::new();
         for r in buf[want.len()..].chunks_exact(RECORD) {
             let idx = u32::from_be_bytes([r[0], r[1], r[2], r[3]]);
             if idx as u64 >= nchunks {
-                return Ok(None);
+                return Ok(Found::Nothing);
             }
             let mut h = [0u8; HASH_LEN];
             h.copy_from_slice(&r[4..]);
@@ -99,7 +108,7 @@ impl Journal {
         if good < buf.len() {
             file.set_len(good as u64)?;
         }
-        Ok(Some((Journal { file }, have)))
+        Ok(Found::Resumable(Journal { file }, have))
     }
 
     /// Notes a chunk that was verified and written (one whole-record append).
@@ -151,16 +160,18 @@ mod tests {
         let mut j = Journal::create(open(), &id()).unwrap();
         j.add(3, [3; 16]).unwrap();
         j.add(1, [1; 16]).unwrap();
-        let (_, have) = Journal::open(open(), &id()).unwrap().unwrap();
-        assert_eq!(have, vec![(3, [3; 16]), (1, [1; 16])]);
+        let held = |f: Found| match f {
+            Found::Resumable(_, h) => h,
+            _ => panic!("resumable"),
+        };
+        assert_eq!(held(Journal::open(open(), &id()).unwrap()), vec![(3, [3; 16]), (1, [1; 16])]);
         // A torn record is cut off.
         open().write_all(&[0, 0, 0]).unwrap();
-        let (_, have) = Journal::open(open(), &id()).unwrap().unwrap();
-        assert_eq!(have.len(), 2);
-        // Another identity does not resume this journal.
+        assert_eq!(held(Journal::open(open(), &id()).unwrap()).len(), 2);
+        // A changed source (same name) is recognised, and not resumed.
         let other = Identity { mtime_sec: 9, ..id() };
-        assert!(Journal::open(open(), &other).unwrap().is_none());
-        assert_ne!(id().file_names(), other.file_names());
+        assert!(matches!(Journal::open(open(), &other).unwrap(), Found::Other));
+        assert_eq!(id().file_names(), other.file_names());
         // Only chunks whose data still matches survive verification.
         let part = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&dp).unwrap();
         part.set_len(10 << 20).unwrap();

@@ -178,3 +178,36 @@ fn jobs_are_listed_and_resumed_by_id() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("gfast jobs"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_source_changed_since_the_interruption_starts_over_with_a_note() {
+    let src = TempDir::new("chg-src");
+    let root = TempDir::new("chg-root");
+    let keydir = TempDir::new("chg-key");
+    let keyfile = keydir.path().join("server.key");
+    let f = src.path().join("f");
+    fs::File::create(&f).unwrap().set_len(512 << 20).unwrap();
+    let mut s = Server::start_keyed(root.path(), "127.0.0.1:0", &keyfile, TempDir::new("k1"), &[]);
+    let push =
+        s.push_cmd().args(["-q".as_ref(), f.as_os_str(), s.url("").as_ref()]).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while !fs::read_dir(root.path()).unwrap().any(|e| {
+        let e = e.unwrap();
+        e.file_name().to_string_lossy().ends_with(".jrnl") && e.metadata().unwrap().len() > 100
+    }) {
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    assert!(!push.wait_with_output().unwrap().status.success());
+    // The source changes before the resume.
+    write_random(&f, 3 << 20, 77);
+    let s2 = Server::start_keyed(root.path(), &s.addr, &keyfile, TempDir::new("k2"), &[]);
+    let o = s2.push(["--resume".as_ref(), "--json".as_ref(), f.as_os_str(), s2.url("").as_ref()]);
+    assert_ok(&o);
+    assert!(stderr(&o).contains("changed since the interrupted transfer"), "{}", stderr(&o));
+    assert_eq!(parse_json(&o)["bytes_resumed"], 0);
+    assert_same_file(&f, &root.path().join("f"));
+    assert_eq!(list_tree(root.path()), vec![root.path().join("f")], "the old partial is gone");
+}
