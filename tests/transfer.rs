@@ -1,5 +1,6 @@
 //! Integration tests: the real `gfast` binary as two processes on loopback.
 
+mod netem;
 mod resume;
 mod security;
 mod ssh;
