@@ -43,12 +43,12 @@ fn dispatch(cli: Cli, args: Vec<std::ffi::OsString>, job_id: Option<[u8; 16]>) -
     match cli.cmd {
         Cmd::Serve(a) => serve(a),
         Cmd::Push(a) => {
-            let (json, quiet, n) = (a.net.json, a.net.quiet, a.net.streams);
-            run_job(json, quiet, n, args, job_id, |st, id| push_inner(a, st, id))
+            let out = (a.net.json, a.net.quiet, a.net.buffer.is_some());
+            run_job(out, args, job_id, |st, id| push_inner(a, st, id))
         }
         Cmd::Pull(a) => {
-            let (json, quiet, n) = (a.net.json, a.net.quiet, a.net.streams);
-            run_job(json, quiet, n, args, job_id, |st, id| pull_inner(a, st, id))
+            let out = (a.net.json, a.net.quiet, a.net.buffer.is_some());
+            run_job(out, args, job_id, |st, id| pull_inner(a, st, id))
         }
         Cmd::Jobs(a) => jobs_cmd(a),
         Cmd::Resume(a) => resume_cmd(a),
@@ -314,15 +314,13 @@ fn buffer_cap_warning(b: u64, k: &KernelLimits) -> Option<String> {
 /// Runs a push or pull job with fresh counters and a job id, and prints the
 /// `--json` report at the end, on success and on failure alike.
 fn run_job(
-    json: bool,
-    quiet: bool,
-    streams: u16,
+    (json, quiet, explicit_buffer): (bool, bool, bool),
     args: Vec<std::ffi::OsString>,
     job_id: Option<[u8; 16]>,
     job: impl FnOnce(Arc<Stats>, [u8; 16]) -> Result<(), Error>,
 ) -> Result<(), Error> {
     use std::sync::atomic::Ordering::Relaxed;
-    let stats = Arc::new(Stats::new(streams as usize));
+    let stats = Arc::new(Stats::new(256));
     let job_id = job_id.unwrap_or_else(random::<16>);
     let store = job_store();
     let mut record = jobs::Job::new(&job_id, args);
@@ -339,8 +337,12 @@ fn run_job(
         let state = if res.is_ok() { jobs::State::Done } else { jobs::State::Failed };
         let _ = st.save(&record, state);
     }
+    let limits = KernelLimits::read();
+    if let (false, false, Some(a)) = (json, quiet, report::limit_advice(&stats, &limits, explicit_buffer)) {
+        eprintln!("gfast: note: {a}");
+    }
     if json {
-        let v = report::json(&job_id, &stats, res.as_ref().err(), &KernelLimits::read());
+        let v = report::json(&job_id, &stats, res.as_ref().err(), &limits);
         println!("{v}");
     }
     res
@@ -366,7 +368,7 @@ fn base_config(n: &NetArgs, job_id: [u8; 16]) -> PushConfig {
         dest: Vec::new(),
         dest_is_dir: false,
         token: Vec::new(),
-        lanes: n.streams,
+        lanes: n.streams.unwrap_or(0),
         chunk_size: n.chunk_size as u32,
         tuning: Tuning {
             buffer: n.buffer.map(|b| b as usize),
@@ -476,7 +478,7 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
     }
     let summary = res?;
     if !a.net.quiet && !a.net.json {
-        eprintln!("{}", report::summary_line(&stats, summary.files, a.net.streams, summary.discard));
+        eprintln!("{}", report::summary_line(&stats, summary.files, summary.discard));
     }
     Ok(())
 }
@@ -508,7 +510,7 @@ fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
     r.finish();
     let files = res?;
     if !a.net.quiet && !a.net.json {
-        eprintln!("{}", report::summary_line(&stats, files, a.net.streams, false));
+        eprintln!("{}", report::summary_line(&stats, files, false));
     }
     Ok(())
 }

@@ -46,8 +46,37 @@ impl Progress {
     }
 }
 
+/// One line of advice when a kernel buffer limit held the lanes back for a good
+/// part of the time (from TCP_INFO), naming what to raise.
+pub(crate) fn limit_advice(stats: &Stats, k: &KernelLimits, explicit_buffer: bool) -> Option<String> {
+    let t = stats.lane_tcp.lock().expect("stats");
+    let busy: u64 = t.iter().map(|x| x.busy_us).sum();
+    if busy < 1_000_000 {
+        return None;
+    }
+    let pct = |v: u64| v * 100 / busy;
+    let snd = pct(t.iter().map(|x| x.sndbuf_limited_us).sum());
+    let rwnd = pct(t.iter().map(|x| x.rwnd_limited_us).sum());
+    if snd >= 25 {
+        let what = if explicit_buffer {
+            format!("net.core.wmem_max (now {})", human(k.wmem_max))
+        } else {
+            format!("the maximum of net.ipv4.tcp_wmem (now {})", human(k.tcp_wmem_max))
+        };
+        return Some(format!("the send buffers held the streams back {snd}% of the time: raise {what} on this host"));
+    }
+    if rwnd >= 25 {
+        let what = if explicit_buffer { "net.core.rmem_max" } else { "the maximum of net.ipv4.tcp_rmem" };
+        return Some(format!(
+            "the receiver's window held the streams back {rwnd}% of the time: raise {what} on the receiving host"
+        ));
+    }
+    None
+}
+
 /// One line for the end of a successful push.
-pub(crate) fn summary_line(stats: &Stats, files: u64, streams: u16, discard: bool) -> String {
+pub(crate) fn summary_line(stats: &Stats, files: u64, discard: bool) -> String {
+    let streams = Stats::get(&stats.lanes);
     let secs = stats.start.elapsed().as_secs_f64();
     let bytes = Stats::get(&stats.bytes_sent);
     let rate = bytes as f64 / secs.max(1e-9);
@@ -65,6 +94,7 @@ pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &Ke
     let sent = Stats::get(&stats.bytes_sent);
     let [p50, p90, p99, max] = stats.rtt_ms();
     let id: String = job_id.iter().map(|b| format!("{b:02x}")).collect();
+    let lanes = (Stats::get(&stats.lanes) as usize).min(stats.lane_bytes.len());
     let mut v = json!({
         "job_id": id,
         "files": Stats::get(&stats.files_done),
@@ -73,8 +103,16 @@ pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &Ke
         "bytes_sent": sent,
         "seconds": secs,
         "bytes_per_second": sent as f64 / secs.max(1e-9),
-        "streams": stats.lane_bytes.len(),
-        "per_stream_bytes": stats.lane_bytes.iter().map(Stats::get).collect::<Vec<_>>(),
+        "streams": lanes,
+        "per_stream_bytes": stats.lane_bytes.iter().take(lanes).map(Stats::get).collect::<Vec<_>>(),
+        "handshake_rtt_ms": Stats::get(&stats.handshake_rtt_us) as f64 / 1000.0,
+        "tcp": stats.lane_tcp.lock().expect("stats").iter().map(|t| json!({
+            "rtt_ms": t.rtt_us as f64 / 1000.0,
+            "retransmits": t.total_retrans,
+            "busy_ms": t.busy_us / 1000,
+            "rwnd_limited_ms": t.rwnd_limited_us / 1000,
+            "sndbuf_limited_ms": t.sndbuf_limited_us / 1000,
+        })).collect::<Vec<_>>(),
         "retransmitted_chunks": Stats::get(&stats.retransmitted),
         "bytes_resumed": Stats::get(&stats.bytes_resumed),
         "files_in_place": Stats::get(&stats.files_in_place),

@@ -249,6 +249,9 @@ pub fn run_sender(
             g = shared.cv.wait_timeout(g, Duration::from_millis(200)).expect("cv").0;
         }
     }
+    // What the kernel saw on each lane, for the report and for advice.
+    *shared.stats.lane_tcp.lock().expect("stats") =
+        lane_conns.iter().filter_map(|c| crate::transport::tcp::tcp_stats(c.tcp())).collect();
     // The control writer ends the control connection cleanly (close_notify) once
     // SESSION_DONE is in; only then cut the sockets, or the peer sees a broken end.
     let _ = ctl_writer.join();

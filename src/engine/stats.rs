@@ -11,8 +11,14 @@ pub struct Stats {
     pub start: Instant,
     /// Payload bytes put on the wire in this run (retransmissions included).
     pub bytes_sent: AtomicU64,
-    /// Payload bytes per lane.
+    /// Payload bytes per lane (room for the most lanes a session may have).
     pub lane_bytes: Vec<AtomicU64>,
+    /// Lanes the session actually opened.
+    pub lanes: AtomicU64,
+    /// What the kernel said about each lane at the end (TCP_INFO).
+    pub lane_tcp: Mutex<Vec<crate::transport::tcp::TcpStats>>,
+    /// Round trip of the handshake, microseconds.
+    pub handshake_rtt_us: AtomicU64,
     /// Sum of the sizes of all files found so far.
     pub bytes_total: AtomicU64,
     /// Entries found so far.
@@ -33,12 +39,15 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Fresh counters for `lanes` lanes.
+    /// Fresh counters for up to `lanes` lanes.
     pub fn new(lanes: usize) -> Self {
         Stats {
             start: Instant::now(),
             bytes_sent: AtomicU64::new(0),
             lane_bytes: (0..lanes).map(|_| AtomicU64::new(0)).collect(),
+            lanes: AtomicU64::new(lanes as u64),
+            lane_tcp: Mutex::new(Vec::new()),
+            handshake_rtt_us: AtomicU64::new(0),
             bytes_total: AtomicU64::new(0),
             files_total: AtomicU64::new(0),
             files_done: AtomicU64::new(0),

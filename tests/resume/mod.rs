@@ -46,7 +46,7 @@ fn sigkill_loop_resumes_to_an_identical_tree() {
 
     let keyfile = keydir.path().join("server.key");
     let start_server = |addr: &str| Server::start_keyed(root.path(), addr, &keyfile, TempDir::new("unused-key"), &[]);
-    let mut server = start_server("127.0.0.1:0");
+    let mut server = start_server(&stable_addr());
     let addr = server.addr.clone();
     let key = server.key.clone();
     let mut sent_total = 0u64;
@@ -129,7 +129,7 @@ fn jobs_are_listed_and_resumed_by_id() {
     write_random(&f, 256 << 20, 21);
     let keydir = TempDir::new("jobs-key");
     let keyfile = keydir.path().join("server.key");
-    let mut s = Server::start_keyed(root.path(), "127.0.0.1:0", &keyfile, TempDir::new("k1"), &[]);
+    let mut s = Server::start_keyed(root.path(), &stable_addr(), &keyfile, TempDir::new("k1"), &[]);
     let gf = |args: &[&str]| {
         Command::new(bin())
             .args(args)
@@ -187,7 +187,7 @@ fn a_source_changed_since_the_interruption_starts_over_with_a_note() {
     let keyfile = keydir.path().join("server.key");
     let f = src.path().join("f");
     fs::File::create(&f).unwrap().set_len(512 << 20).unwrap();
-    let mut s = Server::start_keyed(root.path(), "127.0.0.1:0", &keyfile, TempDir::new("k1"), &[]);
+    let mut s = Server::start_keyed(root.path(), &stable_addr(), &keyfile, TempDir::new("k1"), &[]);
     let push =
         s.push_cmd().args(["-q".as_ref(), f.as_os_str(), s.url("").as_ref()]).stderr(Stdio::piped()).spawn().unwrap();
     let t0 = Instant::now();

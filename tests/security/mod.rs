@@ -26,7 +26,8 @@ fn first_use_trust_is_remembered_and_a_changed_key_is_refused() {
     let f = work.path().join("file");
     fs::write(&f, b"pinned").unwrap();
 
-    let a = Server::start(root.path(), &[]);
+    // A port below the ephemeral range: nothing else can take it before B binds it.
+    let a = Server::start_with(root.path(), &stable_addr(), TempDir::new("key-a"), &[]);
     let addr = a.addr.clone();
     let o = push_tofu(&kh, &[f.as_os_str(), a.url("one").as_ref()]);
     assert_ok(&o);

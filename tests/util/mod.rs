@@ -133,6 +133,20 @@ impl Drop for Server {
     }
 }
 
+/// A loopback address whose port lies below the kernel's ephemeral range, so a
+/// server restarted on it cannot find it taken by some other test's connection.
+pub fn stable_addr() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    for _ in 0..200 {
+        let k = N.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + (std::process::id() * 37 + k * 101) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
+
 /// Parses `gfast serve: listening on ADDR, key FP`.
 pub fn parse_listening(line: &str) -> (String, String) {
     let rest = line.trim().split("listening on ").nth(1).expect("listening line");
