@@ -9,9 +9,10 @@ use super::receiver::{ChunkPlan, Next, Receiver};
 use super::sender::Sender;
 use std::collections::{HashMap, VecDeque};
 
-struct Rng(u64);
+/// A seeded xorshift generator for the protocol tests.
+pub(super) struct Rng(pub(super) u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

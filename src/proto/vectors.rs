@@ -95,15 +95,7 @@ fn print_vectors() {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use super::sim::Rng;
 
 #[test]
 fn random_frames_round_trip() {
