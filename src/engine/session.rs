@@ -423,8 +423,8 @@ impl Session {
         let mut st = self.state.lock().expect("state");
         for (_, of) in st.open.drain() {
             match of.temp {
-                // A resumable partial file stays, with its journal, for a resume.
-                Some(t) if t.journal.is_some() => {}
+                // A resumable partial file stays, with its journal sealed, for a resume.
+                Some(t) if t.journal.is_some() => dest::keep(&t),
                 Some(t) => dest::discard(&t),
                 None => {}
             }

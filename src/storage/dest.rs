@@ -289,8 +289,9 @@ fn own_partial(dir: &OwnedFd, part: &[u8], jname: &[u8], ident: &Identity, resum
     let mut changed = false;
     if resume {
         match Journal::open(jfile.try_clone()?, ident)? {
-            Found::Resumable(j, claimed) if file.metadata()?.len() == ident.size => {
-                let have = super::journal::verify(&file, ident, claimed)?;
+            Found::Resumable(j, claims) if file.metadata()?.len() == ident.size => {
+                let mut have = claims.sealed;
+                have.extend(super::journal::verify(&file, ident, claims.unsealed)?);
                 return Ok(Some(Owned { file, journal: j, have, changed: false }));
             }
             Found::Other => changed = true,
@@ -332,6 +333,14 @@ fn reserve(file: &File, size: u64) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Lets go of a partial file that a resume may continue: syncs it and seals its
+/// journal, so the resume trusts what arrived without reading it back.
+pub fn keep(t: &TempFile) {
+    if let Some((j, _)) = &t.journal {
+        let _ = j.lock().expect("journal").seal(&t.file);
+    }
 }
 
 /// Removes a partial file and its journal (it will not be resumed).
