@@ -25,10 +25,30 @@ link() { # args for gfast-netem; starts it and waits for ready
   echo "gfast-netem did not start" >&2; cat "$work/netem.err" >&2; exit 1
 }
 unlink() { kill $netem; wait $netem 2>/dev/null || true; }
-iperf() { # iperf() P CC SECS -> Mbit/s
-  ip netns exec $B iperf3 -s -1 -D -p 5299 > /dev/null; sleep 0.3
-  ip netns exec $A iperf3 -c 10.99.0.2 -p 5299 -P "$1" -C "$2" -t "$3" -J \
-    | python3 -c 'import sys,json; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))'
+port=5300
+iperf() { # iperf() P CC SECS -> Mbit/s (a fresh port each time: the last server may still be exiting)
+  port=$((port + 1))
+  ip netns exec $B iperf3 -s -1 -D -p $port > /dev/null; sleep 0.5
+  ip netns exec $A iperf3 -c 10.99.0.2 -p $port -P "$1" -C "$2" -t "$3" -J \
+    | python3 -c 'import sys,json; d=json.load(sys.stdin); print(round(d["end"]["sum_received"]["bits_per_second"]/1e6) if "sum_received" in d.get("end", {}) else "n/a")'
+}
+# scp and rsync over an sshd in the far namespace (keys made here), to /dev/shm.
+ssh-keygen -q -t ed25519 -N "" -f "$work/hk"; ssh-keygen -q -t ed25519 -N "" -f "$work/uk"; cp "$work/uk.pub" "$work/ak"
+mkdir -p /run/sshd "$work/dst"
+printf 'Port 2222\nListenAddress 10.99.0.2\nHostKey %s\nAuthorizedKeysFile %s\nPidFile %s\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nSubsystem sftp internal-sftp\n' \
+  "$work/hk" "$work/ak" "$work/sshd.pid" > "$work/sshd_config"
+sshopt="-p 2222 -i $work/uk -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes"
+copy() { # copy scp|rsync -> Mbit/s
+  ip netns exec $B /usr/sbin/sshd -f "$work/sshd_config"; sleep 0.5
+  local t0 t1; rm -f "$work/dst/src.bin"; t0=$(date +%s.%N)
+  if [ "$1" = scp ]; then
+    ip netns exec $A scp -q -P 2222 ${sshopt#-p 2222} "$work/src.bin" "10.99.0.2:$work/dst/"
+  else
+    ip netns exec $A rsync -a --whole-file -e "ssh $sshopt" "$work/src.bin" "10.99.0.2:$work/dst/"
+  fi
+  t1=$(date +%s.%N)
+  kill "$(cat "$work/sshd.pid")" 2>/dev/null || true
+  echo "$mib * 8 * 1.048576 / ($t1 - $t0)" | bc -l | cut -d. -f1
 }
 gfast_push() { # -> "Mbit/s handshake_rtt_ms lanes"
   ip netns exec $B "$gf" serve --discard --listen 10.99.0.2:7447 --key-file "$work/k" > "$work/serve.out" 2>/dev/null &
@@ -57,10 +77,15 @@ scenario() { # name, netem args...
   read -r g rtt lanes < <(gfast_push)
   echo "| iperf3 -P 8 bbr | $i8 Mbit/s |"
   echo "| gfast ($lanes lanes, handshake RTT $rtt ms) | $g Mbit/s | $(echo "scale=2; $g / $i8" | bc) x iperf3 |"
+  if [ -n "${WITH_SSH:-}" ]; then
+    local sc rs; sc=$(copy scp); rs=$(copy rsync)
+    echo "| scp | $sc Mbit/s | gfast = $(echo "scale=1; $g / $sc" | bc) x scp |"
+    echo "| rsync -e ssh --whole-file | $rs Mbit/s | |"
+  fi
   unlink
   echo
 }
-scenario "1 Gbit/s, 50 ms RTT" --rate-mbit 1000 --delay-ms 25
+WITH_SSH=1 scenario "1 Gbit/s, 50 ms RTT" --rate-mbit 1000 --delay-ms 25
 echo "## 1 Gbit/s, 100 ms RTT, 0.1 % loss"
 link --rate-mbit 1000 --delay-ms 50 --loss 0.001
 for cc in cubic bbr; do for p in 1 8; do echo "| iperf3 -P $p $cc | $(iperf $p $cc 10) Mbit/s |"; done; done
@@ -69,4 +94,4 @@ echo "| gfast ($lanes lanes, handshake RTT $rtt ms) | $g Mbit/s | $(echo "scale=
 unlink
 echo
 scenario "500 Mbit/s, 200 ms RTT" --rate-mbit 500 --delay-ms 100
-scenario "2 Gbit/s, 100 ms RTT" --rate-mbit 2000 --delay-ms 50
+WITH_SSH=1 scenario "2 Gbit/s, 100 ms RTT" --rate-mbit 2000 --delay-ms 50
