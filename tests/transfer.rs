@@ -394,3 +394,20 @@ fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+#[test]
+fn bench_names_the_slowest_stage() {
+    let dir = TempDir::new("bench");
+    let o = Command::new(bin()).args(["bench", "--size", "64M", "--dir"]).arg(dir.path()).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let rates: Vec<f64> = out
+        .lines()
+        .filter(|l| l.trim_end().ends_with("GB/s"))
+        .map(|l| l.split_whitespace().rev().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(rates.len(), 6, "{out}");
+    assert!(rates.iter().all(|&r| r > 0.0), "{out}");
+    assert!(out.contains("verdict: "), "{out}");
+    assert!(list_tree(dir.path()).is_empty(), "the benchmark cleans up after itself");
+}

@@ -27,6 +27,8 @@ pub(crate) enum Cmd {
     Jobs(JobsArgs),
     /// Run a job again where it stopped (what already arrived is not sent again).
     Resume(ResumeArgs),
+    /// Find this machine's bottleneck: disk, hashing, TCP, TLS and gfast end to end.
+    Bench(BenchArgs),
 }
 
 /// Flags of `gfast serve`.
@@ -169,4 +171,15 @@ pub(crate) struct ResumeArgs {
     /// The job id (or its first characters), as `gfast jobs` shows it.
     #[arg(value_name = "ID")]
     pub(crate) id: String,
+}
+
+/// Flags of `gfast bench`.
+#[derive(Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// Directory on the disk to measure (a temporary file is written there).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// Bytes per stage (accepts K, M, G).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = super::size::parse_size)]
+    pub(crate) size: u64,
 }

@@ -2,6 +2,7 @@
 //! an exit code. The engine never sees clap types.
 
 mod args;
+mod bench;
 mod report;
 pub mod size;
 pub mod url;
@@ -52,6 +53,7 @@ fn dispatch(cli: Cli, args: Vec<std::ffi::OsString>, job_id: Option<[u8; 16]>) -
         }
         Cmd::Jobs(a) => jobs_cmd(a),
         Cmd::Resume(a) => resume_cmd(a),
+        Cmd::Bench(a) => bench::run(&a.dir, a.size),
     }
 }
 

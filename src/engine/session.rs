@@ -628,7 +628,11 @@ pub(crate) fn run_lane(
         return Ok(());
     }
     let res = s.lane_loop(r, w);
-    if res.is_err() && !s.state.lock().expect("state").done {
+    if res.is_err() {
+        if s.state.lock().expect("state").done {
+            // The session is over; its end cut this lane before it read the close.
+            return Ok(());
+        }
         s.fail(code::CANCELLED, "a data connection broke");
     }
     res
