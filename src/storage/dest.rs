@@ -252,6 +252,12 @@ impl DestRoot {
                 && st.st_mtime == ident.mtime_sec
                 && st.st_mtime_nsec == ident.mtime_nsec as i64;
             if resume && same {
+                // A journal left by a receiver killed while it finished this file
+                // (older versions removed it after the rename) goes too.
+                let (part, jname) = ident.file_names();
+                if lstat_at(&dir, &part).is_err() {
+                    remove_temp(&dir, &jname);
+                }
                 return Ok(Opened::InPlace);
             }
         }
@@ -356,11 +362,12 @@ pub fn finalize(t: &TempFile, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io:
     use std::os::unix::fs::PermissionsExt;
     t.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
     t.file.set_modified(to_system_time(mtime_sec, mtime_nsec))?;
-    rename_into_place(&t.dir, &t.temp, &t.name)?;
+    // Journal first: a crash in between leaves a complete partial file without a
+    // journal (sent again), never a journal without its partial file.
     if let Some((_, j)) = &t.journal {
         remove_temp(&t.dir, j);
     }
-    Ok(())
+    rename_into_place(&t.dir, &t.temp, &t.name)
 }
 
 /// Removes a temporary file, ignoring errors (used on failure paths).
