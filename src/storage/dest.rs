@@ -252,12 +252,7 @@ impl DestRoot {
                 && st.st_mtime == ident.mtime_sec
                 && st.st_mtime_nsec == ident.mtime_nsec as i64;
             if resume && same {
-                // A journal left by a receiver killed while it finished this file
-                // (older versions removed it after the rename) goes too.
-                let (part, jname) = ident.file_names();
-                if lstat_at(&dir, &part).is_err() {
-                    remove_temp(&dir, &jname);
-                }
+                remove_stale_partial(&dir, ident);
                 return Ok(Opened::InPlace);
             }
         }
@@ -279,6 +274,24 @@ impl DestRoot {
     }
 }
 
+/// The file is in place: a partial file and journal still named after it are
+/// left over (a session that lost its client raced another that finished the
+/// file, or a receiver died between removing the journal and the rename). They
+/// go, unless a live session holds the partial file's lock.
+fn remove_stale_partial(dir: &OwnedFd, ident: &Identity) {
+    let (part, jname) = ident.file_names();
+    match openat(dir, &part, libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
+        Ok(fd) => {
+            // SAFETY: valid descriptor; a non-blocking exclusive advisory lock.
+            if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                remove_temp(dir, &jname);
+                remove_temp(dir, &part);
+            }
+        }
+        Err(_) => remove_temp(dir, &jname),
+    }
+}
+
 /// Opens (or creates) the shared partial file and takes its lock; `None` when
 /// another session holds it. Resumes its journal when asked and it matches, else
 /// starts both over.
@@ -290,6 +303,16 @@ fn own_partial(dir: &OwnedFd, part: &[u8], jname: &[u8], ident: &Identity, resum
         return if e.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(None) } else { Err(e) };
     }
     let file = File::from(fd);
+    // The holder we waited for may have renamed this inode into place (or removed
+    // it) between our open and our lock: then it is no longer the partial file,
+    // and must not be touched. Try again with whatever the name holds now.
+    let ours = file.metadata()?;
+    match lstat_at(dir, part) {
+        Ok(st)
+            if st.st_ino == std::os::unix::fs::MetadataExt::ino(&ours)
+                && st.st_dev == std::os::unix::fs::MetadataExt::dev(&ours) => {}
+        _ => return Ok(None),
+    }
     let jfd = openat(dir, jname, libc::O_RDWR | libc::O_CREAT | libc::O_APPEND | libc::O_NOFOLLOW, 0o600)?;
     let jfile = File::from(jfd);
     let mut changed = false;
