@@ -221,6 +221,8 @@ pub struct TempFile {
     pub name: Vec<u8>,
     /// The chunk journal and its name.
     pub journal: Option<(Arc<Mutex<Journal>>, Vec<u8>)>,
+    /// An anonymous file (O_TMPFILE): it gets the name `temp` only when complete.
+    pub anon: bool,
 }
 
 /// What [`DestRoot::open_partial`] found at the destination.
@@ -257,13 +259,35 @@ impl DestRoot {
             }
         }
         let io_err = |e| DestError::Io(format!("cannot create {}", shown()), e);
+        // A file of one chunk resumes all or nothing: write it into an anonymous
+        // file that gets a name only when complete, so a crash leaves nothing
+        // behind and no journal or lock is needed (on tmpfs 29.6k -> 49k small
+        // files/s against the journaled path).
+        if ident.size <= ident.chunk_size {
+            // A journal under this name belongs to an earlier, larger version.
+            let changed = resume && lstat_at(&dir, &ident.file_names().1).is_ok();
+            if resume {
+                remove_stale_partial(&dir, ident);
+            }
+            if let Ok(fd) = openat(&dir, b".", libc::O_TMPFILE | libc::O_WRONLY, 0o600) {
+                let file = File::from(fd);
+                reserve(&file, ident.size)
+                    .map_err(|e| DestError::Io(format!("cannot reserve {} bytes for {}", ident.size, shown()), e))?;
+                static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let temp = format!(".gfast-{}-{n}.link", std::process::id()).into_bytes();
+                let t = TempFile { file: Arc::new(file), dir, temp, name: name.to_vec(), journal: None, anon: true };
+                return Ok(Opened::Partial(t, Vec::new(), changed));
+            }
+            // No O_TMPFILE on this file system: the journaled path below.
+        }
         let (part, jname) = ident.file_names();
         // A session that just lost its client may still hold the lock for a moment.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             if let Some(o) = own_partial(&dir, &part, &jname, ident, resume).map_err(io_err)? {
                 let journal = Some((Arc::new(Mutex::new(o.journal)), jname));
-                let t = TempFile { file: Arc::new(o.file), dir, temp: part, name: name.to_vec(), journal };
+                let t = TempFile { file: Arc::new(o.file), dir, temp: part, name: name.to_vec(), journal, anon: false };
                 return Ok(Opened::Partial(t, o.have, o.changed));
             }
             if std::time::Instant::now() > deadline {
@@ -390,7 +414,33 @@ pub fn finalize(t: &TempFile, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io:
     if let Some((_, j)) = &t.journal {
         remove_temp(&t.dir, j);
     }
-    rename_into_place(&t.dir, &t.temp, &t.name)
+    if t.anon {
+        link_anonymous(&t.file, &t.dir, &t.temp)?;
+    }
+    rename_into_place(&t.dir, &t.temp, &t.name).inspect_err(|_| {
+        if t.anon {
+            remove_temp(&t.dir, &t.temp);
+        }
+    })
+}
+
+/// Gives an anonymous (O_TMPFILE) file the name `name` in `dir`.
+fn link_anonymous(file: &File, dir: &OwnedFd, name: &[u8]) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid descriptors and C strings; AT_EMPTY_PATH links the descriptor itself.
+    let r = unsafe { libc::linkat(file.as_raw_fd(), c"".as_ptr(), dir.as_raw_fd(), c.as_ptr(), libc::AT_EMPTY_PATH) };
+    if r == 0 {
+        return Ok(());
+    }
+    // Without CAP_DAC_READ_SEARCH, AT_EMPTY_PATH is refused: go through /proc.
+    let p = cstr(format!("/proc/self/fd/{}", file.as_raw_fd()).as_bytes())?;
+    // SAFETY: as above; the /proc link resolves to the open file.
+    let r = unsafe { libc::linkat(libc::AT_FDCWD, p.as_ptr(), dir.as_raw_fd(), c.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Removes a temporary file, ignoring errors (used on failure paths).
