@@ -234,7 +234,7 @@ pub fn run_sender(
     }
     let mut lane_conns = Vec::new();
     for (i, (c, r, w)) in lanes.into_iter().enumerate() {
-        let inflight = Arc::new(Mutex::new(VecDeque::new()));
+        let inflight = Arc::new(Mutex::new(InflightQ::default()));
         let (sh, inf) = (shared.clone(), inflight.clone());
         handles.push(std::thread::spawn(move || lane_writer(&sh, i, w, &inf)));
         let sh = shared.clone();
@@ -409,7 +409,15 @@ fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
     }
 }
 
-type Inflight = Mutex<VecDeque<(u64, u64, u32, Instant)>>;
+/// Chunks sent on a lane and not yet acknowledged, oldest first, with their
+/// total size kept alongside (the window check runs for every chunk).
+#[derive(Default)]
+struct InflightQ {
+    q: VecDeque<(u64, u64, u32, Instant)>,
+    bytes: u64,
+}
+
+type Inflight = Mutex<InflightQ>;
 
 fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
     let mut w = BufWriter::with_capacity(256 << 10, w);
@@ -433,7 +441,7 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
                     // At most 1024 unacked chunks: their acks (~60 bytes each in TLS)
                     // always fit the peer's socket buffers, so the peer never blocks
                     // writing acks while this lane blocks writing data.
-                    q.len() >= 1024 || q.iter().map(|e| e.2 as u64).sum::<u64>() >= window
+                    q.q.len() >= 1024 || q.bytes >= window
                 };
                 if !busy {
                     if let Some(t) = g.next_chunk() {
@@ -455,7 +463,11 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
         if task.retry {
             sh.stats.retransmitted.fetch_add(1, Relaxed);
         }
-        inflight.lock().expect("inflight").push_back((task.id, task.offset, task.len, Instant::now()));
+        {
+            let mut q = inflight.lock().expect("inflight");
+            q.q.push_back((task.id, task.offset, task.len, Instant::now()));
+            q.bytes += task.len as u64;
+        }
         // Read, hash and send the chunk piece by piece. If the source fails mid-chunk
         // the frame is completed with zeros and a hash that cannot match, and the
         // file is aborted: the receiver never keeps those bytes.
@@ -543,7 +555,12 @@ fn ack_reader(sh: &Shared, mut r: BufReader<ConnReader>, inflight: &Inflight) {
                 _ => Error::Protocol("unexpected frame on a data lane".into()),
             });
         };
-        let sent = inflight.lock().expect("inflight").pop_front();
+        let sent = {
+            let mut q = inflight.lock().expect("inflight");
+            let e = q.q.pop_front();
+            q.bytes -= e.map_or(0, |e| e.2 as u64);
+            e
+        };
         match sent {
             Some((i, o, _, t)) if i == id && o == offset => sh.stats.record_rtt(t.elapsed()),
             _ => return sh.fail(Error::Protocol("acknowledgement out of order".into())),
