@@ -11,7 +11,7 @@ use crate::proto::frame::{Frame, Limits};
 use crate::proto::{CAP_RESUME, VERSION};
 use crate::transport::conn::{Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{read_frame, write_frame};
-use crate::transport::tcp::{self, Applied, Tuning};
+use crate::transport::tcp::{self, Tuning};
 use crate::transport::tls::{self, Fingerprint};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -57,12 +57,8 @@ pub struct PushConfig {
 pub struct Summary {
     /// Entries the receiver confirmed.
     pub files: u64,
-    /// What the kernel granted on the first lane.
-    pub applied: Applied,
     /// The server writes nothing (`--discard`).
     pub discard: bool,
-    /// The server's key, when the session was encrypted.
-    pub fingerprint: Option<Fingerprint>,
 }
 
 /// Runs one push to completion. `stats` is updated live for progress display.
@@ -79,7 +75,7 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
     let d = dial(cfg, &stats, None)?;
     let target = Target::Ask(cfg.dest.clone(), cfg.dest_is_dir);
     let files = run_sender(d.wired, &cfg.sources, target, cfg.chunk_size, d.resume, stats)?;
-    Ok(Summary { files, applied: d.applied, discard: d.discard, fingerprint: d.fingerprint })
+    Ok(Summary { files, discard: d.discard })
 }
 
 /// Runs one pull: asks the one-shot sender for its files (PULL with where they
@@ -110,9 +106,7 @@ pub fn pull(
 /// An established session seen from the dialing side.
 pub(crate) struct Dialed {
     pub(crate) wired: Wired,
-    pub(crate) applied: Applied,
     pub(crate) discard: bool,
-    pub(crate) fingerprint: Option<Fingerprint>,
     pub(crate) resume: bool,
 }
 
@@ -129,7 +123,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         },
         (true, None, None) => (None, false),
     };
-    let (ctl, applied, fingerprint) = open_conn(cfg, timeout, pin)?;
+    let (ctl, fingerprint) = open_conn(cfg, timeout, pin)?;
     *stats.server_key.lock().expect("stats") = fingerprint.map(|f| f.to_string());
     let (r, w) = ctl.split().map_err(|e| Error::Io("socket".into(), e))?;
     let mut r = BufReader::with_capacity(64 << 10, r);
@@ -211,7 +205,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
             .map(|lane| {
                 let keys = &keys;
                 sc.spawn(move || -> Result<Lane, Error> {
-                    let (c, _, _) = open_conn(cfg, timeout, fingerprint)?;
+                    let (c, _) = open_conn(cfg, timeout, fingerprint)?;
                     let (r, mut w) = c.split().map_err(|e| Error::Io("socket".into(), e))?;
                     let mut r = BufReader::with_capacity(64 << 10, r);
                     let mut scratch = Vec::new();
@@ -233,7 +227,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
             .collect();
         hs.into_iter().map(|h| h.join().expect("lane setup thread")).collect::<Result<Vec<_>, _>>()
     })?;
-    Ok(Dialed { wired: Wired { ctl, ctl_r: r, ctl_w: w, lanes }, applied, discard, fingerprint, resume })
+    Ok(Dialed { wired: Wired { ctl, ctl_r: r, ctl_w: w, lanes }, discard, resume })
 }
 
 /// Connects, tunes and (unless `--no-encrypt`) runs TLS pinned to `pin` (any key
@@ -242,11 +236,11 @@ fn open_conn(
     cfg: &PushConfig,
     timeout: Duration,
     pin: Option<Fingerprint>,
-) -> Result<(Conn, Applied, Option<Fingerprint>), Error> {
+) -> Result<(Conn, Option<Fingerprint>), Error> {
     let tcp = tcp::connect(&cfg.server, timeout).map_err(|e| Error::Connect(cfg.server.clone(), e))?;
-    let applied = tcp::tune(&tcp, &cfg.tuning).map_err(|e| Error::Io("tuning a socket".into(), e))?;
+    tcp::tune(&tcp, &cfg.tuning).map_err(|e| Error::Io("tuning a socket".into(), e))?;
     if !cfg.encrypt {
-        return Ok((Conn::plain(tcp), applied, None));
+        return Ok((Conn::plain(tcp), None));
     }
     let (tls_cfg, verifier) = tls::client_config(pin).map_err(|e| Error::Io("TLS setup".into(), e))?;
     tcp.set_read_timeout(Some(Duration::from_secs(30))).ok();
@@ -266,5 +260,5 @@ fn open_conn(
         _ => Error::PeerVanished(format!("TLS handshake with {}: {e}", cfg.server)),
     })?;
     conn.tcp().set_read_timeout(None).ok();
-    Ok((conn, applied, verifier.seen()))
+    Ok((conn, verifier.seen()))
 }

@@ -481,7 +481,7 @@ impl Session {
             r.read_exact(&mut trailer).map_err(|e| WireError::Io(eof_is_error(e)))?;
             let ok = plan == ChunkPlan::Store && hasher.finish() == trailer;
             if let (true, None, Some((_, Some(j)))) = (ok, &write_err, &file) {
-                // Verified and written: note it in the journal (made durable in groups).
+                // Verified and written: note it in the journal (synced when the session lets go).
                 let idx = (offset / self.chunk_size) as u32;
                 if let Err(e) = j.lock().expect("journal").add(idx, trailer) {
                     write_err = Some(e);

@@ -128,14 +128,6 @@ impl Receiver {
         out
     }
 
-    /// Which chunks of `id` are verified, with their hashes (for the journal).
-    pub fn verified_chunks(&self, id: u64) -> Vec<(u32, [u8; HASH_LEN])> {
-        self.files
-            .get(&id)
-            .map(|f| f.verified.iter().enumerate().filter_map(|(i, h)| h.map(|h| (i as u32, h))).collect())
-            .unwrap_or_default()
-    }
-
     /// The engine created a directory or symlink: the entry is done.
     pub fn on_created(&mut self, id: u64) -> Frame {
         self.files.remove(&id);
