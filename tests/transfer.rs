@@ -411,3 +411,53 @@ fn bench_names_the_slowest_stage() {
     assert!(out.contains("verdict: "), "{out}");
     assert!(list_tree(dir.path()).is_empty(), "the benchmark cleans up after itself");
 }
+
+#[test]
+fn both_write_paths_store_the_same_bytes() {
+    let src = TempDir::new("io-src");
+    let f = src.path().join("f.bin");
+    // 4 MiB chunks of four 1 MiB pieces, several in flight per lane, a short tail.
+    write_random(&f, (26 << 20) + 777, 11);
+    for io in ["pwrite", "uring"] {
+        let root = TempDir::new(&format!("io-root-{io}"));
+        let s = Server::start(root.path(), &["--io", io]);
+        let args = ["-n", "2", "--chunk-size", "4M"];
+        let o = s.push(args.iter().map(|a| a.as_ref()).chain([f.as_os_str(), s.url("").as_ref()]));
+        assert_ok(&o);
+        assert_same_file(&f, &root.path().join("f.bin"));
+        assert_eq!(list_tree(root.path()), vec![root.path().join("f.bin")]);
+        let err = s.stop();
+        if err.contains("io_uring is not available") {
+            assert_eq!(io, "uring", "{err}");
+            eprintln!("SKIP io_uring half (the pwrite fallback ran instead): {err}");
+        }
+    }
+}
+
+#[test]
+fn rate_paces_every_stream_at_its_share() {
+    let src = TempDir::new("rate-src");
+    let root = TempDir::new("rate-root");
+    let f = src.path().join("f.bin");
+    write_random(&f, 6 << 20, 12);
+    let s = Server::start(root.path(), &[]);
+    let args = ["-n", "2", "--chunk-size", "1M", "--rate", "40M", "--json"];
+    let o = s.push(args.iter().map(|a| a.as_ref()).chain([f.as_os_str(), s.url("").as_ref()]));
+    assert_ok(&o);
+    assert_same_file(&f, &root.path().join("f.bin"));
+    let j = parse_json(&o);
+    let caps: Vec<u64> = j["tcp"].as_array().unwrap().iter().map(|t| t["max_pacing_rate"].as_u64().unwrap()).collect();
+    // 40 Mbit/s over 2 streams: 2.5 MB/s each.
+    assert_eq!(caps, vec![2_500_000, 2_500_000]);
+    // A cap can only slow a transfer: 6 MiB at 5 MB/s cannot be much faster than 1.2 s.
+    let bps = j["bytes_per_second"].as_f64().unwrap();
+    assert!(bps < 5e6 * 1.3, "paced at 40 Mbit/s but moved {:.1} Mbit/s", bps * 8e-6);
+    // Without --rate nothing is capped.
+    let o = s.push(["--json".as_ref(), f.as_os_str(), s.url("again").as_ref()]);
+    assert_ok(&o);
+    assert!(parse_json(&o)["tcp"].as_array().unwrap().iter().all(|t| t["max_pacing_rate"].is_null()));
+    // A rate that makes no sense is refused before anything starts.
+    let o = s.push(["--rate".as_ref(), "fast".as_ref(), f.as_os_str(), s.url("x").as_ref()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bits per second"), "{}", stderr(&o));
+}

@@ -77,6 +77,22 @@ pub(crate) struct ServeArgs {
     /// Also accept clients that use --no-encrypt (authentication still required).
     #[arg(long)]
     pub(crate) allow_no_encrypt: bool,
+    /// With --oneshot --send: cap the sending rate in bits per second (as push --rate).
+    #[arg(long, value_name = "BITS", value_parser = super::size::parse_rate, requires = "send")]
+    pub(crate) rate: Option<u64>,
+    /// How received data is written: pwrite, or uring (io_uring; falls back to
+    /// pwrite with a note where the kernel refuses it).
+    #[arg(long, value_enum, value_name = "HOW", default_value = "pwrite")]
+    pub(crate) io: IoArg,
+}
+
+/// Values of --io.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum IoArg {
+    /// pwrite(2) (measured faster on the benchmark machine).
+    Pwrite,
+    /// io_uring (pwrite, with a note, where the kernel refuses it).
+    Uring,
 }
 
 /// Flags of `gfast push`.
@@ -110,6 +126,9 @@ pub(crate) struct PullArgs {
     /// Local destination (a directory to put it in, or a new name).
     #[arg(value_name = "DEST")]
     pub(crate) dest: PathBuf,
+    /// How received data is written: pwrite or uring (as for serve).
+    #[arg(long, value_enum, value_name = "HOW", default_value = "pwrite")]
+    pub(crate) io: IoArg,
     /// Transfer settings shared with push.
     #[command(flatten)]
     pub(crate) net: NetArgs,
@@ -155,6 +174,11 @@ pub(crate) struct NetArgs {
     /// The gfast command on the remote host.
     #[arg(long, value_name = "CMD", default_value = "gfast")]
     pub(crate) remote_cmd: String,
+    /// Cap the sending rate, in bits per second (e.g. 800M, 2.5G): the kernel
+    /// paces every data stream at its share (SO_MAX_PACING_RATE), so many streams
+    /// do not overrun a slower receiver or link.
+    #[arg(long, value_name = "BITS", value_parser = super::size::parse_rate)]
+    pub(crate) rate: Option<u64>,
 }
 
 /// Flags of `gfast jobs`.

@@ -123,7 +123,16 @@ fn new_token() -> String {
     random::<24>().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn set_io(a: args::IoArg) {
+    use crate::storage::pieces::{set_mode, IoMode};
+    set_mode(match a {
+        args::IoArg::Uring => IoMode::Uring,
+        args::IoArg::Pwrite => IoMode::Pwrite,
+    });
+}
+
 fn serve(a: ServeArgs) -> Result<(), Error> {
+    set_io(a.io);
     if a.oneshot {
         return serve_oneshot(a);
     }
@@ -240,7 +249,7 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
         root,
         token: token.clone().into_bytes(),
         discard: false,
-        tuning: Tuning { buffer: a.buffer.map(|b| b as usize), ..Tuning::default() },
+        tuning: Tuning { buffer: a.buffer.map(|b| b as usize), rate: a.rate, ..Tuning::default() },
         max_lanes: a.max_streams.max(1),
         verbose: a.verbose,
         tls: id.server_config().map_err(|e| Error::Io("TLS setup".into(), e))?,
@@ -375,6 +384,7 @@ fn base_config(n: &NetArgs, job_id: [u8; 16]) -> PushConfig {
         tuning: Tuning {
             buffer: n.buffer.map(|b| b as usize),
             timeout: Duration::from_secs(n.timeout.max(1)),
+            rate: n.rate,
             ..Tuning::default()
         },
         job_id,
@@ -446,7 +456,7 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
     let mut remote_proc = None;
     match &via_ssh {
         Some(t) => {
-            let r = ssh::start(&ssh::split_words(&a.net.ssh), &a.net.remote_cmd, t, ssh::RemoteRole::Receive)?;
+            let r = ssh::start(&ssh::split_words(&a.net.ssh), &a.net.remote_cmd, t, ssh::RemoteRole::Receive, None)?;
             let o = r.offer.clone();
             cfg.dest_is_dir = t.path.is_empty() || t.path.ends_with(b"/") || o.target.is_empty();
             cfg.server = route(&a.net, &r)?;
@@ -486,6 +496,7 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
 }
 
 fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Error> {
+    set_io(a.io);
     use std::os::unix::ffi::OsStrExt;
     let t = ssh::SshTarget::parse(a.src.as_bytes()).ok_or_else(|| {
         Error::Usage(format!(
@@ -503,7 +514,7 @@ fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
         .target_kind(&comps)
         .map_err(|e| Error::Usage(e.to_string()))?;
     let is_dir = target.is_empty() || a.dest.as_os_str().as_bytes().ends_with(b"/");
-    let r = ssh::start(&ssh::split_words(&a.net.ssh), &a.net.remote_cmd, &t, ssh::RemoteRole::Send)?;
+    let r = ssh::start(&ssh::split_words(&a.net.ssh), &a.net.remote_cmd, &t, ssh::RemoteRole::Send, a.net.rate)?;
     let mut cfg = base_config(&a.net, job_id);
     cfg.server = route(&a.net, &r)?;
     cfg.token = r.offer.token.clone().into_bytes();

@@ -112,6 +112,7 @@ pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &Ke
             "busy_ms": t.busy_us / 1000,
             "rwnd_limited_ms": t.rwnd_limited_us / 1000,
             "sndbuf_limited_ms": t.sndbuf_limited_us / 1000,
+            "max_pacing_rate": (t.max_pacing_rate != u64::MAX).then_some(t.max_pacing_rate),
         })).collect::<Vec<_>>(),
         "retransmitted_chunks": Stats::get(&stats.retransmitted),
         "bytes_resumed": Stats::get(&stats.bytes_resumed),

@@ -17,6 +17,30 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
 }
 
+/// Parses a rate in bits per second with an optional decimal suffix (k, M, G, T)
+/// and an optional trailing `bit`, `bps` or `b`: `800M`, `2.5G`, `100Mbit`.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let bad = || format!("'{s}' is not a rate in bits per second (examples: 800M, 2.5G, 100Mbit)");
+    let t = s.trim();
+    let t = t.strip_suffix("bit").or_else(|| t.strip_suffix("bps")).or_else(|| t.strip_suffix('b')).unwrap_or(t);
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult = match suffix {
+        "" => 1e0,
+        "k" | "K" => 1e3,
+        "m" | "M" => 1e6,
+        "g" | "G" => 1e9,
+        "t" | "T" => 1e12,
+        _ => return Err(bad()),
+    };
+    let bits = n * mult;
+    if !(8e3..=1e15).contains(&bits) {
+        return Err(format!("'{s}': a rate must be between 8k and 1000T bits per second"));
+    }
+    Ok(bits as u64)
+}
+
 /// Renders bytes with a binary unit, e.g. `1.50 GiB`.
 pub fn human(n: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -48,5 +72,17 @@ mod tests {
         assert!(parse_size("M").is_err());
         assert!(parse_size("99999999999T").is_err());
         assert_eq!(human(1536), "1.50 KiB");
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("800M"), Ok(800_000_000));
+        assert_eq!(parse_rate("2.5G"), Ok(2_500_000_000));
+        assert_eq!(parse_rate("100Mbit"), Ok(100_000_000));
+        assert_eq!(parse_rate("1gbps"), Ok(1_000_000_000));
+        assert_eq!(parse_rate("64000"), Ok(64_000));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("10").is_err());
+        assert!(parse_rate("5X").is_err());
     }
 }

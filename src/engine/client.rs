@@ -227,7 +227,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
             .collect();
         hs.into_iter().map(|h| h.join().expect("lane setup thread")).collect::<Result<Vec<_>, _>>()
     })?;
-    Ok(Dialed { wired: Wired { ctl, ctl_r: r, ctl_w: w, lanes }, discard, resume })
+    Ok(Dialed { wired: Wired { ctl, ctl_r: r, ctl_w: w, lanes, rate: cfg.tuning.rate }, discard, resume })
 }
 
 /// Connects, tunes and (unless `--no-encrypt`) runs TLS pinned to `pin` (any key

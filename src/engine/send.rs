@@ -37,6 +37,8 @@ pub struct Wired {
     pub ctl_w: BufWriter<ConnWriter>,
     /// The data lanes, in lane order.
     pub lanes: Vec<(Conn, BufReader<ConnReader>, ConnWriter)>,
+    /// Cap on the sending rate, bits per second, shared evenly by the lanes.
+    pub rate: Option<u64>,
 }
 
 /// Where the sources go.
@@ -160,6 +162,14 @@ pub fn run_sender(
         src_dirs.push(md.is_dir());
     }
     let (ctl, mut r, lanes) = (w.ctl, w.ctl_r, w.lanes);
+    if let Some(bits) = w.rate {
+        // Each lane is paced at its share, in bytes per second.
+        let share = (bits / 8 / lanes.len().max(1) as u64).max(1);
+        for (c, _, _) in &lanes {
+            crate::transport::tcp::set_pacing(c.tcp(), share)
+                .map_err(|e| Error::Io("setting the pacing rate (SO_MAX_PACING_RATE)".into(), e))?;
+        }
+    }
     let mut scratch = Vec::new();
     let mut buf = Vec::new();
     let limits = Limits::default();

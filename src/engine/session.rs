@@ -16,12 +16,12 @@ use crate::proto::path::{components, show};
 use crate::proto::receiver::{ChunkPlan, Next, Receiver};
 use crate::storage::dest::{self, DestError, DestRoot, Opened, TempFile};
 use crate::storage::journal::Identity;
+use crate::storage::pieces::PieceWriter;
 use crate::transport::conn::{Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{eof_is_error, read_frame, read_header, write_frame, WireError};
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -438,7 +438,7 @@ impl Session {
         let mut w = BufWriter::with_capacity(16 << 10, w);
         let mut scratch = Vec::new();
         let limits = Limits { max_control: 1 << 16, max_chunk: self.chunk_size as u32 };
-        let mut piece = vec![0u8; PIECE];
+        let mut pw = PieceWriter::new(PIECE);
         loop {
             let h = match read_header(&mut r, &limits) {
                 Ok(h) => h,
@@ -468,14 +468,19 @@ impl Session {
             let mut write_err: Option<io::Error> = None;
             while done < len as usize {
                 let n = (len as usize - done).min(PIECE);
-                r.read_exact(&mut piece[..n]).map_err(|e| WireError::Io(eof_is_error(e)))?;
-                hasher.update(&piece[..n]);
+                let piece = &mut pw.buffer()[..n];
+                r.read_exact(piece).map_err(|e| WireError::Io(eof_is_error(e)))?;
+                hasher.update(piece);
                 if let (Some((f, _)), None) = (&file, &write_err) {
-                    if let Err(e) = f.write_all_at(&piece[..n], offset + done as u64) {
+                    if let Err(e) = pw.write(f, offset + done as u64, n) {
                         write_err = Some(e);
                     }
                 }
                 done += n;
+            }
+            // The chunk's writes are complete before it is journaled and acknowledged.
+            if let Err(e) = pw.finish() {
+                write_err.get_or_insert(e);
             }
             let mut trailer = [0u8; HASH_LEN];
             r.read_exact(&mut trailer).map_err(|e| WireError::Io(eof_is_error(e)))?;

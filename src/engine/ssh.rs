@@ -117,14 +117,25 @@ pub enum RemoteRole {
 }
 
 /// Starts `REMOTE_CMD serve --oneshot --dest|--send PATH` through `ssh` and waits
-/// for the offer.
-pub fn start(ssh: &[String], remote_cmd: &str, t: &SshTarget, role: RemoteRole) -> Result<Remote, Error> {
+/// for the offer. `rate` (bits per second) caps a remote sender.
+pub fn start(
+    ssh: &[String],
+    remote_cmd: &str,
+    t: &SshTarget,
+    role: RemoteRole,
+    rate: Option<u64>,
+) -> Result<Remote, Error> {
     let (prog, args) = ssh.split_first().ok_or_else(|| Error::Usage("--ssh is empty".into()))?;
     let mut cmd_line = remote_cmd.as_bytes().to_vec();
-    cmd_line.extend_from_slice(match role {
-        RemoteRole::Receive => b" serve --oneshot --dest ",
-        RemoteRole::Send => b" serve --oneshot --send ",
-    });
+    if let (RemoteRole::Send, Some(r)) = (role, rate) {
+        cmd_line.extend_from_slice(format!(" serve --rate {r}").as_bytes());
+        cmd_line.extend_from_slice(b" --oneshot --send ");
+    } else {
+        cmd_line.extend_from_slice(match role {
+            RemoteRole::Receive => b" serve --oneshot --dest ",
+            RemoteRole::Send => b" serve --oneshot --send ",
+        });
+    }
     cmd_line.extend_from_slice(&shell_quote(if t.path.is_empty() { b"." } else { &t.path }));
     // A control socket lets a tunnel be added to this very ssh connection later.
     let control_path = std::env::temp_dir().join(format!(

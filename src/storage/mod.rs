@@ -4,4 +4,5 @@
 pub mod dest;
 pub mod jobs;
 pub mod journal;
+pub mod pieces;
 pub mod walk;

@@ -16,11 +16,13 @@ pub struct Tuning {
     /// How long unacknowledged data or a silent peer is tolerated before the
     /// connection is declared dead (TCP_USER_TIMEOUT and keepalive).
     pub timeout: Duration,
+    /// Cap on the session's sending rate, bits per second, shared by its lanes.
+    pub rate: Option<u64>,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { buffer: None, congestion: Some("bbr".into()), timeout: Duration::from_secs(60) }
+        Tuning { buffer: None, congestion: Some("bbr".into()), timeout: Duration::from_secs(60), rate: None }
     }
 }
 
@@ -55,6 +57,27 @@ pub fn tune(stream: &TcpStream, t: &Tuning) -> io::Result<Applied> {
     }
     let congestion = s.tcp_congestion().map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
     Ok(Applied { send_buffer: s.send_buffer_size()?, recv_buffer: s.recv_buffer_size()?, congestion })
+}
+
+/// Caps what the kernel sends on `stream` at `bytes_per_sec` (SO_MAX_PACING_RATE;
+/// TCP paces by itself, no fq qdisc needed).
+pub fn set_pacing(stream: &TcpStream, bytes_per_sec: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v: u64 = bytes_per_sec.max(1);
+    // SAFETY: a u64 option value of the right size for the kernel to read.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MAX_PACING_RATE,
+            &v as *const u64 as *const libc::c_void,
+            std::mem::size_of::<u64>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Connects to `target` ("host:port"), trying every resolved address in turn.
@@ -129,6 +152,8 @@ pub struct TcpStats {
     pub rwnd_limited_us: u64,
     /// Time sending was limited by the local send buffer, microseconds.
     pub sndbuf_limited_us: u64,
+    /// The pacing cap in bytes per second (`u64::MAX`: none).
+    pub max_pacing_rate: u64,
 }
 
 /// The leading part of Linux's `struct tcp_info` (uapi/linux/tcp.h), up to
@@ -179,6 +204,7 @@ pub fn tcp_stats(stream: &TcpStream) -> Option<TcpStats> {
         busy_us: raw.busy_time,
         rwnd_limited_us: raw.rwnd_limited,
         sndbuf_limited_us: raw.sndbuf_limited,
+        max_pacing_rate: raw.u64s_a[1],
     })
 }
 
@@ -202,5 +228,8 @@ mod tests {
         // bytes_acked sits right before the fields we read last: a wrong layout shows here.
         assert!((100_000..=100_002).contains(&st.bytes_acked), "{st:?}");
         assert!(st.busy_us < 60_000_000 && st.sndbuf_limited_us <= st.busy_us.max(1) * 2, "{st:?}");
+        assert_eq!(st.max_pacing_rate, u64::MAX, "no cap unless asked");
+        set_pacing(&c, 12_345_678).unwrap();
+        assert_eq!(tcp_stats(&c).unwrap().max_pacing_rate, 12_345_678);
     }
 }
