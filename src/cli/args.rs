@@ -64,6 +64,10 @@ pub(crate) struct ServeArgs {
     /// Explicit socket buffer size (e.g. 4M); default: the kernel's autotuning.
     #[arg(long, value_name = "SIZE", value_parser = super::size::parse_size)]
     pub(crate) buffer: Option<u64>,
+    /// Seconds a silent client is tolerated (TCP user timeout, QUIC idle timeout:
+    /// over QUIC a client that vanished is only noticed after this).
+    #[arg(long, value_name = "SECS", default_value_t = 60, env = "GFAST_TIMEOUT")]
+    pub(crate) timeout: u64,
     /// Most data streams one session may open.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub(crate) max_streams: u16,
@@ -84,6 +88,15 @@ pub(crate) struct ServeArgs {
     /// pwrite with a note where the kernel refuses it).
     #[arg(long, value_enum, value_name = "HOW", default_value = "pwrite")]
     pub(crate) io: IoArg,
+}
+
+/// Values of --transport.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TransportArg {
+    /// TCP connections (TLS on each unless --no-encrypt).
+    Tcp,
+    /// One QUIC connection (always encrypted).
+    Quic,
 }
 
 /// Values of --io.
@@ -154,8 +167,9 @@ pub(crate) struct NetArgs {
     /// Explicit socket buffer size (e.g. 4M); default: the kernel's autotuning.
     #[arg(long, value_name = "SIZE", value_parser = super::size::parse_size)]
     pub(crate) buffer: Option<u64>,
-    /// Seconds a silent or unresponsive server is tolerated before giving up.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    /// Seconds a silent or unresponsive server is tolerated before giving up
+    /// (over QUIC also how soon a vanished server is noticed).
+    #[arg(long, value_name = "SECS", default_value_t = 60, env = "GFAST_TIMEOUT")]
     pub(crate) timeout: u64,
     /// ssh command for [USER@]HOST:PATH destinations, with its options
     /// (e.g. "ssh -p 2222 -i key"); ~/.ssh/config applies as usual.
@@ -174,6 +188,10 @@ pub(crate) struct NetArgs {
     /// The gfast command on the remote host.
     #[arg(long, value_name = "CMD", default_value = "gfast")]
     pub(crate) remote_cmd: String,
+    /// Transport: tcp (many tuned TCP connections) or quic (one QUIC connection,
+    /// a stream per lane, on the same port number over UDP).
+    #[arg(long, value_enum, value_name = "T", default_value = "tcp", env = "GFAST_TRANSPORT")]
+    pub(crate) transport: TransportArg,
     /// Cap the sending rate, in bits per second (e.g. 800M, 2.5G): the kernel
     /// paces every data stream at its share (SO_MAX_PACING_RATE), so many streams
     /// do not overrun a slower receiver or link.

@@ -203,6 +203,7 @@ fn end_to_end(src: &Path, root: &Path, id: &Identity, size: u64) -> Result<f64, 
         known_hosts: None,
         notice: |_| {},
         resume: false,
+        quic: false,
     };
     let stats = Arc::new(Stats::new(256));
     let t = Instant::now();

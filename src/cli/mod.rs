@@ -205,16 +205,33 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
         root,
         token,
         discard: a.discard,
-        tuning: Tuning { buffer: a.buffer.map(|b| b as usize), ..Tuning::default() },
+        tuning: Tuning {
+            buffer: a.buffer.map(|b| b as usize),
+            timeout: Duration::from_secs(a.timeout.max(1)),
+            ..Tuning::default()
+        },
         max_lanes: a.max_streams.max(1),
         verbose: a.verbose,
     };
+    let discard = cfg.discard;
+    let server = Server::new(cfg);
+    start_quic(&server, local, "gfast serve");
     println!("gfast serve: listening on {local}, key {}", id.fingerprint);
     let _ = std::io::stdout().flush();
-    if cfg.discard {
+    if discard {
         eprintln!("gfast serve: --discard: data is received and verified, nothing is written");
     }
-    Server::new(cfg).run(listener).map_err(|e| Error::Io("accepting connections".into(), e))
+    server.run(listener).map_err(|e| Error::Io("accepting connections".into(), e))
+}
+
+/// Also listens for QUIC on the TCP port's number (UDP); says so when it cannot,
+/// or when a kernel limit caps its buffers.
+fn start_quic(server: &Arc<Server>, local: std::net::SocketAddr, who: &str) {
+    match server.start_quic(local) {
+        Ok(None) => {}
+        Ok(Some(note)) => eprintln!("{who}: {note}"),
+        Err(e) => eprintln!("{who}: QUIC unavailable on UDP {local} ({e}); serving TCP only"),
+    }
 }
 
 /// `gfast serve --oneshot`: one session for a client that started us over ssh.
@@ -249,7 +266,12 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
         root,
         token: token.clone().into_bytes(),
         discard: false,
-        tuning: Tuning { buffer: a.buffer.map(|b| b as usize), rate: a.rate, ..Tuning::default() },
+        tuning: Tuning {
+            buffer: a.buffer.map(|b| b as usize),
+            rate: a.rate,
+            timeout: Duration::from_secs(a.timeout.max(1)),
+            ..Tuning::default()
+        },
         max_lanes: a.max_streams.max(1),
         verbose: a.verbose,
         tls: id.server_config().map_err(|e| Error::Io("TLS setup".into(), e))?,
@@ -257,6 +279,8 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
         oneshot: true,
         send,
     };
+    let server = Server::new(cfg);
+    start_quic(&server, (ip, port).into(), "gfast serve --oneshot");
     let bind = (!ip.is_unspecified()).then(|| ip.to_string());
     let offer = oneshot::Offer { host, port, token, fingerprint: id.fingerprint, target, bind };
     println!("{}", offer.to_line());
@@ -267,7 +291,7 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         c2.store(true, std::sync::atomic::Ordering::SeqCst);
     });
-    if Server::new(cfg).run_oneshot(listener, Duration::from_secs(a.idle_timeout), &closed) {
+    if server.run_oneshot(listener, Duration::from_secs(a.idle_timeout), &closed) {
         Ok(())
     } else {
         Err(Error::Remote(0, "the one-shot session did not complete".into()))
@@ -364,6 +388,20 @@ fn check_net(n: &NetArgs) -> Result<(), Error> {
     if !(MIN_CHUNK_SIZE as u64..=MAX_CHUNK_SIZE as u64).contains(&n.chunk_size) {
         return Err(Error::Usage(format!("--chunk-size {} is out of range: use 64K to 1G", size::human(n.chunk_size))));
     }
+    if n.transport == args::TransportArg::Quic {
+        let clash = if n.tunnel {
+            Some("--tunnel: an ssh tunnel carries TCP only")
+        } else if n.rate.is_some() {
+            Some("--rate: pacing applies to TCP streams")
+        } else if n.buffer.is_some() {
+            Some("--buffer: it sizes TCP sockets")
+        } else {
+            None
+        };
+        if let Some(c) = clash {
+            return Err(Error::Usage(format!("{c}; drop it or use --transport tcp")));
+        }
+    }
     raise_fd_limit();
     if let Some(w) = n.buffer.and_then(|b| buffer_cap_warning(b, &KernelLimits::read())) {
         eprintln!("gfast: warning: {w}");
@@ -393,12 +431,17 @@ fn base_config(n: &NetArgs, job_id: [u8; 16]) -> PushConfig {
         known_hosts: None,
         notice: |m| eprintln!("gfast: {m}"),
         resume: n.resume,
+        quic: n.transport == args::TransportArg::Quic,
     }
 }
 
 /// ssh mode: the address to dial, directly or, when asked or when a direct
 /// connection fails, through an ssh tunnel (announced in one line).
 fn route(n: &NetArgs, r: &ssh::Remote) -> Result<String, Error> {
+    if n.transport == args::TransportArg::Quic {
+        // UDP has no connect to probe: the QUIC handshake tells.
+        return Ok(r.server.clone());
+    }
     if !n.tunnel {
         match crate::transport::tcp::connect(&r.server, Duration::from_secs(3)) {
             Ok(_) => return Ok(r.server.clone()),
@@ -443,6 +486,9 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
     };
     if a.no_encrypt && fingerprint.is_some() {
         return Err(Error::Usage("--fingerprint pins a TLS key: it cannot go with --no-encrypt".into()));
+    }
+    if a.no_encrypt && a.net.transport == args::TransportArg::Quic {
+        return Err(Error::Usage("--no-encrypt: QUIC always encrypts; use --transport tcp for clear data".into()));
     }
     if a.no_encrypt && via_ssh.is_some() {
         return Err(Error::Usage("--no-encrypt is for daemons (gfast://); ssh one-shot mode always encrypts".into()));

@@ -95,6 +95,7 @@ pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &Ke
     let [p50, p90, p99, max] = stats.rtt_ms();
     let id: String = job_id.iter().map(|b| format!("{b:02x}")).collect();
     let lanes = (Stats::get(&stats.lanes) as usize).min(stats.lane_bytes.len());
+    let quic = *stats.quic.lock().expect("stats");
     let mut v = json!({
         "job_id": id,
         "files": Stats::get(&stats.files_done),
@@ -114,6 +115,14 @@ pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &Ke
             "sndbuf_limited_ms": t.sndbuf_limited_us / 1000,
             "max_pacing_rate": (t.max_pacing_rate != u64::MAX).then_some(t.max_pacing_rate),
         })).collect::<Vec<_>>(),
+        "transport": if quic.is_some() { "quic" } else { "tcp" },
+        "quic": quic.map(|q| json!({
+            "rtt_ms": q.rtt_us as f64 / 1000.0,
+            "cwnd": q.cwnd,
+            "lost_packets": q.lost_packets,
+            "sent_packets": q.sent_packets,
+            "mtu": q.mtu,
+        })),
         "retransmitted_chunks": Stats::get(&stats.retransmitted),
         "bytes_resumed": Stats::get(&stats.bytes_resumed),
         "files_in_place": Stats::get(&stats.files_in_place),

@@ -14,12 +14,12 @@ use crate::proto::hash::ChunkHasher;
 use crate::proto::path::{components, show};
 use crate::proto::sender::{Failure, Sender};
 use crate::storage::walk::Walker;
-use crate::transport::conn::{Conn, ConnReader, ConnWriter};
+use crate::transport::conn::{Closer, Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{read_frame, write_frame, WireError};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -67,7 +67,7 @@ struct Shared {
     error: Mutex<Option<Error>>,
     session_done: AtomicBool,
     walk_failures: Mutex<(u64, Vec<Failure>)>,
-    sockets: Mutex<Vec<TcpStream>>,
+    sockets: Mutex<Vec<Closer>>,
     chunk_size: u64,
     /// Test hook (GFAST_FAULT_CORRUPT_EVERY=N): corrupt the first sending of every
     /// Nth chunk on the wire, after hashing, to exercise verification and resend.
@@ -90,7 +90,7 @@ impl Shared {
         }
         self.abort.store(true, SeqCst);
         for s in self.sockets.lock().expect("sockets").iter() {
-            let _ = s.shutdown(Shutdown::Both);
+            s.shutdown(Shutdown::Both);
         }
         let _g = self.lock();
         self.cv.notify_all();
@@ -165,8 +165,8 @@ pub fn run_sender(
     if let Some(bits) = w.rate {
         // Each lane is paced at its share, in bytes per second.
         let share = (bits / 8 / lanes.len().max(1) as u64).max(1);
-        for (c, _, _) in &lanes {
-            crate::transport::tcp::set_pacing(c.tcp(), share)
+        for t in lanes.iter().filter_map(|l| l.0.tcp()) {
+            crate::transport::tcp::set_pacing(t, share)
                 .map_err(|e| Error::Io("setting the pacing rate (SO_MAX_PACING_RATE)".into(), e))?;
         }
     }
@@ -221,9 +221,7 @@ pub fn run_sender(
         error: Mutex::new(None),
         session_done: AtomicBool::new(false),
         walk_failures: Mutex::new((0, Vec::new())),
-        sockets: Mutex::new(
-            lanes.iter().map(|l| &l.0).chain([&ctl]).filter_map(|c| c.tcp().try_clone().ok()).collect(),
-        ),
+        sockets: Mutex::new(lanes.iter().map(|l| &l.0).chain([&ctl]).filter_map(|c| c.closer().ok()).collect()),
         chunk_size: chunk_size as u64,
         corrupt_every: std::env::var("GFAST_FAULT_CORRUPT_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
         first_sendings: std::sync::atomic::AtomicU64::new(0),
@@ -261,7 +259,10 @@ pub fn run_sender(
     }
     // What the kernel saw on each lane, for the report and for advice.
     *shared.stats.lane_tcp.lock().expect("stats") =
-        lane_conns.iter().filter_map(|c| crate::transport::tcp::tcp_stats(c.tcp())).collect();
+        lane_conns.iter().filter_map(|c| c.tcp().and_then(crate::transport::tcp::tcp_stats)).collect();
+    if let Some(q) = ctl.quic_conn() {
+        *shared.stats.quic.lock().expect("stats") = Some(crate::transport::quic::stats(q));
+    }
     // The control writer ends the control connection cleanly (close_notify) once
     // SESSION_DONE is in; only then cut the sockets, or the peer sees a broken end.
     let _ = ctl_writer.join();

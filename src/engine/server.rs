@@ -10,6 +10,7 @@ use crate::proto::frame::{Frame, Limits, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::proto::{CAPS, CAP_RESUME, VERSION};
 use crate::transport::conn::{Conn, ConnReader, ConnWriter, TLS_HANDSHAKE_BYTE};
 use crate::transport::framed::{read_frame, write_frame, WireError};
+use crate::transport::quic;
 use crate::transport::tcp::{self, Tuning};
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Write};
@@ -143,27 +144,77 @@ impl Server {
     }
 
     fn handle(self: &Arc<Self>, stream: TcpStream) -> Result<(), WireError> {
-        let first = (|| {
+        let conn = (|| {
             stream.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
             tcp::tune(&stream, &self.cfg.tuning)?;
             let mut b = [0u8; 1];
             if stream.peek(&mut b)? == 0 {
                 return Err(WireError::Closed);
             }
-            let conn = if b[0] == TLS_HANDSHAKE_BYTE {
+            Ok(if b[0] == TLS_HANDSHAKE_BYTE {
                 Conn::tls_server(stream.try_clone()?, self.cfg.tls.clone())?
             } else {
                 Conn::plain(stream.try_clone()?)
-            };
+            })
+        })();
+        match conn {
+            Ok(c) => self.handle_conn(c),
+            Err(e) => {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+                Err(e)
+            }
+        }
+    }
+
+    /// Listens for QUIC on UDP `addr` (the TCP port's number) and serves every
+    /// stream of every connection like an accepted TCP connection. Returns a note
+    /// when a kernel limit caps the UDP buffers.
+    pub fn start_quic(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<Option<String>> {
+        let max_streams = u32::from(self.cfg.max_lanes) + 2;
+        let l = quic::listen(addr, &self.cfg.tls, self.cfg.tuning.timeout, max_streams)?;
+        let me = self.clone();
+        let ep = l.endpoint.clone();
+        quic::rt().spawn(async move {
+            while let Some(incoming) = ep.accept().await {
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    quic::size_send_window(&conn);
+                    let peer = conn.remote_address();
+                    while let Ok((s, r)) = conn.accept_bi().await {
+                        if me.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
+                            me.pending.fetch_sub(1, Ordering::SeqCst);
+                            continue;
+                        }
+                        let (me, c) = (me.clone(), conn.clone());
+                        std::thread::spawn(move || {
+                            if let Err(e) = me.handle_conn(Conn::quic(quic::Stream::new(c, s, r))) {
+                                if me.cfg.verbose || !matches!(e, WireError::Closed) {
+                                    say!("gfast serve: QUIC session from {peer} ended: {e}");
+                                }
+                            }
+                        });
+                    }
+                });
+            }
+        });
+        Ok(l.note)
+    }
+
+    /// Reads the first frame of a new connection (TCP or a QUIC stream) and runs
+    /// what it asks for: a session (HELLO) or a data lane (JOIN).
+    fn handle_conn(self: &Arc<Self>, conn: Conn) -> Result<(), WireError> {
+        let first = (|| {
+            conn.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
             let (r, w) = conn.split()?;
             let mut r = BufReader::with_capacity(256 << 10, r);
             let mut buf = Vec::new();
             let f = read_frame(&mut r, &Limits::default(), &mut buf)?;
-            stream.set_read_timeout(None)?;
-            Ok((conn, r, w, f))
+            conn.set_read_timeout(None)?;
+            Ok::<_, WireError>((r, w, f))
         })();
         self.pending.fetch_sub(1, Ordering::SeqCst);
-        let (conn, r, mut w, first) = first?;
+        let (r, mut w, first) = first?;
         if !conn.is_tls() && !self.cfg.allow_plain {
             let m = "this server requires encryption: drop --no-encrypt, or start the server with --allow-no-encrypt";
             return refuse(&conn, &mut w, code::AUTH_FAILED, m);
@@ -205,11 +256,11 @@ impl Server {
         write_frame(&mut w, &Frame::Challenge { version: VERSION, caps, nonce: sn }, &mut scratch)?;
         w.flush()?;
         let mut buf = Vec::new();
-        conn.tcp().set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
+        conn.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
         let Frame::Auth { proof, lanes, chunk_size, .. } = read_frame(&mut r, &Limits::default(), &mut buf)? else {
             return refuse(&conn, &mut w, code::PROTOCOL, "expected AUTH");
         };
-        conn.tcp().set_read_timeout(None)?;
+        conn.set_read_timeout(None)?;
         let keys = SessionKeys::derive(&self.cfg.token, &cn, &sn);
         if !keys.verify_client(&proof) {
             return refuse(&conn, &mut w, code::AUTH_FAILED, "wrong token");
@@ -224,6 +275,7 @@ impl Server {
             return refuse(&conn, &mut w, code::BUSY, "this one-shot receiver already serves a session");
         }
         let id = random::<16>();
+        let conn_quic = conn.quic_conn().cloned();
         let mode = if self.cfg.send.is_some() { Mode::Send } else { Mode::Receive };
         let root = (!self.cfg.discard).then_some(self.cfg.root.as_path());
         let sess =
@@ -239,6 +291,11 @@ impl Server {
         self.sessions.lock().expect("sessions").remove(&id);
         let ok = res.is_ok() && sess.completed();
         sess.cleanup();
+        if let Some(q) = conn_quic {
+            // QUIC: the client closes the connection once it has read the end;
+            // closing first (or exiting) could cut what it has not read yet.
+            quic::wait_closed(&q, Duration::from_secs(5));
+        }
         if self.cfg.oneshot {
             *self.ended.lock().expect("ended") = Some(ok);
         }
@@ -259,12 +316,12 @@ impl Server {
     ) -> Result<(), WireError> {
         let src = self.cfg.send.clone().expect("send mode has a source");
         let mut buf = Vec::new();
-        conn.tcp().set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
+        conn.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
         let Frame::Pull { target, kind, is_dir } = read_frame(&mut r, &Limits::default(), &mut buf)? else {
             sess.abort("expected PULL: this one-shot end only sends files");
             return Err(WireError::Io(std::io::Error::other("expected PULL")));
         };
-        conn.tcp().set_read_timeout(None)?;
+        conn.set_read_timeout(None)?;
         let Some(lane_conns) = sess.take_lanes(lanes as usize, FIRST_FRAME_TIMEOUT) else {
             sess.abort("not every data connection joined in time");
             return Err(WireError::Io(std::io::Error::other("lanes did not join")));

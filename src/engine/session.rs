@@ -17,11 +17,11 @@ use crate::proto::receiver::{ChunkPlan, Next, Receiver};
 use crate::storage::dest::{self, DestError, DestRoot, Opened, TempFile};
 use crate::storage::journal::Identity;
 use crate::storage::pieces::PieceWriter;
-use crate::transport::conn::{Conn, ConnReader, ConnWriter};
+use crate::transport::conn::{Closer, Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{eof_is_error, read_frame, read_header, write_frame, WireError};
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -39,7 +39,7 @@ struct State {
     open: HashMap<u64, OpenFile>,
     dirs: Vec<FileMeta>,
     joined: Vec<bool>,
-    lanes: Vec<TcpStream>,
+    lanes: Vec<Closer>,
     encrypted: bool,
     done: bool,
     /// Entries that failed here, with reasons (the first 20), and how many.
@@ -74,7 +74,7 @@ pub(crate) struct Session {
     state: Mutex<State>,
     /// The control writer and its scratch buffer; taken out in send mode.
     control: Mutex<Option<(BufWriter<ConnWriter>, Vec<u8>)>>,
-    control_stream: TcpStream,
+    control_stream: Closer,
     failed: AtomicBool,
 }
 
@@ -98,7 +98,7 @@ impl Session {
             _ => None,
         };
         let tag: String = id[..6].iter().map(|b| format!("{b:02x}")).collect();
-        let control_stream = control.tcp().try_clone()?;
+        let control_stream = control.closer()?;
         let encrypted = control.is_tls();
         Ok(Arc::new(Session {
             mode,
@@ -153,9 +153,9 @@ impl Session {
             return;
         }
         let _ = self.send_control(&Frame::Error { code, message: message.into() });
-        let _ = self.control_stream.shutdown(Shutdown::Both);
+        self.control_stream.shutdown(Shutdown::Both);
         for l in &self.state.lock().expect("state").lanes {
-            let _ = l.shutdown(Shutdown::Both);
+            l.shutdown(Shutdown::Both);
         }
     }
 
@@ -430,7 +430,7 @@ impl Session {
             }
         }
         for l in st.lanes.drain(..) {
-            let _ = l.shutdown(Shutdown::Both);
+            l.shutdown(Shutdown::Both);
         }
     }
 
@@ -557,7 +557,7 @@ pub(crate) fn receive_dialed(
     s.set_resume(resume);
     let mut handles = Vec::new();
     for (c, r, w) in lanes {
-        s.state.lock().expect("state").lanes.push(c.tcp().try_clone().map_err(|e| Error::Io("socket".into(), e))?);
+        s.state.lock().expect("state").lanes.push(c.closer().map_err(|e| Error::Io("socket".into(), e))?);
         let s2 = s.clone();
         handles.push(std::thread::spawn(move || {
             let res = s2.lane_loop(r, w);
@@ -622,7 +622,7 @@ pub(crate) fn run_lane(
                 return refuse(&conn, &mut w, code::AUTH_FAILED, m);
             }
         }
-        st.lanes.push(conn.tcp().try_clone()?);
+        st.lanes.push(conn.closer()?);
     }
     let mut scratch = Vec::new();
     write_frame(&mut w, &Frame::Joined { lane }, &mut scratch)?;

@@ -17,6 +17,8 @@ pub struct Stats {
     pub lanes: AtomicU64,
     /// What the kernel said about each lane at the end (TCP_INFO).
     pub lane_tcp: Mutex<Vec<crate::transport::tcp::TcpStats>>,
+    /// What QUIC's congestion control saw (QUIC transport only).
+    pub quic: Mutex<Option<crate::transport::quic::QuicStats>>,
     /// Round trip of the handshake, microseconds.
     pub handshake_rtt_us: AtomicU64,
     /// Sum of the sizes of all files found so far.
@@ -47,6 +49,7 @@ impl Stats {
             lane_bytes: (0..lanes).map(|_| AtomicU64::new(0)).collect(),
             lanes: AtomicU64::new(lanes as u64),
             lane_tcp: Mutex::new(Vec::new()),
+            quic: Mutex::new(None),
             handshake_rtt_us: AtomicU64::new(0),
             bytes_total: AtomicU64::new(0),
             files_total: AtomicU64::new(0),

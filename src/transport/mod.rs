@@ -1,7 +1,8 @@
-//! Byte pipes that know no frame semantics: tuned TCP sockets and frame I/O on them.
-//! QUIC and TLS will live here too.
+//! Byte pipes that know no frame semantics: tuned TCP sockets, TLS, QUIC streams,
+//! and frame I/O on them.
 
 pub mod conn;
 pub mod framed;
+pub mod quic;
 pub mod tcp;
 pub mod tls;

@@ -301,6 +301,9 @@ fn ssh_pull_of_trees_and_files() {
 
 #[test]
 fn blocked_direct_connections_fall_back_to_the_ssh_tunnel() {
+    if tcp_only("an ssh tunnel carries TCP only") {
+        return;
+    }
     // The remote advertises an address where nothing listens (as a host behind a
     // firewall would), so the direct connection is refused.
     let Some(sshd) =

@@ -16,6 +16,20 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_gfast")
 }
 
+/// True in the `transfer_quic` test binary: the same suite over `--transport quic`.
+pub fn quic() -> bool {
+    env!("CARGO_CRATE_NAME") == "transfer_quic"
+}
+
+/// For a test that only makes sense over TCP: true (and says why) in the QUIC
+/// suite, where the caller returns.
+pub fn tcp_only(why: &str) -> bool {
+    if quic() {
+        eprintln!("SKIP over QUIC: {why}");
+    }
+    quic()
+}
+
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 
@@ -24,7 +38,16 @@ impl TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
         static ENV: std::sync::Once = std::sync::Once::new();
         // Keep the job store out of the tester's home; the jobs test names its own.
-        ENV.call_once(|| std::env::set_var("GFAST_JOBS_DIR", ""));
+        ENV.call_once(|| {
+            std::env::set_var("GFAST_JOBS_DIR", "");
+            // The transfer_quic suite: every push and pull below goes over QUIC.
+            if quic() {
+                std::env::set_var("GFAST_TRANSPORT", "quic");
+                // A killed peer is noticed by QUIC's idle timeout only (no RST):
+                // keep it short for both ends of every test.
+                std::env::set_var("GFAST_TIMEOUT", "8");
+            }
+        });
         let base = std::env::var_os("GFAST_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
         let p = base.join(format!("gfast-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
         let _ = fs::remove_dir_all(&p);

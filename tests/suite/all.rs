@@ -1,0 +1,513 @@
+// The integration suite, included by tests/transfer.rs (TCP) and
+// tests/transfer_quic.rs (QUIC), which declare its modules.
+
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use util::*;
+
+#[test]
+fn large_file_arrives_byte_for_byte() {
+    let src = TempDir::new("large-src");
+    let root = TempDir::new("large-root");
+    // 1 GiB and a bit: the last chunk is short.
+    let f = src.path().join("big.bin");
+    write_random(&f, (1 << 30) + 12345, 42);
+    let s = Server::start(root.path(), &[]);
+    let o = s.push(["-n", "4", "--json"].iter().map(|s| s.as_ref()).chain([f.as_os_str(), s.url("in/").as_ref()]));
+    assert_ok(&o);
+    assert_same_file(&f, &root.path().join("in/big.bin"));
+    let j = parse_json(&o);
+    assert_eq!(j["bytes_total"], (1u64 << 30) + 12345);
+    assert_eq!(j["bytes_sent"], (1u64 << 30) + 12345);
+    assert_eq!(j["streams"], 4);
+    let per: Vec<u64> = j["per_stream_bytes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(per.len(), 4);
+    assert_eq!(per.iter().sum::<u64>(), (1u64 << 30) + 12345);
+    assert!(per.iter().filter(|&&b| b > 0).count() >= 2, "chunks were striped over several streams: {per:?}");
+    assert_eq!(j["retransmitted_chunks"], 0);
+    assert!(j["chunk_rtt_ms"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(j["chunk_rtt_ms"]["max"].as_f64().unwrap() >= j["chunk_rtt_ms"]["p99"].as_f64().unwrap());
+    assert!(j["job_id"].as_str().unwrap().len() == 32);
+    assert!(j.get("error").is_none());
+    // No temporary file is left next to it.
+    assert_eq!(list_tree(&root.path().join("in")), vec![root.path().join("in/big.bin")]);
+}
+
+#[test]
+fn tree_of_ten_thousand_small_files() {
+    let src = TempDir::new("small-src");
+    let root = TempDir::new("small-root");
+    let top = src.path().join("tree");
+    let mut g = Gen(7);
+    for d in 0..100 {
+        let dir = top.join(format!("d{d:03}"));
+        fs::create_dir_all(&dir).unwrap();
+        for i in 0..100 {
+            let n = (g.next() % 9000) as usize;
+            fs::write(dir.join(format!("f{i}")), g.bytes(n)).unwrap();
+        }
+    }
+    let s = Server::start(root.path(), &[]);
+    let o = s.push(["--json".as_ref(), top.as_os_str(), s.url("").as_ref()]);
+    assert_ok(&o);
+    let n = assert_same_tree(&top, &root.path().join("tree"));
+    assert_eq!(n, 1 + 100 + 10_000);
+    assert_eq!(parse_json(&o)["files"], 10_101);
+}
+
+#[test]
+fn empty_files_empty_dirs_odd_names_symlinks_and_metadata() {
+    let src = TempDir::new("odd-src");
+    let root = TempDir::new("odd-root");
+    let top = src.path().join("odd");
+    fs::create_dir_all(top.join("empty dir/nested empty")).unwrap();
+    fs::write(top.join("empty file"), b"").unwrap();
+    let names: Vec<&[u8]> = vec![
+        b"with space",
+        b"new\nline",
+        b"non-utf8-\xff\xfe",
+        b"-leading-dash",
+        "ünïcødé-日本".as_bytes(),
+        b"tab\there",
+        b"back\\slash",
+        b"'quote\"",
+    ];
+    for (i, n) in names.iter().enumerate() {
+        fs::write(top.join(std::ffi::OsStr::from_bytes(n)), format!("content {i}")).unwrap();
+    }
+    let long = "x".repeat(255);
+    fs::write(top.join(&long), b"longest name").unwrap();
+    symlink("with space", top.join("link-in")).unwrap();
+    symlink("/nonexistent/target", top.join("dangling")).unwrap();
+    let exec = top.join("script.sh");
+    fs::write(&exec, b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(&exec, fs::Permissions::from_mode(0o751)).unwrap();
+    let old = std::time::UNIX_EPOCH + Duration::new(1_000_000_000, 123_456_789);
+    fs::File::options().write(true).open(&exec).unwrap().set_modified(old).unwrap();
+    fs::set_permissions(top.join("empty dir"), fs::Permissions::from_mode(0o700)).unwrap();
+
+    let s = Server::start(root.path(), &[]);
+    let o = s.push([top.as_os_str(), s.url("dst/").as_ref()]);
+    assert_ok(&o);
+    let n = assert_same_tree(&top, &root.path().join("dst/odd"));
+    assert_eq!(n, 1 + 2 + 1 + names.len() + 1 + 2 + 1);
+}
+
+#[test]
+fn three_hundred_level_deep_tree() {
+    let src = TempDir::new("deep-src");
+    let root = TempDir::new("deep-root");
+    let top = src.path().join("deep");
+    let mut p = top.clone();
+    for i in 0..300 {
+        p = p.join(format!("l{i}"));
+    }
+    fs::create_dir_all(&p).unwrap();
+    fs::write(p.join("bottom.txt"), b"the bottom").unwrap();
+    fs::write(top.join("l0/l1/mid.txt"), b"the middle").unwrap();
+    let s = Server::start(root.path(), &[]);
+    let o = s.push([top.as_os_str(), s.url("").as_ref()]);
+    assert_ok(&o);
+    assert_eq!(assert_same_tree(&top, &root.path().join("deep")), 1 + 300 + 2);
+}
+
+#[test]
+fn several_sources_land_side_by_side_with_cp_semantics() {
+    let src = TempDir::new("multi-src");
+    let root = TempDir::new("multi-root");
+    let a = src.path().join("a.txt");
+    fs::write(&a, b"file a").unwrap();
+    let d = src.path().join("dir");
+    fs::create_dir_all(d.join("sub")).unwrap();
+    fs::write(d.join("sub/b.txt"), b"file b").unwrap();
+    let s = Server::start(root.path(), &[]);
+
+    // Into a directory that does not exist yet: the trailing slash creates it.
+    assert_ok(&s.push([a.as_os_str(), d.as_os_str(), s.url("x/y/").as_ref()]));
+    assert_same_file(&a, &root.path().join("x/y/a.txt"));
+    assert_same_tree(&d, &root.path().join("x/y/dir"));
+
+    // Into an existing directory without the slash: same thing.
+    assert_ok(&s.push([a.as_os_str(), s.url("x").as_ref()]));
+    assert_same_file(&a, &root.path().join("x/a.txt"));
+
+    // One file to a new name: it takes that name. Then overwrite it.
+    assert_ok(&s.push([a.as_os_str(), s.url("renamed.txt").as_ref()]));
+    assert_same_file(&a, &root.path().join("renamed.txt"));
+    fs::write(&a, b"newer content").unwrap();
+    assert_ok(&s.push([a.as_os_str(), s.url("renamed.txt").as_ref()]));
+    assert_eq!(fs::read(root.path().join("renamed.txt")).unwrap(), b"newer content");
+
+    // One directory to a new name: its contents land under that name.
+    assert_ok(&s.push([d.as_os_str(), s.url("copy").as_ref()]));
+    assert_same_tree(&d, &root.path().join("copy"));
+
+    // Several sources to a missing path without slash: refused, nothing written.
+    let o = s.push([a.as_os_str(), d.as_os_str(), s.url("nope").as_ref()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("end it with '/'"), "{}", stderr(&o));
+    assert!(!root.path().join("nope").exists());
+
+    // A directory onto an existing file: refused.
+    let o = s.push([d.as_os_str(), s.url("renamed.txt").as_ref()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a file"), "{}", stderr(&o));
+}
+
+#[test]
+fn wrong_token_is_refused_and_nothing_is_written() {
+    let src = TempDir::new("tok-src");
+    let root = TempDir::new("tok-root");
+    let f = src.path().join("f");
+    fs::write(&f, b"secret data").unwrap();
+    let s = Server::start(root.path(), &[]);
+    let o =
+        s.push_cmd().args([f.as_os_str(), s.url("").as_ref()]).env("GFAST_TOKEN", "not-the-token").output().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("refused the token"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    assert!(list_tree(root.path()).is_empty());
+
+    // No token at all: a clear usage error before any connection.
+    let o = s.push_cmd().args([f.as_os_str(), s.url("").as_ref()]).env_remove("GFAST_TOKEN").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--token-file"), "{}", stderr(&o));
+}
+
+#[test]
+fn paths_outside_the_root_are_refused_and_nothing_is_written_outside() {
+    let base = TempDir::new("escape");
+    let root = base.path().join("root");
+    let outside = base.path().join("outside");
+    fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    symlink(&outside, root.join("link-out")).unwrap();
+    let src = TempDir::new("escape-src");
+    let f = src.path().join("payload");
+    fs::write(&f, b"must not escape").unwrap();
+    let s = Server::start(&root, &[]);
+
+    for dest in ["../outside/", "a/../../outside/", "link-out/", "link-out/sub/x"] {
+        let o = s.push([f.as_os_str(), s.url(dest).as_ref()]);
+        assert!(!o.status.success(), "{dest} must be refused");
+        let e = stderr(&o);
+        assert!(e.contains("symlink") || e.contains("'..'"), "{dest}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    }
+    assert!(list_tree(&outside).is_empty(), "something was written outside the root");
+    assert_eq!(list_tree(&root), vec![root.join("link-out")]);
+}
+
+#[test]
+fn server_killed_mid_transfer_gives_a_clean_error_and_no_final_file() {
+    let src = TempDir::new("kill-src");
+    let root = TempDir::new("kill-root");
+    let f = src.path().join("huge");
+    // Sparse: quick to make and to read, slow enough to write on the other side.
+    fs::File::create(&f).unwrap().set_len(8 << 30).unwrap();
+    // An older version already sits at the destination: it must survive intact.
+    fs::create_dir_all(root.path().join("in")).unwrap();
+    fs::write(root.path().join("in/huge"), b"the old version").unwrap();
+    let s = Server::start(root.path(), &[]);
+    let child = s
+        .push_cmd()
+        .args(["--json".as_ref(), f.as_os_str(), s.url("in/").as_ref()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until data is flowing into the temporary file, then kill the server.
+    let t0 = Instant::now();
+    loop {
+        let part = fs::read_dir(root.path().join("in"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().as_bytes().ends_with(b".part"));
+        if part.is_some() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "transfer never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = s.stop();
+    let t1 = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    assert!(t1.elapsed() < Duration::from_secs(60), "the client noticed the dead server");
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("lost mid-transfer") || e.contains("closed the connection"), "{e}");
+    let j = parse_json(&o);
+    assert!(j["error"].is_string() && j["bytes_sent"].as_u64().unwrap() > 0, "{j}");
+    assert_eq!(fs::read(root.path().join("in/huge")).unwrap(), b"the old version");
+}
+
+#[test]
+fn discard_mode_verifies_and_writes_nothing() {
+    let src = TempDir::new("discard-src");
+    let root = TempDir::new("discard-root");
+    write_random(&src.path().join("a"), 20 << 20, 3);
+    fs::create_dir(src.path().join("d")).unwrap();
+    let s = Server::start(root.path(), &["--discard"]);
+    let o = s.push(["--json".as_ref(), src.path().as_os_str(), s.url("x/").as_ref()]);
+    assert_ok(&o);
+    assert_eq!(parse_json(&o)["bytes_sent"], 20u64 << 20);
+    assert!(list_tree(root.path()).is_empty());
+}
+
+#[test]
+fn corrupted_chunks_are_detected_resent_and_the_file_is_exact() {
+    let src = TempDir::new("corrupt-src");
+    let root = TempDir::new("corrupt-root");
+    let f = src.path().join("f");
+    write_random(&f, 50 << 20, 9);
+    let s = Server::start(root.path(), &[]);
+    let o = s
+        .push_cmd()
+        .args(["--json", "--chunk-size", "1M"])
+        .arg(&f)
+        .arg(s.url(""))
+        .env("GFAST_FAULT_CORRUPT_EVERY", "5")
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert_same_file(&f, &root.path().join("f"));
+    assert_eq!(parse_json(&o)["retransmitted_chunks"], 10, "every 5th of 50 chunks was corrupted once");
+}
+
+#[test]
+fn bad_sources_and_unreachable_servers_give_one_line_errors() {
+    let root = TempDir::new("err-root");
+    let s = Server::start(root.path(), &[]);
+    let o = s.push(["/nonexistent/gfast-source", &s.url("")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read source '/nonexistent/gfast-source'"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1);
+
+    // A port nothing listens on.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let o = s.push(["Cargo.toml".to_string(), format!("gfast://127.0.0.1:{port}/x")]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("cannot reach 127.0.0.1"), "{}", stderr(&o));
+
+    // Not a gfast URL.
+    let o = s.push(["Cargo.toml", "somewhere"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("gfast://HOST"), "{}", stderr(&o));
+
+    // Bad chunk size.
+    let o = s.push(["--chunk-size", "1K", "Cargo.toml", &s.url("")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("64K to 1G"), "{}", stderr(&o));
+
+    // serve with a missing root.
+    let o = Command::new(bin()).args(["serve", "--root", "/nonexistent/root", "--listen", "127.0.0.1:0"]).output();
+    let o = o.unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("create it first"), "{}", stderr(&o));
+}
+
+#[test]
+fn malformed_input_ends_the_session_not_the_daemon() {
+    let src = TempDir::new("fuzz-src");
+    let root = TempDir::new("fuzz-root");
+    let mut s = Server::start(root.path(), &[]);
+    let garbage: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        vec![0x12, 0, 0, 0, 0xff, 0xff, 0xff, 0xff], // FILE claiming 4 GiB
+        vec![0x01, 0, 0, 0, 0, 0, 0, 4, b'G', b'F'], // HELLO cut short
+        vec![0x05, 0, 0, 0, 0, 0, 0, 0x32].into_iter().chain([0u8; 0x32]).collect(), // JOIN to no session
+        (0..4096).map(|i| (i * 31 % 251) as u8).collect(),
+    ];
+    for g in &garbage {
+        let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = c.write_all(g);
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = c.read_to_end(&mut sink);
+    }
+    assert!(s.is_alive(), "the daemon died on malformed input");
+    let f = src.path().join("after");
+    fs::write(&f, b"still serving").unwrap();
+    assert_ok(&s.push([f.as_os_str(), s.url("").as_ref()]));
+    assert_eq!(fs::read(root.path().join("after")).unwrap(), b"still serving");
+}
+
+#[test]
+fn a_full_disk_gives_a_clear_error_and_leaves_no_file() {
+    if !is_root() {
+        eprintln!("SKIP a_full_disk_gives_a_clear_error_and_leaves_no_file: needs root to mount a small tmpfs");
+        return;
+    }
+    let base = TempDir::new("full");
+    let mnt = base.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "gfast-test"]).arg(&mnt).status();
+    if !st.map(|s| s.success()).unwrap_or(false) {
+        eprintln!("SKIP a_full_disk_gives_a_clear_error_and_leaves_no_file: cannot mount tmpfs here");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(&mnt);
+    let src = TempDir::new("full-src");
+    let f = src.path().join("too-big");
+    write_random(&f, 16 << 20, 5);
+    // 12 MiB of the 24 are taken: the 16 MiB file does not fit.
+    let filler = mnt.join("filler");
+    write_random(&filler, 12 << 20, 4);
+    let s = Server::start(&mnt, &[]);
+    let o = s.push([f.as_os_str(), s.url("").as_ref()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("destination is full"), "{}", stderr(&o));
+    assert_eq!(list_tree(&mnt), vec![filler.clone()], "nothing left behind");
+    // Space freed: the same push, resumed, completes.
+    fs::remove_file(&filler).unwrap();
+    assert_ok(&s.push(["--resume".as_ref(), f.as_os_str(), s.url("").as_ref()]));
+    assert_same_file(&f, &mnt.join("too-big"));
+    // Another file goes through afterwards.
+    let small = src.path().join("fits");
+    write_random(&small, 1 << 20, 6);
+    assert_ok(&s.push([small.as_os_str(), s.url("").as_ref()]));
+    assert_same_file(&small, &mnt.join("fits"));
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn bench_names_the_slowest_stage() {
+    let dir = TempDir::new("bench");
+    let o = Command::new(bin()).args(["bench", "--size", "64M", "--dir"]).arg(dir.path()).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let rates: Vec<f64> = out
+        .lines()
+        .filter(|l| l.trim_end().ends_with("GB/s"))
+        .map(|l| l.split_whitespace().rev().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(rates.len(), 6, "{out}");
+    assert!(rates.iter().all(|&r| r > 0.0), "{out}");
+    assert!(out.contains("verdict: "), "{out}");
+    assert!(list_tree(dir.path()).is_empty(), "the benchmark cleans up after itself");
+}
+
+#[test]
+fn both_write_paths_store_the_same_bytes() {
+    let src = TempDir::new("io-src");
+    let f = src.path().join("f.bin");
+    // 4 MiB chunks of four 1 MiB pieces, several in flight per lane, a short tail.
+    write_random(&f, (26 << 20) + 777, 11);
+    for io in ["pwrite", "uring"] {
+        let root = TempDir::new(&format!("io-root-{io}"));
+        let s = Server::start(root.path(), &["--io", io]);
+        let args = ["-n", "2", "--chunk-size", "4M"];
+        let o = s.push(args.iter().map(|a| a.as_ref()).chain([f.as_os_str(), s.url("").as_ref()]));
+        assert_ok(&o);
+        assert_same_file(&f, &root.path().join("f.bin"));
+        assert_eq!(list_tree(root.path()), vec![root.path().join("f.bin")]);
+        let err = s.stop();
+        if err.contains("io_uring is not available") {
+            assert_eq!(io, "uring", "{err}");
+            eprintln!("SKIP io_uring half (the pwrite fallback ran instead): {err}");
+        }
+    }
+}
+
+#[test]
+fn rate_paces_every_stream_at_its_share() {
+    if tcp_only("--rate paces TCP streams") {
+        return;
+    }
+    let src = TempDir::new("rate-src");
+    let root = TempDir::new("rate-root");
+    let f = src.path().join("f.bin");
+    write_random(&f, 6 << 20, 12);
+    let s = Server::start(root.path(), &[]);
+    let args = ["-n", "2", "--chunk-size", "1M", "--rate", "40M", "--json"];
+    let o = s.push(args.iter().map(|a| a.as_ref()).chain([f.as_os_str(), s.url("").as_ref()]));
+    assert_ok(&o);
+    assert_same_file(&f, &root.path().join("f.bin"));
+    let j = parse_json(&o);
+    let caps: Vec<u64> = j["tcp"].as_array().unwrap().iter().map(|t| t["max_pacing_rate"].as_u64().unwrap()).collect();
+    // 40 Mbit/s over 2 streams: 2.5 MB/s each.
+    assert_eq!(caps, vec![2_500_000, 2_500_000]);
+    // A cap can only slow a transfer: 6 MiB at 5 MB/s cannot be much faster than 1.2 s.
+    let bps = j["bytes_per_second"].as_f64().unwrap();
+    assert!(bps < 5e6 * 1.3, "paced at 40 Mbit/s but moved {:.1} Mbit/s", bps * 8e-6);
+    // Without --rate nothing is capped.
+    let o = s.push(["--json".as_ref(), f.as_os_str(), s.url("again").as_ref()]);
+    assert_ok(&o);
+    assert!(parse_json(&o)["tcp"].as_array().unwrap().iter().all(|t| t["max_pacing_rate"].is_null()));
+    // A rate that makes no sense is refused before anything starts.
+    let o = s.push(["--rate".as_ref(), "fast".as_ref(), f.as_os_str(), s.url("x").as_ref()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bits per second"), "{}", stderr(&o));
+}
+
+#[test]
+fn json_names_the_transport_and_what_it_saw() {
+    let src = TempDir::new("tr-src");
+    let root = TempDir::new("tr-root");
+    let f = src.path().join("f.bin");
+    write_random(&f, 3 << 20, 13);
+    let s = Server::start(root.path(), &[]);
+    let o = s.push(["--json".as_ref(), f.as_os_str(), s.url("").as_ref()]);
+    assert_ok(&o);
+    assert_same_file(&f, &root.path().join("f.bin"));
+    let j = parse_json(&o);
+    if quic() {
+        assert_eq!(j["transport"], "quic");
+        let q = &j["quic"];
+        assert!(q["sent_packets"].as_u64().unwrap() > 0, "{q}");
+        assert!(q["mtu"].as_u64().unwrap() >= 1200, "{q}");
+        assert!(j["tcp"].as_array().unwrap().is_empty(), "no TCP lanes over QUIC");
+        assert_eq!(j["encrypted"], true);
+    } else {
+        assert_eq!(j["transport"], "tcp");
+        assert!(j["quic"].is_null());
+        assert_eq!(j["tcp"].as_array().unwrap().len(), j["streams"].as_u64().unwrap() as usize);
+    }
+}
+
+#[test]
+fn quic_refuses_flags_that_only_mean_something_over_tcp() {
+    let src = TempDir::new("qf-src");
+    let f = src.path().join("f");
+    fs::write(&f, b"x").unwrap();
+    for (flags, says) in [
+        (&["--no-encrypt"][..], "QUIC always encrypts"),
+        (&["--tunnel"][..], "an ssh tunnel carries TCP only"),
+        (&["--rate", "100M"][..], "pacing applies to TCP streams"),
+        (&["--buffer", "4M"][..], "it sizes TCP sockets"),
+    ] {
+        let o = Command::new(bin())
+            .args(["push", "--transport", "quic"])
+            .args(flags)
+            .arg(&f)
+            .arg("gfast://127.0.0.1:9/")
+            .env("GFAST_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.contains(says) && e.contains("--transport tcp"), "{flags:?}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    }
+}
