@@ -177,13 +177,29 @@ struct Run {
 
 /// One push of `src` to a fresh server; returns payload bytes per second (wall
 /// clock of the push process) and resource use of both sides.
-fn gfast_push(src: &Path, root: Option<&Path>, streams: u64, bytes: u64, plain: bool) -> Run {
+/// How a benchmark push runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// TCP, --no-encrypt.
+    Plain,
+    /// TCP with TLS (the default).
+    Tls,
+    /// QUIC (its own stream count: the default for a LAN).
+    Quic,
+}
+
+fn gfast_push(src: &Path, root: Option<&Path>, streams: u64, bytes: u64, mode: Mode) -> Run {
     let s = Serve::start(root);
     let (cpu0, _) = proc_usage(s.child.id());
     let t = Instant::now();
-    let enc: Vec<&str> = if plain { vec!["--no-encrypt"] } else { vec!["--fingerprint", &s.key] };
+    let n = streams.to_string();
+    let enc: Vec<&str> = match mode {
+        Mode::Plain => vec!["-n", &n, "--no-encrypt"],
+        Mode::Tls => vec!["-n", &n, "--fingerprint", &s.key],
+        Mode::Quic => vec!["--transport", "quic", "--fingerprint", &s.key],
+    };
     let mut c = Command::new(env!("CARGO_BIN_EXE_gfast"))
-        .args(["push", "-q", "-n", &streams.to_string()])
+        .args(["push", "-q"])
         .args(&enc)
         .arg(src)
         .arg(format!("gfast://{}/", s.addr))
@@ -257,7 +273,7 @@ fn main() {
         println!("(iperf3 not installed: the built-in blaster is the baseline)");
     }
 
-    let mut measure = |name: &str, root: Option<&Path>, plain: bool| -> f64 {
+    let mut measure = |name: &str, root: Option<&Path>, mode: Mode| -> f64 {
         let runs: Vec<Run> = (0..reps)
             .map(|_| {
                 if let Some(r) = root {
@@ -265,7 +281,7 @@ fn main() {
                     fs::create_dir_all(r).unwrap();
                 }
                 warm(&src);
-                gfast_push(&src, root, streams, size, plain)
+                gfast_push(&src, root, streams, size, mode)
             })
             .collect();
         let rate = median(runs.iter().map(|r| r.rate).collect());
@@ -282,12 +298,13 @@ fn main() {
         }
         rate
     };
-    let discard = measure("gfast --no-encrypt -> --discard", None, true);
-    let discard_tls = measure("gfast (TLS) -> --discard", None, false);
-    let shm = measure("gfast --no-encrypt -> /dev/shm (tmpfs)", Some(&work.join("dst")), true);
+    let discard = measure("gfast --no-encrypt -> --discard", None, Mode::Plain);
+    let discard_tls = measure("gfast (TLS) -> --discard", None, Mode::Tls);
+    let discard_quic = measure("gfast --transport quic -> --discard", None, Mode::Quic);
+    let shm = measure("gfast --no-encrypt -> /dev/shm (tmpfs)", Some(&work.join("dst")), Mode::Plain);
     let on_disk = disk.join(format!("gfast-bench-dst-{}", std::process::id()));
-    let d = measure(&format!("gfast --no-encrypt -> {} (disk)", disk.display()), Some(&on_disk), true);
-    let d_tls = measure(&format!("gfast (TLS) -> {} (disk)", disk.display()), Some(&on_disk), false);
+    let d = measure(&format!("gfast --no-encrypt -> {} (disk)", disk.display()), Some(&on_disk), Mode::Plain);
+    let d_tls = measure(&format!("gfast (TLS) -> {} (disk)", disk.display()), Some(&on_disk), Mode::Tls);
 
     // cp of the same file to the same disk.
     let cp = median(
@@ -314,6 +331,7 @@ fn main() {
     println!();
     println!("gfast --no-encrypt -> --discard / {base_name}: {:.2}", discard / baseline);
     println!("gfast (TLS) -> --discard / {base_name}: {:.2}", discard_tls / baseline);
+    println!("gfast --transport quic -> --discard / gfast (TLS): {:.2}", discard_quic / discard_tls);
     println!("gfast --no-encrypt -> tmpfs / {base_name}: {:.2}", shm / baseline);
     println!("gfast --no-encrypt -> disk / cp: {:.2}", d / cp);
     println!("gfast (TLS) -> disk / cp: {:.2}", d_tls / cp);
@@ -331,7 +349,7 @@ fn main() {
         }
         let dst = work.join("tree-dst");
         fs::create_dir_all(&dst).unwrap();
-        let r = gfast_push(&tree, Some(&dst), streams, 0, false);
+        let r = gfast_push(&tree, Some(&dst), streams, 0, Mode::Tls);
         println!(
             "{small} small files (0-1 KiB) to tmpfs: {:.0} files/s; peak RSS sender {:.0} MiB, receiver {:.0} MiB",
             small as f64 / r.client.wall,

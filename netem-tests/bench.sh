@@ -3,10 +3,13 @@
 # userspace link), then measures in the same run iperf3 (the baseline) and gfast
 # with default flags (push of a file to a --discard daemon in the far namespace),
 # and prints ratios. Needs root, iproute2, iperf3. Results: netem-tests/RESULTS.md.
-# Usage: bash netem-tests/bench.sh [MiB per gfast run, default 1024]
+# gfast runs twice per scenario: TCP (default) and --transport quic.
+# Usage: bash netem-tests/bench.sh [MiB per gfast run, default 1024] [ONLY]
+#   ONLY: run just the scenarios whose title contains it (e.g. "loss")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mib=${1:-1024}
+only=${2:-}
 cargo build --release --quiet
 gf=$PWD/target/release/gfast
 nm=$PWD/target/release/gfast-netem
@@ -50,11 +53,11 @@ copy() { # copy scp|rsync -> Mbit/s
   kill "$(cat "$work/sshd.pid")" 2>/dev/null || true
   echo "$mib * 8 * 1.048576 / ($t1 - $t0)" | bc -l | cut -d. -f1
 }
-gfast_push() { # -> "Mbit/s handshake_rtt_ms lanes"
+gfast_push() { # [push args] -> "Mbit/s handshake_rtt_ms lanes"
   ip netns exec $B "$gf" serve --discard --listen 10.99.0.2:7447 --key-file "$work/k" > "$work/serve.out" 2>/dev/null &
   local s=$!; sleep 0.5
   local key; key=$(sed -n 's/.*, key \(sha256:[0-9a-f]*\).*/\1/p' "$work/serve.out")
-  ip netns exec $A "$gf" push --json --fingerprint "$key" "$work/src.bin" gfast://10.99.0.2:7447/ \
+  ip netns exec $A "$gf" push --json --fingerprint "$key" "$@" "$work/src.bin" gfast://10.99.0.2:7447/ \
     | python3 -c 'import sys,json; d=json.load(sys.stdin); print(round(d["bytes_per_second"]*8/1e6), d["handshake_rtt_ms"], d["streams"])'
   kill $s; wait $s 2>/dev/null || true
 }
@@ -63,20 +66,25 @@ echo "# gfast on emulated WAN links ($(nproc) cores, $(grep -m1 'model name' /pr
 echo "gfast: default flags (TLS, lanes chosen from the handshake RTT), ${mib} MiB from /dev/shm to --discard, rate from the first byte."
 echo
 
-echo "## Emulator ceiling (no delay, no rate limit, MTU 9000)"
-link
-echo "iperf3 -P 4 bbr: $(iperf 4 bbr 5) Mbit/s"
-unlink
-echo
+if [ -z "$only" ]; then
+  echo "## Emulator ceiling (no delay, no rate limit, MTU 9000)"
+  link
+  echo "iperf3 -P 4 bbr: $(iperf 4 bbr 5) Mbit/s"
+  unlink
+  echo
+fi
 
 scenario() { # name, netem args...
   local name=$1; shift
+  case "$name" in *"$only"*) ;; *) return 0 ;; esac
   echo "## $name"
   link "$@"
   local i8; i8=$(iperf 8 bbr 10)
   read -r g rtt lanes < <(gfast_push)
   echo "| iperf3 -P 8 bbr | $i8 Mbit/s |"
   echo "| gfast ($lanes lanes, handshake RTT $rtt ms) | $g Mbit/s | $(echo "scale=2; $g / $i8" | bc) x iperf3 |"
+  read -r q qrtt qlanes < <(gfast_push --transport quic)
+  echo "| gfast --transport quic ($qlanes streams) | $q Mbit/s | $(echo "scale=2; $q / $i8" | bc) x iperf3 |"
   if [ -n "${WITH_SSH:-}" ]; then
     local sc rs; sc=$(copy scp); rs=$(copy rsync)
     echo "| scp | $sc Mbit/s | gfast = $(echo "scale=1; $g / $sc" | bc) x scp |"
@@ -86,12 +94,18 @@ scenario() { # name, netem args...
   echo
 }
 WITH_SSH=1 scenario "1 Gbit/s, 50 ms RTT" --rate-mbit 1000 --delay-ms 25
-echo "## 1 Gbit/s, 100 ms RTT, 0.1 % loss"
-link --rate-mbit 1000 --delay-ms 50 --loss 0.001
-for cc in cubic bbr; do for p in 1 8; do echo "| iperf3 -P $p $cc | $(iperf $p $cc 10) Mbit/s |"; done; done
-read -r g rtt lanes < <(gfast_push)
-echo "| gfast ($lanes lanes, handshake RTT $rtt ms) | $g Mbit/s | $(echo "scale=2; $g / 1000" | bc) x link rate |"
-unlink
-echo
+loss_scenario() {
+  case "1 Gbit/s, 100 ms RTT, 0.1 % loss" in *"$only"*) ;; *) return 0 ;; esac
+  echo "## 1 Gbit/s, 100 ms RTT, 0.1 % loss"
+  link --rate-mbit 1000 --delay-ms 50 --loss 0.001
+  for cc in cubic bbr; do for p in 1 8; do echo "| iperf3 -P $p $cc | $(iperf $p $cc 10) Mbit/s |"; done; done
+  read -r g rtt lanes < <(gfast_push)
+  echo "| gfast ($lanes lanes, handshake RTT $rtt ms) | $g Mbit/s | $(echo "scale=2; $g / 1000" | bc) x link rate |"
+  read -r q qrtt qlanes < <(gfast_push --transport quic)
+  echo "| gfast --transport quic ($qlanes streams) | $q Mbit/s | $(echo "scale=2; $q / 1000" | bc) x link rate |"
+  unlink
+  echo
+}
+loss_scenario
 scenario "500 Mbit/s, 200 ms RTT" --rate-mbit 500 --delay-ms 100
 WITH_SSH=1 scenario "2 Gbit/s, 100 ms RTT" --rate-mbit 2000 --delay-ms 50

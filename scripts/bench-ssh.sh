@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # ssh-mode benchmark on loopback, all in one run against one sshd that this script
 # starts on a free port with fresh keys (and stops): gfast over ssh (TLS), gfast
-# daemon with --no-encrypt, scp, rsync -e ssh, on the same file; then the time
+# over ssh with --transport quic, gfast daemon with --no-encrypt, scp, rsync -e
+# ssh and qcp (when a qcp binary is found: on PATH or in $QCP; install it with
+# `cargo install --root /tmp/qcp qcp` and QCP=/tmp/qcp/bin/qcp), on the same file; then the time
 # to move a 1-byte file (ssh round trips dominate). Reports MB/s, CPU seconds per
 # GiB for the whole machine (both ends, kernel included, from /proc/stat), and
 # ratios against scp.
@@ -74,6 +76,7 @@ measure() {
 }
 
 measure "gfast (ssh, TLS)" "$gf" push -q -e "ssh $sshopt" --remote-cmd "$gf" "$work/src.bin" "127.0.0.1:$dst/"
+measure "gfast (ssh, --transport quic)" "$gf" push -q --transport quic -e "ssh $sshopt" --remote-cmd "$gf" "$work/src.bin" "127.0.0.1:$dst/"
 # The daemon, for the unencrypted comparison (same machine, same disk).
 export GFAST_TOKEN=bench-token
 "$gf" serve --root "$dst" --listen 127.0.0.1:0 --allow-no-encrypt --key-file "$work/server.key" > "$work/serve.out" 2>/dev/null &
@@ -83,6 +86,14 @@ gaddr=$(sed -n 's/.*listening on \([^,]*\),.*/\1/p' "$work/serve.out")
 measure "gfast --no-encrypt (daemon)" "$gf" push -q --no-encrypt "$work/src.bin" "gfast://$gaddr/"
 measure "scp" scp -q $scpopt "$work/src.bin" "127.0.0.1:$dst/"
 measure "rsync -e ssh --whole-file" rsync -a --whole-file -e "ssh $sshopt" "$work/src.bin" "127.0.0.1:$dst/"
+qcp=${QCP:-$(command -v qcp || true)}
+tools=("gfast (ssh, TLS)" "gfast (ssh, --transport quic)" "gfast --no-encrypt (daemon)" "scp" "rsync -e ssh --whole-file")
+if [ -n "$qcp" ]; then
+  # qcp needs the link's bandwidth (bytes/s) to size its windows: loopback, 4 GB/s.
+  qssh=(); for o in $sshopt; do qssh+=(-S "$o"); done
+  measure "qcp" "$qcp" -q --rx 4G --tx 4G --remote-qcp-binary "$qcp" "${qssh[@]}" "$work/src.bin" "127.0.0.1:$dst/"
+  tools+=("qcp")
+fi
 
 one() {
   local t0 t1; t0=$(date +%s.%N); "$@" > /dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l
@@ -95,9 +106,9 @@ echo "# ${size_mib} MiB file from /dev/shm to $dst (disk), loopback sshd, median
 echo
 echo "| tool | MB/s | vs scp | CPU s/GiB (both ends) |"
 echo "|---|---|---|---|"
-for k in "gfast (ssh, TLS)" "gfast --no-encrypt (daemon)" "scp" "rsync -e ssh --whole-file"; do
+for k in "${tools[@]}"; do
   printf '| %s | %.0f | %.2f | %.2f |\n' "$k" "${rate[$k]}" "$(echo "${rate[$k]} / ${rate[scp]}" | bc -l)" "${cpu[$k]}"
 done
 echo
 printf '1-byte file, whole command: gfast %.3f s, scp %.3f s (ratio %.2f)\n' "$tiny_g" "$tiny_s" "$(echo "$tiny_g / $tiny_s" | bc -l)"
-echo "qcp: not measured (not installed here; 'cargo install qcp' to add it by hand)"
+[ -n "$qcp" ] || echo "qcp: not measured (not found: set QCP=path/to/qcp)"

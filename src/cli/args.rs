@@ -84,6 +84,11 @@ pub(crate) struct ServeArgs {
     /// With --oneshot --send: cap the sending rate in bits per second (as push --rate).
     #[arg(long, value_name = "BITS", value_parser = super::size::parse_rate, requires = "send")]
     pub(crate) rate: Option<u64>,
+    /// Make every received file durable before it takes its final name
+    /// (fdatasync, then the directory): survives a power loss, costs a disk flush
+    /// per file.
+    #[arg(long)]
+    pub(crate) fsync: bool,
     /// How received data is written: pwrite, or uring (io_uring; falls back to
     /// pwrite with a note where the kernel refuses it).
     #[arg(long, value_enum, value_name = "HOW", default_value = "pwrite")]
@@ -139,6 +144,9 @@ pub(crate) struct PullArgs {
     /// Local destination (a directory to put it in, or a new name).
     #[arg(value_name = "DEST")]
     pub(crate) dest: PathBuf,
+    /// Make every received file durable before it takes its final name (as serve --fsync).
+    #[arg(long)]
+    pub(crate) fsync: bool,
     /// How received data is written: pwrite or uring (as for serve).
     #[arg(long, value_enum, value_name = "HOW", default_value = "pwrite")]
     pub(crate) io: IoArg,

@@ -133,6 +133,7 @@ fn set_io(a: args::IoArg) {
 
 fn serve(a: ServeArgs) -> Result<(), Error> {
     set_io(a.io);
+    crate::storage::dest::set_durable(a.fsync);
     if a.oneshot {
         return serve_oneshot(a);
     }
@@ -543,6 +544,7 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
 
 fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Error> {
     set_io(a.io);
+    crate::storage::dest::set_durable(a.fsync);
     use std::os::unix::ffi::OsStrExt;
     let t = ssh::SshTarget::parse(a.src.as_bytes()).ok_or_else(|| {
         Error::Usage(format!(

@@ -404,11 +404,24 @@ pub fn discard(t: &TempFile) {
     }
 }
 
-/// Sets mode and mtime on the temporary file and renames it over the final name.
+static DURABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--fsync`: every file is made durable (fdatasync) before it is renamed into
+/// place, and its directory entry after. Off by default, like rsync and cp.
+pub fn set_durable(on: bool) {
+    DURABLE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Sets mode and mtime on the temporary file and renames it over the final name
+/// (with `--fsync`: its data synced first, the directory after).
 pub fn finalize(t: &TempFile, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     t.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
     t.file.set_modified(to_system_time(mtime_sec, mtime_nsec))?;
+    let durable = DURABLE.load(std::sync::atomic::Ordering::Relaxed);
+    if durable {
+        t.file.sync_data()?;
+    }
     // Journal first: a crash in between leaves a complete partial file without a
     // journal (sent again), never a journal without its partial file.
     if let Some((_, j)) = &t.journal {
@@ -421,7 +434,12 @@ pub fn finalize(t: &TempFile, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io:
         if t.anon {
             remove_temp(&t.dir, &t.temp);
         }
-    })
+    })?;
+    // SAFETY: valid directory descriptor.
+    if durable && unsafe { libc::fsync(t.dir.as_raw_fd()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Gives an anonymous (O_TMPFILE) file the name `name` in `dir`.

@@ -414,9 +414,12 @@ fn both_write_paths_store_the_same_bytes() {
     let f = src.path().join("f.bin");
     // 4 MiB chunks of four 1 MiB pieces, several in flight per lane, a short tail.
     write_random(&f, (26 << 20) + 777, 11);
-    for io in ["pwrite", "uring"] {
+    // The third run also syncs every file before its rename (--fsync).
+    for (io, extra) in [("pwrite", None), ("uring", None), ("uring", Some("--fsync"))] {
         let root = TempDir::new(&format!("io-root-{io}"));
-        let s = Server::start(root.path(), &["--io", io]);
+        let mut flags = vec!["--io", io];
+        flags.extend(extra);
+        let s = Server::start(root.path(), &flags);
         let args = ["-n", "2", "--chunk-size", "4M"];
         let o = s.push(args.iter().map(|a| a.as_ref()).chain([f.as_os_str(), s.url("").as_ref()]));
         assert_ok(&o);
