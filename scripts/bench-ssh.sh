@@ -95,6 +95,18 @@ if [ -n "$qcp" ]; then
   tools+=("qcp")
 fi
 
+# The same to tmpfs, for the transports themselves (qcp cannot write to /dev/null).
+disk_dst=$dst
+dst="$work/dst-tmpfs"; mkdir -p "$dst"
+measure "tmpfs: gfast (ssh, TLS)" "$gf" push -q -e "ssh $sshopt" --remote-cmd "$gf" "$work/src.bin" "127.0.0.1:$dst/"
+measure "tmpfs: gfast (ssh, --transport quic)" "$gf" push -q --transport quic -e "ssh $sshopt" --remote-cmd "$gf" "$work/src.bin" "127.0.0.1:$dst/"
+ttools=("tmpfs: gfast (ssh, TLS)" "tmpfs: gfast (ssh, --transport quic)")
+if [ -n "$qcp" ]; then
+  measure "tmpfs: qcp" "$qcp" -q --rx 4G --tx 4G --remote-qcp-binary "$qcp" "${qssh[@]}" "$work/src.bin" "127.0.0.1:$dst/"
+  ttools+=("tmpfs: qcp")
+fi
+rm -rf "$dst"; dst=$disk_dst
+
 one() {
   local t0 t1; t0=$(date +%s.%N); "$@" > /dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l
 }
@@ -109,6 +121,17 @@ echo "|---|---|---|---|"
 for k in "${tools[@]}"; do
   printf '| %s | %.0f | %.2f | %.2f |\n' "$k" "${rate[$k]}" "$(echo "${rate[$k]} / ${rate[scp]}" | bc -l)" "${cpu[$k]}"
 done
+echo
+echo "# the same ${size_mib} MiB to tmpfs (/dev/shm), median of $reps"
+echo
+echo "| tool | MB/s | vs gfast TLS | CPU s/GiB (both ends) |"
+echo "|---|---|---|---|"
+for k in "${ttools[@]}"; do
+  printf '| %s | %.0f | %.2f | %.2f |\n' "${k#tmpfs: }" "${rate[$k]}" "$(echo "${rate[$k]} / ${rate[tmpfs: gfast (ssh, TLS)]}" | bc -l)" "${cpu[$k]}"
+done
+if [ -n "$qcp" ]; then
+  printf 'gfast --transport quic / qcp (tmpfs): %.2f\n' "$(echo "${rate[tmpfs: gfast (ssh, --transport quic)]} / ${rate[tmpfs: qcp]}" | bc -l)"
+fi
 echo
 printf '1-byte file, whole command: gfast %.3f s, scp %.3f s (ratio %.2f)\n' "$tiny_g" "$tiny_s" "$(echo "$tiny_g / $tiny_s" | bc -l)"
 [ -n "$qcp" ] || echo "qcp: not measured (not found: set QCP=path/to/qcp)"

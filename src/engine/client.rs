@@ -79,7 +79,7 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
     let target = Target::Ask(cfg.dest.clone(), cfg.dest_is_dir);
     let files = run_sender(d.wired, &cfg.sources, target, cfg.chunk_size, d.resume, stats);
     if let Some(q) = &d.quic {
-        q.close();
+        q.close(files.is_ok());
     }
     Ok(Summary { files: files?, discard: d.discard })
 }
@@ -99,7 +99,7 @@ pub fn pull(
     let w = d.wired;
     let got = super::session::receive_dialed(root, &w.ctl, w.ctl_r, w.ctl_w, w.lanes, cfg.chunk_size as u64, d.resume);
     if let Some(q) = &d.quic {
-        q.close();
+        q.close(got.is_ok());
     }
     let (files, bytes) = got?;
     use std::sync::atomic::Ordering::Relaxed;

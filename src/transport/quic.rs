@@ -35,6 +35,14 @@ const UDP_BUFFER: usize = 32 << 20;
 pub fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
+        // quinn copies every write into a fresh buffer; above glibc's mmap
+        // threshold each one was a new mapping and a page fault per 4 KiB
+        // (loopback, 2 GiB: 1.03-1.11 -> 1.20-1.21 GB/s, sender CPU -12 %).
+        // SAFETY: mallopt only tunes glibc's allocator.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        }
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("gfast-quic")
@@ -188,9 +196,11 @@ pub fn size_send_window(conn: &quinn::Connection) {
 }
 
 impl Client {
-    /// Ends the connection cleanly and waits (briefly) until the peer knows.
-    pub fn close(&self) {
-        self.conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"done");
+    /// Ends the connection (code 0 when the session completed, else 1) and waits
+    /// (briefly) until the peer knows.
+    pub fn close(&self, completed: bool) {
+        let (code, why): (u32, &[u8]) = if completed { (CLOSE_DONE, b"done") } else { (CLOSE_ABORT, b"aborted") };
+        self.conn.close(quinn::VarInt::from_u32(code), why);
         let ep = self.endpoint.clone();
         rt().block_on(async move {
             let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
