@@ -179,7 +179,7 @@ impl Server {
                 let me = me.clone();
                 tokio::spawn(async move {
                     let Ok(conn) = incoming.await else { return };
-                    quic::size_send_window(&conn);
+                    quic::govern_send_window(&conn);
                     let peer = conn.remote_address();
                     while let Ok((s, r)) = conn.accept_bi().await {
                         if me.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {

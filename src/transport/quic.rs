@@ -24,7 +24,7 @@ pub const CLOSE_ABORT: u32 = 1;
 /// 8952 bytes 0.79 GB/s, 16000 1.04, 32000 1.11 but twice the memory.
 const MTU_UPPER: u16 = 16000;
 /// Data a connection may hold unacknowledged (quinn keeps it in memory): at
-/// least this, more on long paths (see [`size_send_window`]).
+/// least this, more on long fast paths (see [`govern_send_window`]).
 const MIN_SEND_WINDOW: u64 = 16 << 20;
 const MAX_SEND_WINDOW: u64 = 256 << 20;
 /// UDP socket buffers asked for (SO_RCVBUFFORCE when allowed, else capped by
@@ -64,6 +64,8 @@ fn transport(timeout: Duration, max_streams: u32) -> Arc<quinn::TransportConfig>
         .send_window(MIN_SEND_WINDOW)
         .keep_alive_interval(Some((timeout / 4).max(Duration::from_secs(1))))
         .max_idle_timeout(quinn::IdleTimeout::try_from(timeout).ok())
+        // BBR: on the emulated 1 Gbit/s 100 ms 0.1 %-loss link quinn's cubic
+        // moved 30 Mbit/s, BBR 757.
         .congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MTU_UPPER);
@@ -183,16 +185,34 @@ pub fn connect(target: &str, tls: &Arc<ClientConfig>, timeout: Duration) -> io::
             )),
         }
     })?;
-    size_send_window(&conn);
+    govern_send_window(&conn);
     Ok(Client { endpoint: ep, conn, note })
 }
 
-/// Sizes the send window to twice the bandwidth-delay product of a 10 Gbit/s
-/// path with the connection's measured round trip, within bounds: the memory a
-/// sender spends grows only where a long path needs it.
-pub fn size_send_window(conn: &quinn::Connection) {
-    let bdp = conn.rtt().as_secs_f64() * 1.25e9;
-    conn.set_send_window(((2.0 * bdp) as u64).clamp(MIN_SEND_WINDOW, MAX_SEND_WINDOW));
+/// Keeps the send window (what quinn holds unacknowledged) near twice the
+/// bandwidth-delay product actually delivered, re-measured four times a second.
+/// quinn's BBR lets its congestion window run far past the path: on an emulated
+/// 1 Gbit/s 100 ms link with 0.1 % loss and a 1-BDP queue, half of all packets
+/// sent were lost to queue overflow with a fixed 256 MiB window, ~3 % with a
+/// window of 2 x BDP, at the same goodput (3 GiB: 837 vs 845 Mbit/s).
+pub fn govern_send_window(conn: &quinn::Connection) {
+    let conn = conn.clone();
+    conn.set_send_window(MIN_SEND_WINDOW);
+    rt().spawn(async move {
+        let delivered = |c: &quinn::Connection| {
+            let s = c.stats();
+            s.udp_tx.bytes.saturating_sub(s.path.lost_bytes)
+        };
+        let (mut t0, mut d0) = (tokio::time::Instant::now(), delivered(&conn));
+        while conn.close_reason().is_none() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let (t1, d1) = (tokio::time::Instant::now(), delivered(&conn));
+            let rate = d1.saturating_sub(d0) as f64 / (t1 - t0).as_secs_f64().max(1e-3);
+            let w = 2.0 * rate * conn.min_rtt().as_secs_f64();
+            conn.set_send_window((w as u64).clamp(MIN_SEND_WINDOW, MAX_SEND_WINDOW));
+            (t0, d0) = (t1, d1);
+        }
+    });
 }
 
 impl Client {
