@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const TOKEN: &str = "bench-token";
 
 fn env_u64(k: &str, d: u64) -> u64 {
@@ -244,20 +246,7 @@ fn main() {
     let work = PathBuf::from("/dev/shm").join(format!("gfast-bench-{}", std::process::id()));
     fs::create_dir_all(&work).unwrap();
     let src = work.join("src.bin");
-    {
-        let mut f = fs::File::create(&src).unwrap();
-        let mut b = vec![0u8; 1 << 20];
-        let mut x = 0x9e3779b97f4a7c15u64;
-        for _ in 0..size / b.len() as u64 {
-            for c in b.chunks_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                c.copy_from_slice(&x.to_le_bytes());
-            }
-            f.write_all(&b).unwrap();
-        }
-    }
+    common::write_pseudo_random(&src, size);
     let size = fs::metadata(&src).unwrap().len();
 
     let mut rows: Vec<(String, f64, String)> = Vec::new();

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use xxhash_rust::xxh3::xxh3_128;
 
+mod common;
+
 const PIECE: usize = 1 << 20;
 // From the kernel's uapi (not all are in libc).
 const SO_ZEROCOPY: libc::c_int = 60;
@@ -147,38 +149,7 @@ fn sender(how: Send, src: &File, map: Option<&Map>, mut s: TcpStream, off: u64, 
                 let mut o = at as libc::loff_t;
                 let mut left = n;
                 while left > 0 {
-                    // SAFETY: valid descriptors; the kernel moves page references.
-                    let k = check(
-                        unsafe {
-                            libc::splice(
-                                src.as_raw_fd(),
-                                &mut o,
-                                pipe[1],
-                                std::ptr::null_mut(),
-                                left,
-                                libc::SPLICE_F_MOVE,
-                            )
-                        },
-                        "splice file->pipe",
-                    );
-                    let mut m = k;
-                    while m > 0 {
-                        // SAFETY: as above.
-                        m -= check(
-                            unsafe {
-                                libc::splice(
-                                    pipe[0],
-                                    std::ptr::null_mut(),
-                                    fd,
-                                    std::ptr::null_mut(),
-                                    m,
-                                    libc::SPLICE_F_MOVE,
-                                )
-                            },
-                            "splice pipe->socket",
-                        );
-                    }
-                    left -= k;
+                    left -= splice_via(pipe, src.as_raw_fd(), Some(&mut o), fd, None, left);
                 }
             }
             Send::PreadZerocopy => {
@@ -230,6 +201,29 @@ fn sender(how: Send, src: &File, map: Option<&Map>, mut s: TcpStream, off: u64, 
         }
     }
     thread_cpu() - c0
+}
+
+/// Moves up to `n` bytes from `from` through `pipe` into `to` with splice(2)
+/// (an offset where that side is a file); returns how many (0: end of input).
+fn splice_via(
+    pipe: [i32; 2],
+    from: i32,
+    from_off: Option<&mut libc::loff_t>,
+    to: i32,
+    mut to_off: Option<&mut libc::loff_t>,
+    n: usize,
+) -> usize {
+    let ptr = |o: Option<&mut libc::loff_t>| o.map_or(std::ptr::null_mut(), |r| r as *mut libc::loff_t);
+    let null = std::ptr::null_mut();
+    // SAFETY: valid descriptors; the offsets point to live integers or are null.
+    let k = check(unsafe { libc::splice(from, ptr(from_off), pipe[1], null, n, libc::SPLICE_F_MOVE) }, "splice in");
+    let mut m = k;
+    while m > 0 {
+        let o = ptr(to_off.as_deref_mut());
+        // SAFETY: as above.
+        m -= check(unsafe { libc::splice(pipe[0], null, to, o, m, libc::SPLICE_F_MOVE) }, "splice out");
+    }
+    k
 }
 
 /// Reads MSG_ZEROCOPY completions; returns (sends completed, sends copied).
@@ -303,38 +297,8 @@ fn receiver(how: Recv, dst: Option<&File>, map: Option<&Map>, mut s: TcpStream, 
                 let mut left = n;
                 let mut o = at as libc::loff_t;
                 while left > 0 {
-                    // SAFETY: valid descriptors.
-                    let k = check(
-                        unsafe {
-                            libc::splice(
-                                s.as_raw_fd(),
-                                std::ptr::null_mut(),
-                                pipe[1],
-                                std::ptr::null_mut(),
-                                left,
-                                libc::SPLICE_F_MOVE,
-                            )
-                        },
-                        "splice socket->pipe",
-                    );
+                    let k = splice_via(pipe, s.as_raw_fd(), None, f.as_raw_fd(), Some(&mut o), left);
                     assert!(k > 0, "early end of stream");
-                    let mut m = k;
-                    while m > 0 {
-                        // SAFETY: as above.
-                        m -= check(
-                            unsafe {
-                                libc::splice(
-                                    pipe[0],
-                                    std::ptr::null_mut(),
-                                    f.as_raw_fd(),
-                                    &mut o,
-                                    m,
-                                    libc::SPLICE_F_MOVE,
-                                )
-                            },
-                            "splice pipe->file",
-                        );
-                    }
                     left -= k;
                 }
                 // The hash must still be checked: read the piece back from the page cache.
@@ -430,20 +394,7 @@ fn main() {
     let work = PathBuf::from("/dev/shm").join(format!("gfast-mech-{}", std::process::id()));
     fs::create_dir_all(&work).unwrap();
     let src = work.join("src");
-    {
-        let mut f = File::create(&src).unwrap();
-        let mut b = vec![0u8; PIECE];
-        let mut x = 0x9e3779b97f4a7c15u64;
-        for _ in 0..size / PIECE as u64 {
-            for c in b.chunks_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                c.copy_from_slice(&x.to_le_bytes());
-            }
-            f.write_all(&b).unwrap();
-        }
-    }
+    common::write_pseudo_random(&src, size);
     let dst = work.join("dst");
     let variants: Vec<(&str, Send, Recv)> = vec![
         ("send: pread + write (gfast default)", Send::PreadWrite, Recv::ReadDrop),
