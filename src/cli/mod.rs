@@ -357,6 +357,7 @@ fn run_job(
 ) -> Result<(), Error> {
     use std::sync::atomic::Ordering::Relaxed;
     let stats = Arc::new(Stats::new(256));
+    let job_id_given = job_id;
     let job_id = job_id.unwrap_or_else(random::<16>);
     let store = job_store();
     let mut record = jobs::Job::new(&job_id, args);
@@ -366,7 +367,11 @@ fn run_job(
         }
     }
     let res = job(stats.clone(), job_id);
-    if let Some(st) = &store {
+    let fresh = job_id_given.is_none();
+    if let (Some(st), true, Err(Error::Usage(_))) = (&store, fresh, &res) {
+        // Bad arguments: there is nothing to resume.
+        st.remove(&record.id);
+    } else if let Some(st) = &store {
         record.bytes_total = stats.bytes_total.load(Relaxed);
         record.bytes_done = stats.bytes_done.load(Relaxed);
         record.error = res.as_ref().err().map(|e| e.to_string());

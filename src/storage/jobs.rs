@@ -118,6 +118,11 @@ impl Store {
         }
     }
 
+    /// Forgets a job (one that never got past checking its arguments).
+    pub fn remove(&self, id: &str) {
+        let _ = std::fs::remove_file(self.path(id));
+    }
+
     /// Removes finished jobs; returns how many.
     pub fn prune(&self) -> usize {
         let mut n = 0;

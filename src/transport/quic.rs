@@ -177,11 +177,13 @@ pub fn connect(target: &str, tls: &Arc<ClientConfig>, timeout: Duration) -> io::
         ep.connect_with(cc, addr, "gfast").map_err(io::Error::other)?
     };
     let conn = rt().block_on(async {
-        match tokio::time::timeout(timeout.min(Duration::from_secs(30)), connecting).await {
+        // Like a TCP connect timeout; UDP gets no "connection refused".
+        let wait = timeout.min(Duration::from_secs(10));
+        match tokio::time::timeout(wait, connecting).await {
             Ok(r) => r.map_err(conn_err),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "no QUIC answer (is UDP blocked on the way, or the server older than --transport quic?)",
+                format!("no QUIC answer within {} s (UDP blocked on the way?)", wait.as_secs()),
             )),
         }
     })?;

@@ -214,3 +214,34 @@ fn a_source_changed_since_the_interruption_starts_over_with_a_note() {
     assert_same_file(&f, &root.path().join("f"));
     assert_eq!(list_tree(root.path()), vec![root.path().join("f")], "the old partial is gone");
 }
+
+#[test]
+fn a_push_refused_for_its_arguments_leaves_no_job() {
+    let src = TempDir::new("nojob-src");
+    let store = TempDir::new("nojob-store");
+    let f = src.path().join("f");
+    fs::write(&f, b"x").unwrap();
+    // No token anywhere: a usage error (exit 2) before anything is sent.
+    let o = Command::new(bin())
+        .args(["push"])
+        .arg(&f)
+        .arg("gfast://127.0.0.1:9/")
+        .env_remove("GFAST_TOKEN")
+        .env("GFAST_JOBS_DIR", store.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no token"), "{}", stderr(&o));
+    assert!(list_tree(store.path()).is_empty(), "nothing to resume, so no job: {:?}", list_tree(store.path()));
+    // A push that got going and failed (nothing listening) is kept for a resume.
+    let o = Command::new(bin())
+        .args(["push", "--timeout", "2"])
+        .arg(&f)
+        .arg("gfast://127.0.0.1:9/")
+        .env("GFAST_TOKEN", TOKEN)
+        .env("GFAST_JOBS_DIR", store.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(list_tree(store.path()).len(), 1, "{:?}", list_tree(store.path()));
+}
