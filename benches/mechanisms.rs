@@ -99,13 +99,7 @@ fn sender(how: Send, src: &File, map: Option<&Map>, mut s: TcpStream, off: u64, 
     let c0 = thread_cpu();
     let mut buf = vec![0u8; PIECE];
     let fd = s.as_raw_fd();
-    let mut pipe = [0i32; 2];
-    if how == Send::PreadSplice {
-        // SAFETY: a two-element array for the pipe's ends.
-        check(unsafe { libc::pipe(pipe.as_mut_ptr()) } as isize, "pipe");
-        // SAFETY: valid pipe descriptor.
-        unsafe { libc::fcntl(pipe[1], libc::F_SETPIPE_SZ, PIECE as libc::c_int) };
-    }
+    let pipe = if how == Send::PreadSplice { new_pipe() } else { [0i32; 2] };
     // MSG_ZEROCOPY: a ring of buffers, each reused only after the kernel says so.
     const ZC: usize = 16;
     let mut zbufs: Vec<Vec<u8>> = Vec::new();
@@ -203,6 +197,16 @@ fn sender(how: Send, src: &File, map: Option<&Map>, mut s: TcpStream, off: u64, 
     thread_cpu() - c0
 }
 
+/// A pipe that holds one piece.
+fn new_pipe() -> [i32; 2] {
+    let mut pipe = [0i32; 2];
+    // SAFETY: a two-element array for the pipe's ends.
+    check(unsafe { libc::pipe(pipe.as_mut_ptr()) } as isize, "pipe");
+    // SAFETY: valid pipe descriptor.
+    unsafe { libc::fcntl(pipe[1], libc::F_SETPIPE_SZ, PIECE as libc::c_int) };
+    pipe
+}
+
 /// Moves up to `n` bytes from `from` through `pipe` into `to` with splice(2)
 /// (an offset where that side is a file); returns how many (0: end of input).
 fn splice_via(
@@ -267,12 +271,7 @@ fn reap_zerocopy(fd: i32, block: bool) -> (u32, u32) {
 fn receiver(how: Recv, dst: Option<&File>, map: Option<&Map>, mut s: TcpStream, off: u64, len: u64) -> f64 {
     let c0 = thread_cpu();
     let mut buf = vec![0u8; PIECE];
-    let mut pipe = [0i32; 2];
-    if how == Recv::SpliceThenHash {
-        // SAFETY: as in the sender.
-        check(unsafe { libc::pipe(pipe.as_mut_ptr()) } as isize, "pipe");
-        unsafe { libc::fcntl(pipe[1], libc::F_SETPIPE_SZ, PIECE as libc::c_int) };
-    }
+    let pipe = if how == Recv::SpliceThenHash { new_pipe() } else { [0i32; 2] };
     let mut done = 0u64;
     while done < len {
         let n = (len - done).min(PIECE as u64) as usize;
