@@ -35,14 +35,6 @@ const UDP_BUFFER: usize = 32 << 20;
 pub fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
-        // quinn copies every write into a fresh buffer; above glibc's mmap
-        // threshold each one was a new mapping and a page fault per 4 KiB
-        // (loopback, 2 GiB: 1.03-1.11 -> 1.20-1.21 GB/s, sender CPU -12 %).
-        // SAFETY: mallopt only tunes glibc's allocator.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-        }
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("gfast-quic")
