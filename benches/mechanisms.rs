@@ -148,9 +148,7 @@ fn sender(how: Send, src: &File, map: Option<&Map>, mut s: TcpStream, off: u64, 
             }
             Send::PreadZerocopy => {
                 while sent_calls - done_calls >= ZC as u32 {
-                    let (d, c) = reap_zerocopy(fd, true);
-                    done_calls += d;
-                    copied += c;
+                    reap_zerocopy(fd, true, &mut done_calls, &mut copied);
                 }
                 let b = &mut zbufs[sent_calls as usize % ZC];
                 src.read_exact_at(&mut b[..n], at).unwrap();
@@ -161,25 +159,19 @@ fn sender(how: Send, src: &File, map: Option<&Map>, mut s: TcpStream, off: u64, 
                     let r =
                         unsafe { libc::send(fd, b[k..n].as_ptr() as *const libc::c_void, n - k, libc::MSG_ZEROCOPY) };
                     if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
-                        let (d, c) = reap_zerocopy(fd, true);
-                        done_calls += d;
-                        copied += c;
+                        reap_zerocopy(fd, true, &mut done_calls, &mut copied);
                         continue;
                     }
                     k += check(r, "send MSG_ZEROCOPY");
                     sent_calls += 1;
                 }
-                let (d, c) = reap_zerocopy(fd, false);
-                done_calls += d;
-                copied += c;
+                reap_zerocopy(fd, false, &mut done_calls, &mut copied);
             }
         }
         done += n as u64;
     }
     while how == Send::PreadZerocopy && done_calls < sent_calls {
-        let (d, c) = reap_zerocopy(fd, true);
-        done_calls += d;
-        copied += c;
+        reap_zerocopy(fd, true, &mut done_calls, &mut copied);
     }
     if how == Send::PreadZerocopy && copied > 0 && off == 0 {
         eprintln!("  (MSG_ZEROCOPY: the kernel reported {copied} of {sent_calls} sends as copied anyway)");
@@ -230,8 +222,15 @@ fn splice_via(
     k
 }
 
-/// Reads MSG_ZEROCOPY completions; returns (sends completed, sends copied).
-fn reap_zerocopy(fd: i32, block: bool) -> (u32, u32) {
+/// Reads MSG_ZEROCOPY completions into the counts of sends completed and of
+/// sends the kernel copied anyway.
+fn reap_zerocopy(fd: i32, block: bool, done_total: &mut u32, copied_total: &mut u32) {
+    let (d, c) = reap_zerocopy_once(fd, block);
+    *done_total += d;
+    *copied_total += c;
+}
+
+fn reap_zerocopy_once(fd: i32, block: bool) -> (u32, u32) {
     if block {
         let mut p = libc::pollfd { fd, events: 0, revents: 0 };
         // SAFETY: one pollfd; POLLERR is always reported.

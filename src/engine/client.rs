@@ -77,10 +77,8 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
     }
     let d = dial(cfg, &stats, None)?;
     let target = Target::Ask(cfg.dest.clone(), cfg.dest_is_dir);
-    let files = run_sender(d.wired, &cfg.sources, target, cfg.chunk_size, d.resume, stats);
-    if let Some(q) = &d.quic {
-        q.close(files.is_ok());
-    }
+    let files = run_sender(d.wired, &cfg.sources, target, cfg.chunk_size, d.resume, stats.clone());
+    end_quic(d.quic.as_ref(), files.is_ok(), &stats);
     Ok(Summary { files: files?, discard: d.discard })
 }
 
@@ -98,9 +96,7 @@ pub fn pull(
     let d = dial(cfg, &stats, Some(Frame::Pull { target, kind, is_dir }))?;
     let w = d.wired;
     let got = super::session::receive_dialed(root, &w.ctl, w.ctl_r, w.ctl_w, w.lanes, cfg.chunk_size as u64, d.resume);
-    if let Some(q) = &d.quic {
-        q.close(got.is_ok());
-    }
+    end_quic(d.quic.as_ref(), got.is_ok(), &stats);
     let (files, bytes) = got?;
     use std::sync::atomic::Ordering::Relaxed;
     stats.files_done.store(files, Relaxed);
@@ -110,6 +106,14 @@ pub fn pull(
     // What the receiving end counts: payload bytes of completed files.
     stats.bytes_sent.store(bytes, Relaxed);
     Ok(files)
+}
+
+/// Over QUIC: keeps what the connection saw for the report, then closes it.
+fn end_quic(q: Option<&quic::Client>, completed: bool, stats: &Stats) {
+    if let Some(q) = q {
+        *stats.quic.lock().expect("stats") = Some(quic::stats(&q.conn));
+        q.close(completed);
+    }
 }
 
 /// An established session seen from the dialing side.

@@ -260,9 +260,6 @@ pub fn run_sender(
     // What the kernel saw on each lane, for the report and for advice.
     *shared.stats.lane_tcp.lock().expect("stats") =
         lane_conns.iter().filter_map(|c| c.tcp().and_then(crate::transport::tcp::tcp_stats)).collect();
-    if let Some(q) = ctl.quic_conn() {
-        *shared.stats.quic.lock().expect("stats") = Some(crate::transport::quic::stats(q));
-    }
     // The control writer ends the control connection cleanly (close_notify) once
     // SESSION_DONE is in; only then cut the sockets, or the peer sees a broken end.
     let _ = ctl_writer.join();

@@ -155,8 +155,11 @@ impl Conn {
 
     /// Shuts the connection down (unblocks both halves).
     pub fn shutdown(&self, how: Shutdown) {
-        if let Ok(c) = self.closer() {
-            c.shutdown(how);
+        match &self.kind {
+            Kind::Tcp { tcp, .. } => {
+                let _ = tcp.shutdown(how);
+            }
+            Kind::Quic(s) => Closer::Quic(s.clone()).shutdown(how),
         }
     }
 }

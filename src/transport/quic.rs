@@ -44,9 +44,10 @@ pub fn rt() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Transport settings: windows sized to the bandwidth-delay product of a fast
-/// long link (flow control only caps, memory is used as data is in flight),
-/// BBR, keepalive and idle timeout from --timeout, MTU discovery up to jumbo.
+/// Transport settings: receive windows large enough for a fast long link (flow
+/// control only caps; memory is used as data is in flight), a send window that
+/// [`govern_send_window`] then follows, BBR, keepalive and idle timeout from
+/// --timeout, MTU discovery up to [`MTU_UPPER`].
 fn transport(timeout: Duration, max_streams: u32) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(max_streams))

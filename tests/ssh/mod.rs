@@ -276,6 +276,7 @@ fn ssh_pull_of_trees_and_files() {
     let j = parse_json(&o);
     assert_eq!(j["encrypted"], true);
     assert_eq!(j["files"], 7);
+    assert_eq!(j["transport"], if quic() { "quic" } else { "tcp" });
 
     // One file to a new name.
     let o = sshd.pull(&[remote(&tree.join("a/big")).as_ref(), local.path().join("copy.bin").as_os_str()]);
