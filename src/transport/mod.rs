@@ -4,5 +4,6 @@
 pub mod conn;
 pub mod framed;
 pub mod quic;
+pub mod record;
 pub mod tcp;
 pub mod tls;

@@ -97,7 +97,7 @@ impl Identity {
     }
 
     /// A rustls server configuration presenting this identity: TLS 1.3 only, no
-    /// session tickets (a reader thread never has to write, see `conn`).
+    /// session tickets (nothing but key updates after the handshake, see `record`).
     pub fn server_config(&self) -> io::Result<Arc<ServerConfig>> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
         let mut cfg = ServerConfig::builder_with_provider(provider())
@@ -107,6 +107,8 @@ impl Identity {
             .with_single_cert(vec![self.cert.clone()], key)
             .map_err(io::Error::other)?;
         cfg.send_tls13_tickets = 0;
+        // The record layer is driven by `record` once the handshake is done.
+        cfg.enable_secret_extraction = true;
         Ok(Arc::new(cfg))
     }
 }
@@ -177,12 +179,13 @@ impl ServerCertVerifier for PinVerifier {
 /// A client configuration that pins `expected` (or trusts on first use when `None`).
 pub fn client_config(expected: Option<Fingerprint>) -> io::Result<(Arc<ClientConfig>, Arc<PinVerifier>)> {
     let verifier = Arc::new(PinVerifier { expected, seen: Mutex::new(None), provider: provider() });
-    let cfg = ClientConfig::builder_with_provider(provider())
+    let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(io::Error::other)?
         .dangerous()
         .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
+    cfg.enable_secret_extraction = true;
     Ok((Arc::new(cfg), verifier))
 }
 
