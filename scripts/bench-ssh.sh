@@ -25,6 +25,11 @@ ssh-keygen -q -t ed25519 -N "" -f "$work/uk"
 cp "$work/uk.pub" "$work/ak"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p /run/sshd
+# scp speaks SFTP: use the sftp-server the distribution's sshd_config names (like
+# gfast's remote command, it starts through the login shell); SFTP=internal-sftp
+# measures sshd's built-in one, which starts no process.
+sftp_server=${SFTP:-$(sed -n 's/^Subsystem[[:space:]]\+sftp[[:space:]]\+//p' /etc/ssh/sshd_config 2>/dev/null | head -1)}
+sftp_server=${sftp_server:-internal-sftp}
 cat > "$work/sshd_config" <<CFG
 Port $port
 ListenAddress 127.0.0.1
@@ -35,7 +40,7 @@ PermitRootLogin prohibit-password
 StrictModes no
 UsePAM no
 PasswordAuthentication no
-Subsystem sftp internal-sftp
+Subsystem sftp $sftp_server
 CFG
 /usr/sbin/sshd -D -e -f "$work/sshd_config" 2>/dev/null &
 pids+=($!)
@@ -112,6 +117,7 @@ one() {
 }
 tiny_g=$(for _ in $(seq 1 5); do one "$gf" push -q -e "ssh $sshopt" --remote-cmd "$gf" "$work/one" "127.0.0.1:$dst/"; done | median)
 tiny_s=$(for _ in $(seq 1 5); do one scp -q $scpopt "$work/one" "127.0.0.1:$dst/"; done | median)
+tiny_t=$(for _ in $(seq 1 5); do one ssh $sshopt 127.0.0.1 true; done | median)
 
 echo "# ssh-mode benchmark: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 echo "# ${size_mib} MiB file from /dev/shm to $dst (disk), loopback sshd, median of $reps"
@@ -133,5 +139,5 @@ if [ -n "$qcp" ]; then
   printf 'gfast --transport quic / qcp (tmpfs): %.2f\n' "$(echo "${rate[tmpfs: gfast (ssh, --transport quic)]} / ${rate[tmpfs: qcp]}" | bc -l)"
 fi
 echo
-printf '1-byte file, whole command: gfast %.3f s, scp %.3f s (ratio %.2f)\n' "$tiny_g" "$tiny_s" "$(echo "$tiny_g / $tiny_s" | bc -l)"
+printf '1-byte file, whole command: gfast %.3f s, scp %.3f s (ratio %.2f); `ssh host true` %.3f s; sftp subsystem: %s\n' "$tiny_g" "$tiny_s" "$(echo "$tiny_g / $tiny_s" | bc -l)" "$tiny_t" "$sftp_server"
 [ -n "$qcp" ] || echo "qcp: not measured (not found: set QCP=path/to/qcp)"

@@ -107,6 +107,7 @@ pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &Ke
         "streams": lanes,
         "per_stream_bytes": stats.lane_bytes.iter().take(lanes).map(Stats::get).collect::<Vec<_>>(),
         "handshake_rtt_ms": Stats::get(&stats.handshake_rtt_us) as f64 / 1000.0,
+        "setup_seconds": Stats::get(&stats.setup_us) as f64 / 1e6,
         "tcp": stats.lane_tcp.lock().expect("stats").iter().map(|t| json!({
             "rtt_ms": t.rtt_us as f64 / 1000.0,
             "retransmits": t.total_retrans,

@@ -202,6 +202,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     if !keys.verify_server(&proof) {
         return Err(Error::Auth("the server could not prove it knows the token: refusing to send to it".into()));
     }
+    stats.setup_us.store(stats.start.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
     // Remember the key only once the server proved it knows the token.
     if let (true, Some(fp), Some(kh)) = (tofu, fingerprint, &cfg.known_hosts) {
         match tls::remember_host(kh, &cfg.server, fp) {

@@ -21,6 +21,9 @@ pub struct Stats {
     pub quic: Mutex<Option<crate::transport::quic::QuicStats>>,
     /// Round trip of the handshake, microseconds.
     pub handshake_rtt_us: AtomicU64,
+    /// From the start to an authenticated session (ssh login and the remote's
+    /// start included), microseconds.
+    pub setup_us: AtomicU64,
     /// Sum of the sizes of all files found so far.
     pub bytes_total: AtomicU64,
     /// Entries found so far.
@@ -51,6 +54,7 @@ impl Stats {
             lane_tcp: Mutex::new(Vec::new()),
             quic: Mutex::new(None),
             handshake_rtt_us: AtomicU64::new(0),
+            setup_us: AtomicU64::new(0),
             bytes_total: AtomicU64::new(0),
             files_total: AtomicU64::new(0),
             files_done: AtomicU64::new(0),

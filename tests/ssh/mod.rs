@@ -277,6 +277,9 @@ fn ssh_pull_of_trees_and_files() {
     assert_eq!(j["encrypted"], true);
     assert_eq!(j["files"], 7);
     assert_eq!(j["transport"], if quic() { "quic" } else { "tcp" });
+    // The ssh login counts in the set-up time, which is part of the whole run.
+    let (setup, secs) = (j["setup_seconds"].as_f64().unwrap(), j["seconds"].as_f64().unwrap());
+    assert!(setup > 0.0 && setup < secs, "setup {setup} s of a {secs} s run");
 
     // One file to a new name.
     let o = sshd.pull(&[remote(&tree.join("a/big")).as_ref(), local.path().join("copy.bin").as_os_str()]);
