@@ -427,7 +427,34 @@ struct InflightQ {
 
 type Inflight = Mutex<InflightQ>;
 
+/// Reads `n` bytes at `off` into a new buffer (never initialised twice).
+fn read_owned(f: &File, n: usize, off: u64) -> std::io::Result<bytes::BytesMut> {
+    use std::os::fd::AsRawFd;
+    let mut b = bytes::BytesMut::with_capacity(n);
+    let mut got = 0;
+    while got < n {
+        let spare = &mut b.spare_capacity_mut()[got..n];
+        // SAFETY: pread writes at most spare.len() bytes into memory we own.
+        let r =
+            unsafe { libc::pread(f.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), (off + got as u64) as i64) };
+        match r {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            r if r > 0 => got += r as usize,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    // SAFETY: the first n bytes were written by pread above.
+    unsafe { b.set_len(n) };
+    Ok(b)
+}
+
 fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
+    let owned = w.takes_owned();
     let mut w = BufWriter::with_capacity(256 << 10, w);
     let mut piece = vec![0u8; PIECE];
     let mut cur: Option<(u64, File)> = None;
@@ -500,6 +527,30 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
             && (sh.first_sendings.fetch_add(1, Relaxed) + 1) % sh.corrupt_every == 0;
         while done < task.len as usize {
             let n = (task.len as usize - done).min(PIECE);
+            if owned {
+                // QUIC keeps what it is given until it is acknowledged: read into a
+                // fresh buffer and hand it over instead of having it copied.
+                let mut b = match (&read_err, &cur) {
+                    (None, Some((_, f))) => match read_owned(f, n, task.offset + done as u64) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            read_err = Some(e);
+                            bytes::BytesMut::zeroed(n)
+                        }
+                    },
+                    _ => bytes::BytesMut::zeroed(n),
+                };
+                hasher.update(&b);
+                if corrupt && done == 0 {
+                    b[0] ^= 1;
+                }
+                if let Err(e) = w.flush().and_then(|_| w.get_mut().write_owned(b.freeze())) {
+                    return sh.fail_lane(Error::PeerVanished(e.to_string()));
+                }
+                sh.stats.add_sent(lane, n as u64);
+                done += n;
+                continue;
+            }
             let buf = &mut piece[..n];
             if read_err.is_none() {
                 if let Some((_, f)) = &cur {

@@ -221,6 +221,19 @@ enum WriterKind {
 }
 
 impl ConnWriter {
+    /// True when [`ConnWriter::write_owned`] avoids a copy (a QUIC stream).
+    pub fn takes_owned(&self) -> bool {
+        matches!(self.kind, WriterKind::Quic { .. })
+    }
+
+    /// Writes all of `data`; a QUIC stream keeps the buffer itself (no copy).
+    pub fn write_owned(&mut self, data: bytes::Bytes) -> io::Result<()> {
+        match &mut self.kind {
+            WriterKind::Quic { stream, cancel } => quic::write_all_owned(&stream.send, cancel, data),
+            WriterKind::Tcp { .. } => self.write_all(&data),
+        }
+    }
+
     /// Ends the sending direction cleanly: TLS close_notify (the peer reads a clean
     /// end of stream), a TCP half-close for a plain connection, or a QUIC stream
     /// finished and acknowledged.

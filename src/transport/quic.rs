@@ -337,6 +337,27 @@ pub fn write(
     }
 }
 
+/// Writes all of `data`, blocking; quinn keeps the buffer until it is acknowledged.
+pub fn write_all_owned(
+    send: &Mutex<quinn::SendStream>,
+    cancel: &mut tokio::sync::watch::Receiver<bool>,
+    data: bytes::Bytes,
+) -> io::Result<()> {
+    let mut s = send.lock().expect("quic send");
+    let r = rt().block_on(async {
+        tokio::select! {
+            r = s.write_chunk(data) => Some(r),
+            _ = cancel.wait_for(|c| *c) => None,
+        }
+    });
+    match r {
+        None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection shut down")),
+        Some(Ok(())) => Ok(()),
+        Some(Err(quinn::WriteError::ConnectionLost(c))) => Err(conn_err(c)),
+        Some(Err(e)) => Err(io::Error::new(io::ErrorKind::BrokenPipe, e)),
+    }
+}
+
 /// Finishes the sending half and waits (up to `max`) until the peer has it all.
 pub fn finish(send: &Mutex<quinn::SendStream>, max: Duration) -> io::Result<()> {
     let mut s = send.lock().expect("quic send");
