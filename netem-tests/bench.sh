@@ -54,9 +54,14 @@ copy() { # copy scp|rsync -> Mbit/s
   echo "$mib * 8 * 1.048576 / ($t1 - $t0)" | bc -l | cut -d. -f1
 }
 gfast_push() { # [push args] -> "Mbit/s handshake_rtt_ms lanes"
-  ip netns exec $B "$gf" serve --discard --listen 10.99.0.2:7447 --key-file "$work/k" > "$work/serve.out" 2>/dev/null &
-  local s=$!; sleep 0.5
-  local key; key=$(sed -n 's/.*, key \(sha256:[0-9a-f]*\).*/\1/p' "$work/serve.out")
+  ip netns exec $B "$gf" serve --discard --listen 10.99.0.2:7447 --key-file "$work/k" > "$work/serve.out" 2>"$work/serve.err" &
+  local s=$! key=""
+  # Wait for its banner (the previous daemon may still be releasing the port).
+  for _ in $(seq 1 100); do
+    key=$(sed -n 's/.*, key \(sha256:[0-9a-f]*\).*/\1/p' "$work/serve.out")
+    [ -n "$key" ] && break
+    sleep 0.1
+  done
   ip netns exec $A "$gf" push --json --fingerprint "$key" "$@" "$work/src.bin" gfast://10.99.0.2:7447/ \
     | python3 -c 'import sys,json; d=json.load(sys.stdin); print(round(d["bytes_per_second"]*8/1e6), d["handshake_rtt_ms"], d["streams"])'
   kill $s; wait $s 2>/dev/null || true
