@@ -58,21 +58,24 @@ run() {
   rm -rf "${dst:?}"/*; sync; cat "$work/src.bin" > /dev/null
   local c0 t0 t1 c1
   c0=$(cpu_ticks); t0=$(date +%s.%N)
-  "$@" > /dev/null
+  if ! "$@" > /dev/null; then echo "fail fail"; return; fi
   t1=$(date +%s.%N); c1=$(cpu_ticks)
   cmp -s "$work/src.bin" "$dst/src.bin" || { echo "MISMATCH after: $*" >&2; exit 1; }
   echo "$(echo "$t1 - $t0" | bc -l) $(echo "($c1 - $c0) / $hz" | bc -l)"
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -A rate cpu
+declare -A rate cpu fails
 measure() {
   local name=$1; shift
   local secs=() cpus=()
   for _ in $(seq 1 "$reps"); do
     read -r s c < <(run "$@")
+    # A failed run (qcp lost its connection a few times here) is reported, not timed.
+    if [ "$s" = fail ]; then echo "$name: a run failed: $*" >&2; fails[$name]=$(( ${fails[$name]:-0} + 1 )); continue; fi
     secs+=("$s"); cpus+=("$c")
   done
+  if [ ${#secs[@]} = 0 ]; then rate[$name]=0; cpu[$name]=0; return; fi
   local ms mc
   ms=$(printf '%s\n' "${secs[@]}" | median)
   mc=$(printf '%s\n' "${cpus[@]}" | median)
@@ -131,6 +134,7 @@ echo "|---|---|---|---|"
 for k in "${tools[@]}"; do
   printf '| %s | %.0f | %.2f | %.2f |\n' "$k" "${rate[$k]}" "$(echo "${rate[$k]} / ${rate[scp]}" | bc -l)" "${cpu[$k]}"
 done
+for k in "${!fails[@]}"; do echo "$k: ${fails[$k]} of $reps runs failed (not timed)"; done
 echo
 echo "# the same ${size_mib} MiB to tmpfs (/dev/shm), median of $reps"
 echo

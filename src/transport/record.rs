@@ -34,6 +34,8 @@ const TAG: usize = 16;
 const MAX_CIPHER: usize = MAX_PLAIN + 256;
 /// Records sent under one key before the writer moves to the next.
 pub const KEY_UPDATE_AT: u64 = 1 << 22;
+/// Records accepted under one key of the peer (AES-GCM's limit, RFC 8446 §5.5).
+const PEER_KEY_LIMIT: u64 = 1 << 24;
 
 const APPLICATION_DATA: u8 = 23;
 const ALERT: u8 = 21;
@@ -358,6 +360,9 @@ impl RecordReader {
         }
         let body = self.start + HEADER;
         self.start = body + len;
+        if self.keys.seq >= PEER_KEY_LIMIT {
+            return Err(bad("the peer sent 2^24 records without updating its key"));
+        }
         let nonce = self.keys.nonce()?;
         let plain = self
             .keys
