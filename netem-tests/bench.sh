@@ -62,9 +62,14 @@ gfast_push() { # [push args] -> "Mbit/s handshake_rtt_ms lanes"
     [ -n "$key" ] && break
     sleep 0.1
   done
-  ip netns exec $A "$gf" push --json --fingerprint "$key" "$@" "$work/src.bin" gfast://10.99.0.2:7447/ \
-    | python3 -c 'import sys,json; d=json.load(sys.stdin); print(round(d["bytes_per_second"]*8/1e6), d["handshake_rtt_ms"], d["streams"])'
+  [ -n "$key" ] || { echo "gfast serve did not start:" >&2; cat "$work/serve.err" >&2; }
+  local out
+  out=$(ip netns exec $A "$gf" push --json --fingerprint "$key" "$@" "$work/src.bin" gfast://10.99.0.2:7447/ \
+    | python3 -c 'import sys,json; d=json.load(sys.stdin); print(round(d["bytes_per_second"]*8/1e6), d["handshake_rtt_ms"], d["streams"])') || true
+  # Stop the daemon before answering: the caller starts the next one as soon as
+  # it reads this line (it reads through a process substitution).
   kill $s; wait $s 2>/dev/null || true
+  echo "$out"
 }
 
 echo "# gfast on emulated WAN links ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), $(date -u +%F))"
