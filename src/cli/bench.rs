@@ -101,7 +101,20 @@ pub(crate) fn run(dir: &Path, size: u64) -> Result<(), Error> {
         s if s.contains("TLS") => "encryption-bound (CPU); --no-encrypt on a trusted network",
         _ => "network-bound",
     };
-    println!("verdict: {verdict}: the slowest stage is {slow} at {v:.2} GB/s; gfast end to end reached {e:.2} GB/s ({:.0} % of it)", e / v * 100.0);
+    if e > v * 1.05 {
+        // The end-to-end run reads a cached file and does not sync what it writes.
+        println!(
+            "verdict: {verdict}: the slowest stage is {slow} at {v:.2} GB/s; gfast end to end reached {e:.2} GB/s \
+             with the file in memory and nothing synced, above that stage: transfers larger than the page \
+             cache settle near {v:.2} GB/s"
+        );
+    } else {
+        println!(
+            "verdict: {verdict}: the slowest stage is {slow} at {v:.2} GB/s; gfast end to end reached {e:.2} GB/s \
+             ({:.0} % of it)",
+            e / v * 100.0
+        );
+    }
     Ok(())
 }
 
