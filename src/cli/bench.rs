@@ -106,7 +106,7 @@ pub(crate) fn run(dir: &Path, size: u64) -> Result<(), Error> {
         println!(
             "verdict: {verdict}: the slowest stage is {slow} at {v:.2} GB/s; gfast end to end reached {e:.2} GB/s \
              with the file in memory and nothing synced, above that stage: transfers larger than the page \
-             cache settle near {v:.2} GB/s"
+             cache settle near {v:.2} GB/s (the slowest stage)"
         );
     } else {
         println!(

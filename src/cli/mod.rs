@@ -379,7 +379,10 @@ fn run_job(
         let _ = st.save(&record, state);
     }
     let limits = KernelLimits::read();
-    if let (false, false, Some(a)) = (json, quiet, report::limit_advice(&stats, &limits, explicit_buffer)) {
+    // Advice on limits only after a success: a failure's one line is its error.
+    if let (true, false, false, Some(a)) =
+        (res.is_ok(), json, quiet, report::limit_advice(&stats, &limits, explicit_buffer))
+    {
         eprintln!("gfast: note: {a}");
     }
     if json {

@@ -75,8 +75,10 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
             File::open(s).map_err(|e| Error::Source(s.clone(), e))?;
         }
     }
-    let d = dial(cfg, &stats, None)?;
-    let target = Target::Ask(cfg.dest.clone(), cfg.dest_is_dir);
+    // TARGET goes out with the session's first frames; its answer is read once the
+    // lanes are open (one round trip fewer before the first chunk).
+    let d = dial(cfg, &stats, Some(Frame::Target { path: cfg.dest.clone() }))?;
+    let target = Target::Asked(cfg.dest.clone(), cfg.dest_is_dir);
     let files = run_sender(d.wired, &cfg.sources, target, cfg.chunk_size, d.resume, stats.clone());
     end_quic(d.quic.as_ref(), files.is_ok(), &stats);
     Ok(Summary { files: files?, discard: d.discard })
@@ -214,6 +216,10 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
             Err(e) => (cfg.notice)(&format!("cannot remember the key of {} in {}: {e}", cfg.server, kh.display())),
         }
     }
+    // A receiving client (pull) waits for JOINED before the server starts sending;
+    // a sending one sends chunks right behind JOIN (one round trip fewer) and its
+    // acknowledgement reader takes the JOINED (or a refusal) first.
+    let await_joined = matches!(first, Some(Frame::Pull { .. }));
     if let Some(f) = first {
         // Before the lanes, so the server knows the session's direction when they join.
         send(&mut w, &f)?;
@@ -242,6 +248,9 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
                     write_frame(&mut w, &join, &mut scratch)
                         .and_then(|_| w.flush())
                         .map_err(|e| Error::PeerVanished(e.to_string()))?;
+                    if !await_joined {
+                        return Ok((c, r, w));
+                    }
                     c.set_read_timeout(Some(Duration::from_secs(30))).ok();
                     let mut b = Vec::new();
                     match read_frame(&mut r, &Limits::default(), &mut b).map_err(wire_err)? {
@@ -256,7 +265,8 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
             .collect();
         hs.into_iter().map(|h| h.join().expect("lane setup thread")).collect::<Result<Vec<_>, _>>()
     })?;
-    Ok(Dialed { wired: Wired { ctl, ctl_r: r, ctl_w: w, lanes, rate: cfg.tuning.rate }, quic: qc, discard, resume })
+    let wired = Wired { ctl, ctl_r: r, ctl_w: w, lanes, rate: cfg.tuning.rate, joined: await_joined };
+    Ok(Dialed { wired, quic: qc, discard, resume })
 }
 
 /// Connects, tunes and (unless `--no-encrypt`) runs TLS pinned to `pin` (any key

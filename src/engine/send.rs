@@ -39,13 +39,16 @@ pub struct Wired {
     pub lanes: Vec<(Conn, BufReader<ConnReader>, ConnWriter)>,
     /// Cap on the sending rate, bits per second, shared evenly by the lanes.
     pub rate: Option<u64>,
+    /// False when each lane's JOINED is still to be read (a client sends behind JOIN).
+    pub joined: bool,
 }
 
 /// Where the sources go.
 pub enum Target {
-    /// Ask the receiver with TARGET (push): the destination path and whether it was
-    /// written as a directory.
-    Ask(Vec<u8>, bool),
+    /// Push: TARGET went out with the session's first frames (before the lanes
+    /// opened); its TARGET_INFO is still to be read. The destination path and
+    /// whether it was written as a directory.
+    Asked(Vec<u8>, bool),
     /// The receiver told us already (PULL): path, what is there, written as a directory.
     Known(Vec<u8>, TargetKind, bool),
 }
@@ -149,7 +152,7 @@ fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
 
 /// Runs the sending role to completion over `w`; returns the entries confirmed.
 pub fn run_sender(
-    mut w: Wired,
+    w: Wired,
     sources: &[PathBuf],
     target: Target,
     chunk_size: u32,
@@ -161,7 +164,7 @@ pub fn run_sender(
         let md = std::fs::metadata(s).map_err(|e| Error::Source(s.clone(), e))?;
         src_dirs.push(md.is_dir());
     }
-    let (ctl, mut r, lanes) = (w.ctl, w.ctl_r, w.lanes);
+    let (ctl, mut r, lanes, joined) = (w.ctl, w.ctl_r, w.lanes, w.joined);
     if let Some(bits) = w.rate {
         // Each lane is paced at its share, in bytes per second.
         let share = (bits / 8 / lanes.len().max(1) as u64).max(1);
@@ -170,21 +173,15 @@ pub fn run_sender(
                 .map_err(|e| Error::Io("setting the pacing rate (SO_MAX_PACING_RATE)".into(), e))?;
         }
     }
-    let mut scratch = Vec::new();
     let mut buf = Vec::new();
     let limits = Limits::default();
     let (dest, kind, dest_is_dir) = match target {
         Target::Known(p, k, d) => (p, k, d),
-        Target::Ask(p, d) => {
-            write_frame(&mut w.ctl_w, &Frame::Target { path: p.clone() }, &mut scratch)
-                .and_then(|_| w.ctl_w.flush())
-                .map_err(|e| Error::PeerVanished(e.to_string()))?;
-            match read_frame(&mut r, &limits, &mut buf).map_err(wire_err)? {
-                Frame::TargetInfo { kind } => (p, kind, d),
-                Frame::Error { code, message } => return Err(Error::Remote(code, message)),
-                _ => return Err(Error::Protocol("expected TARGET_INFO".into())),
-            }
-        }
+        Target::Asked(p, d) => match read_frame(&mut r, &limits, &mut buf).map_err(wire_err)? {
+            Frame::TargetInfo { kind } => (p, kind, d),
+            Frame::Error { code, message } => return Err(Error::Remote(code, message)),
+            _ => return Err(Error::Protocol("expected TARGET_INFO".into())),
+        },
     };
     let w = w.ctl_w;
     // Where each source lands (cp -r semantics, §5.3).
@@ -246,7 +243,7 @@ pub fn run_sender(
         let (sh, inf) = (shared.clone(), inflight.clone());
         handles.push(std::thread::spawn(move || lane_writer(&sh, i, w, &inf)));
         let sh = shared.clone();
-        handles.push(std::thread::spawn(move || ack_reader(&sh, r, &inflight)));
+        handles.push(std::thread::spawn(move || ack_reader(&sh, i, r, &inflight, joined)));
         lane_conns.push(c);
     }
 
@@ -598,9 +595,11 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
     }
 }
 
-fn ack_reader(sh: &Shared, mut r: BufReader<ConnReader>, inflight: &Inflight) {
+fn ack_reader(sh: &Shared, lane: usize, mut r: BufReader<ConnReader>, inflight: &Inflight, joined: bool) {
     let mut buf = Vec::new();
     let limits = Limits { max_control: 1 << 16, max_chunk: 0 };
+    // A client's lanes send behind JOIN without waiting: JOINED comes first here.
+    let mut joined = joined;
     loop {
         let f = match read_frame(&mut r, &limits, &mut buf) {
             Ok(f) => f,
@@ -608,6 +607,16 @@ fn ack_reader(sh: &Shared, mut r: BufReader<ConnReader>, inflight: &Inflight) {
             Err(e @ (WireError::Closed | WireError::Io(_))) => return sh.fail_lane(wire_err(e)),
             Err(e) => return sh.fail(wire_err(e)),
         };
+        if !joined {
+            match f {
+                Frame::Joined { lane: l } if l as usize == lane => {
+                    joined = true;
+                    continue;
+                }
+                Frame::Error { code, message } => return sh.fail(Error::Remote(code, message)),
+                _ => return sh.fail(Error::Protocol("expected JOINED".into())),
+            }
+        }
         let Frame::ChunkAck { id, offset, status } = f else {
             return sh.fail(match f {
                 Frame::Error { code, message } => Error::Remote(code, message),

@@ -327,7 +327,7 @@ impl Server {
             return Err(WireError::Io(std::io::Error::other("lanes did not join")));
         };
         let ctl_w = sess.take_control_writer().expect("control writer");
-        let wired = Wired { ctl: conn, ctl_r: r, ctl_w, lanes: lane_conns, rate: self.cfg.tuning.rate };
+        let wired = Wired { ctl: conn, ctl_r: r, ctl_w, lanes: lane_conns, rate: self.cfg.tuning.rate, joined: true };
         let stats = Arc::new(Stats::new(lanes as usize));
         match run_sender(wired, &[src], Target::Known(target, kind, is_dir), chunk_size, resume, stats) {
             Ok(_) => {

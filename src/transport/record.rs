@@ -120,6 +120,8 @@ pub struct RecordReader {
     plain: (usize, usize),
     eof: bool,
     closed: bool,
+    /// A record that failed: reported after the plaintext before it was handed out.
+    failed: Option<(io::ErrorKind, String)>,
 }
 
 /// Runs the client side of a handshake on `tcp`.
@@ -221,6 +223,7 @@ impl Handshake {
             plain: (0, e),
             eof: false,
             closed: false,
+            failed: None,
         };
         let writer = RecordWriter { keys: tx, shared, out: Vec::with_capacity(300 << 10), update_at: KEY_UPDATE_AT };
         Ok((reader, writer))
@@ -424,6 +427,7 @@ impl RecordReader {
         let mut n = 0;
         loop {
             // Hand out what is open, then open what is complete, without a syscall.
+            // A bad record ends the stream, but only after the good ones before it.
             while n < dst.len() {
                 let (a, b) = self.plain;
                 if a < b {
@@ -431,8 +435,21 @@ impl RecordReader {
                     dst[n..n + k].copy_from_slice(&self.buf[a..a + k]);
                     self.plain.0 += k;
                     n += k;
-                } else if self.closed || !self.open_next()? {
+                    continue;
+                }
+                if let Some((kind, msg)) = &self.failed {
+                    if n > 0 {
+                        break;
+                    }
+                    return Err(io::Error::new(*kind, msg.clone()));
+                }
+                if self.closed {
                     break;
+                }
+                match self.open_next() {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => self.failed = Some((e.kind(), e.to_string())),
                 }
             }
             if n > 0 || self.closed {
@@ -556,6 +573,19 @@ mod tests {
         }
         let e = first.expect_err("tampered record accepted");
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        // The records before the bad one are delivered before the error, in one read.
+        let ((_, mut cw), (mut sr, _), _c, _s) = pair();
+        let mut wire = Vec::new();
+        cw.write_all(&mut wire, b"JOIN").unwrap();
+        let good = wire.len();
+        cw.write_all(&mut wire, &pattern(100, 5)).unwrap();
+        wire[good + 10] ^= 1;
+        let mut feed = &wire[..];
+        assert_eq!(sr.read(&mut feed, &mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"JOIN");
+        let e = sr.read(&mut feed, &mut buf).expect_err("tampered record accepted");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(sr.read(&mut feed, &mut buf).is_err(), "the failure sticks");
         // A stream that ends without close_notify is not a clean end.
         let ((_, mut cw), (mut sr, _), _c, _s) = pair();
         let mut wire = Vec::new();
