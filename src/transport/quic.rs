@@ -329,9 +329,14 @@ pub fn write(
             _ = cancel.wait_for(|c| *c) => None,
         }
     });
+    write_outcome(r)
+}
+
+/// What a write that raced a shutdown (`None`) came to.
+fn write_outcome<T>(r: Option<Result<T, quinn::WriteError>>) -> io::Result<T> {
     match r {
         None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection shut down")),
-        Some(Ok(n)) => Ok(n),
+        Some(Ok(v)) => Ok(v),
         Some(Err(quinn::WriteError::ConnectionLost(c))) => Err(conn_err(c)),
         Some(Err(e)) => Err(io::Error::new(io::ErrorKind::BrokenPipe, e)),
     }
@@ -350,12 +355,7 @@ pub fn write_all_owned(
             _ = cancel.wait_for(|c| *c) => None,
         }
     });
-    match r {
-        None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection shut down")),
-        Some(Ok(())) => Ok(()),
-        Some(Err(quinn::WriteError::ConnectionLost(c))) => Err(conn_err(c)),
-        Some(Err(e)) => Err(io::Error::new(io::ErrorKind::BrokenPipe, e)),
-    }
+    write_outcome(r)
 }
 
 /// Finishes the sending half and waits (up to `max`) until the peer has it all.

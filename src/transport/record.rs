@@ -124,17 +124,28 @@ pub struct RecordReader {
     failed: Option<(io::ErrorKind, String)>,
 }
 
+/// Drives an unbuffered rustls connection (client or server: two types with the
+/// same methods) through its handshake on `tcp`; yields the handshake buffers.
+macro_rules! drive {
+    ($c:expr, $tcp:expr) => {{
+        let mut hs = Handshake::new();
+        loop {
+            let status = $c.process_tls_records(&mut hs.inb[..hs.used]);
+            let (discard, traffic) = step(status, &mut hs.out, &mut hs.early, $tcp)?;
+            // A server may write before the client's Finished arrives: it waits for it.
+            if hs.advance(discard, traffic, $c.is_handshaking(), $tcp)? {
+                break;
+            }
+        }
+        hs
+    }};
+}
+
 /// Runs the client side of a handshake on `tcp`.
 pub fn client(tcp: &mut TcpStream, cfg: Arc<ClientConfig>) -> io::Result<(RecordReader, RecordWriter)> {
     let mut c =
         rustls::client::UnbufferedClientConnection::new(cfg, super::tls::server_name()).map_err(io::Error::other)?;
-    let mut hs = Handshake::new();
-    loop {
-        let (discard, traffic) = step(c.process_tls_records(&mut hs.inb[..hs.used]), &mut hs.out, &mut hs.early, tcp)?;
-        if hs.advance(discard, traffic, c.is_handshaking(), tcp)? {
-            break;
-        }
-    }
+    let hs = drive!(c, tcp);
     let (secrets, k) = c.dangerous_into_kernel_connection().map_err(io::Error::other)?;
     hs.finish(secrets, Kernel::Client(k))
 }
@@ -142,14 +153,7 @@ pub fn client(tcp: &mut TcpStream, cfg: Arc<ClientConfig>) -> io::Result<(Record
 /// Runs the server side of a handshake on `tcp`.
 pub fn server(tcp: &mut TcpStream, cfg: Arc<ServerConfig>) -> io::Result<(RecordReader, RecordWriter)> {
     let mut c = rustls::server::UnbufferedServerConnection::new(cfg).map_err(io::Error::other)?;
-    let mut hs = Handshake::new();
-    loop {
-        let (discard, traffic) = step(c.process_tls_records(&mut hs.inb[..hs.used]), &mut hs.out, &mut hs.early, tcp)?;
-        // A server may write before the client's Finished arrives: wait for it.
-        if hs.advance(discard, traffic, c.is_handshaking(), tcp)? {
-            break;
-        }
-    }
+    let hs = drive!(c, tcp);
     let (secrets, k) = c.dangerous_into_kernel_connection().map_err(io::Error::other)?;
     hs.finish(secrets, Kernel::Server(k))
 }
