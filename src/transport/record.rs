@@ -195,8 +195,9 @@ impl Handshake {
         }
     }
 
-    /// Drops `discard` bytes of input; `wait` (blocked, or traffic allowed while
-    /// the handshake is still going) reads more. Returns true once done.
+    /// Drops `discard` bytes of input, then reads more when the handshake is
+    /// blocked, or when traffic is allowed while it still runs (a server before
+    /// the client's Finished). Returns true once done.
     fn advance(&mut self, discard: usize, step: Step, handshaking: bool, tcp: &mut TcpStream) -> io::Result<bool> {
         self.inb.copy_within(discard..self.used, 0);
         self.used -= discard;
