@@ -188,7 +188,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     // add threads (loopback, 2 GiB: 1 stream 1.08 GB/s, 2 1.06, 4 0.96, 8 0.93).
     let lanes = match (cfg.lanes, cfg.quic) {
         (0, false) if rtt < Duration::from_millis(2) => 4,
-        (0, false) => wan_lanes(rtt, crate::transport::tcp::KernelLimits::read().tcp_wmem_max),
+        (0, false) => wan_lanes(rtt, tcp::KernelLimits::read().tcp_wmem_max),
         (0, true) if rtt < Duration::from_millis(2) => 2,
         (0, true) => 4,
         (n, _) => n,

@@ -249,7 +249,9 @@ impl ConnWriter {
 impl Write for ConnWriter {
     fn write(&mut self, src: &[u8]) -> io::Result<usize> {
         match &mut self.kind {
-            WriterKind::Quic { stream, cancel } => quic::write(&stream.send, cancel, src),
+            WriterKind::Quic { stream, cancel } => {
+                quic::write_all_owned(&stream.send, cancel, bytes::Bytes::copy_from_slice(src)).map(|_| src.len())
+            }
             WriterKind::Tcp { tcp, tls: None } => tcp.write(src),
             WriterKind::Tcp { tcp, tls: Some(w) } => {
                 let n = src.len().min(TLS_PIECE);

@@ -316,33 +316,9 @@ fn read_err(e: quinn::ReadError) -> io::Result<usize> {
     }
 }
 
-/// Writes to a QUIC stream, blocking until some bytes are accepted.
-pub fn write(
-    send: &Mutex<quinn::SendStream>,
-    cancel: &mut tokio::sync::watch::Receiver<bool>,
-    src: &[u8],
-) -> io::Result<usize> {
-    let mut s = send.lock().expect("quic send");
-    let r = rt().block_on(async {
-        tokio::select! {
-            r = s.write(src) => Some(r),
-            _ = cancel.wait_for(|c| *c) => None,
-        }
-    });
-    write_outcome(r)
-}
-
-/// What a write that raced a shutdown (`None`) came to.
-fn write_outcome<T>(r: Option<Result<T, quinn::WriteError>>) -> io::Result<T> {
-    match r {
-        None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection shut down")),
-        Some(Ok(v)) => Ok(v),
-        Some(Err(quinn::WriteError::ConnectionLost(c))) => Err(conn_err(c)),
-        Some(Err(e)) => Err(io::Error::new(io::ErrorKind::BrokenPipe, e)),
-    }
-}
-
-/// Writes all of `data`, blocking; quinn keeps the buffer until it is acknowledged.
+/// Writes all of `data`, blocking; quinn keeps the buffer until it is
+/// acknowledged (a borrowed slice is copied into one first, as quinn's own
+/// `write` would).
 pub fn write_all_owned(
     send: &Mutex<quinn::SendStream>,
     cancel: &mut tokio::sync::watch::Receiver<bool>,
@@ -355,7 +331,12 @@ pub fn write_all_owned(
             _ = cancel.wait_for(|c| *c) => None,
         }
     });
-    write_outcome(r)
+    match r {
+        None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection shut down")),
+        Some(Ok(())) => Ok(()),
+        Some(Err(quinn::WriteError::ConnectionLost(c))) => Err(conn_err(c)),
+        Some(Err(e)) => Err(io::Error::new(io::ErrorKind::BrokenPipe, e)),
+    }
 }
 
 /// Finishes the sending half and waits (up to `max`) until the peer has it all.
