@@ -613,7 +613,9 @@ fn ack_reader(sh: &Shared, lane: usize, mut r: BufReader<ConnReader>, inflight: 
                     joined = true;
                     continue;
                 }
-                Frame::Error { code, message } => return sh.fail(Error::Remote(code, message)),
+                // Refused: when the session already ended on the server (say the
+                // destination is full), the control connection says why.
+                Frame::Error { code, message } => return sh.fail_lane(Error::Remote(code, message)),
                 _ => return sh.fail(Error::Protocol("expected JOINED".into())),
             }
         }
