@@ -53,7 +53,7 @@ copy() { # copy scp|rsync -> Mbit/s
   kill "$(cat "$work/sshd.pid")" 2>/dev/null || true
   echo "$mib * 8 * 1.048576 / ($t1 - $t0)" | bc -l | cut -d. -f1
 }
-gfast_push() { # [push args] -> "Mbit/s handshake_rtt_ms lanes"
+gfast_push() { # [push args] -> "Mbit/s-from-the-first-byte Mbit/s-whole-run first-byte-s handshake_rtt_ms lanes"
   ip netns exec $B "$gf" serve --discard --listen 10.99.0.2:7447 --key-file "$work/k" > "$work/serve.out" 2>"$work/serve.err" &
   local s=$! key=""
   # Wait for its banner (the previous daemon may still be releasing the port).
@@ -65,7 +65,7 @@ gfast_push() { # [push args] -> "Mbit/s handshake_rtt_ms lanes"
   [ -n "$key" ] || { echo "gfast serve did not start:" >&2; cat "$work/serve.err" >&2; }
   local out
   out=$(ip netns exec $A "$gf" push --json --fingerprint "$key" "$@" "$work/src.bin" gfast://10.99.0.2:7447/ \
-    | python3 -c 'import sys,json; d=json.load(sys.stdin); print(round(d["bytes_per_second"]*8/1e6), d["handshake_rtt_ms"], d["streams"])') || true
+    | python3 -c 'import sys,json; d=json.load(sys.stdin); print(round(d["data_bytes_per_second"]*8/1e6), round(d["bytes_per_second"]*8/1e6), round(d["first_byte_seconds"], 2), d["handshake_rtt_ms"], d["streams"])') || true
   # Stop the daemon before answering: the caller starts the next one as soon as
   # it reads this line (it reads through a process substitution).
   kill $s; wait $s 2>/dev/null || true
@@ -73,7 +73,7 @@ gfast_push() { # [push args] -> "Mbit/s handshake_rtt_ms lanes"
 }
 
 echo "# gfast on emulated WAN links ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), $(date -u +%F))"
-echo "gfast: default flags (TLS, lanes chosen from the handshake RTT), ${mib} MiB from /dev/shm to --discard, rate from the first byte."
+echo "gfast: default flags (TLS, lanes chosen from the handshake RTT), ${mib} MiB from /dev/shm to --discard; gfast's rate is from its first data byte to the end (slow start included; iperf3 also starts its clock once connected), the whole command's rate (handshakes included) beside it."
 echo
 
 if [ -z "$only" ]; then
@@ -90,14 +90,16 @@ scenario() { # name, netem args...
   echo "## $name"
   link "$@"
   local i8; i8=$(iperf 8 bbr 10)
-  read -r g rtt lanes < <(gfast_push)
+  read -r g gw gf rtt lanes < <(gfast_push)
   echo "| iperf3 -P 8 bbr | $i8 Mbit/s |"
-  echo "| gfast ($lanes lanes, handshake RTT $rtt ms) | $g Mbit/s | $(echo "scale=2; $g / $i8" | bc) x iperf3 |"
-  read -r q qrtt qlanes < <(gfast_push --transport quic)
-  echo "| gfast --transport quic ($qlanes streams) | $q Mbit/s | $(echo "scale=2; $q / $i8" | bc) x iperf3 |"
+  echo "| gfast ($lanes lanes, handshake RTT $rtt ms) | $g Mbit/s (whole run $gw, first byte at $gf s) | $(echo "scale=2; $g / $i8" | bc) x iperf3 (whole run $(echo "scale=2; $gw / $i8" | bc)) |"
+  read -r q qw qf qrtt qlanes < <(gfast_push --transport quic)
+  echo "| gfast --transport quic ($qlanes streams) | $q Mbit/s (whole run $qw, first byte at $qf s) | $(echo "scale=2; $q / $i8" | bc) x iperf3 (whole run $(echo "scale=2; $qw / $i8" | bc)) |"
+  local r; r=$(echo "$*" | sed -n 's/.*--rate-mbit \([0-9]*\).*/\1/p')
+  echo "| of the link rate ($r Mbit/s) | iperf3 $(echo "scale=2; $i8 / $r" | bc), gfast $(echo "scale=2; $g / $r" | bc), QUIC $(echo "scale=2; $q / $r" | bc) | |"
   if [ -n "${WITH_SSH:-}" ]; then
     local sc rs; sc=$(copy scp); rs=$(copy rsync)
-    echo "| scp | $sc Mbit/s | gfast = $(echo "scale=1; $g / $sc" | bc) x scp |"
+    echo "| scp | $sc Mbit/s | gfast = $(echo "scale=1; $gw / $sc" | bc) x scp (whole runs, ssh login in both) |"
     echo "| rsync -e ssh --whole-file | $rs Mbit/s | |"
   fi
   unlink
@@ -109,10 +111,10 @@ loss_scenario() {
   echo "## 1 Gbit/s, 100 ms RTT, 0.1 % loss"
   link --rate-mbit 1000 --delay-ms 50 --loss 0.001
   for cc in cubic bbr; do for p in 1 8; do echo "| iperf3 -P $p $cc | $(iperf $p $cc 10) Mbit/s |"; done; done
-  read -r g rtt lanes < <(gfast_push)
-  echo "| gfast ($lanes lanes, handshake RTT $rtt ms) | $g Mbit/s | $(echo "scale=2; $g / 1000" | bc) x link rate |"
-  read -r q qrtt qlanes < <(gfast_push --transport quic)
-  echo "| gfast --transport quic ($qlanes streams) | $q Mbit/s | $(echo "scale=2; $q / 1000" | bc) x link rate |"
+  read -r g gw gf rtt lanes < <(gfast_push)
+  echo "| gfast ($lanes lanes, handshake RTT $rtt ms) | $g Mbit/s (whole run $gw, first byte at $gf s) | $(echo "scale=2; $g / 1000" | bc) x link rate (whole run $(echo "scale=2; $gw / 1000" | bc)) |"
+  read -r q qw qf qrtt qlanes < <(gfast_push --transport quic)
+  echo "| gfast --transport quic ($qlanes streams) | $q Mbit/s (whole run $qw, first byte at $qf s) | $(echo "scale=2; $q / 1000" | bc) x link rate (whole run $(echo "scale=2; $qw / 1000" | bc)) |"
   unlink
   echo
 }

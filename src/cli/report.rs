@@ -91,6 +91,7 @@ pub(crate) fn summary_line(stats: &Stats, files: u64, discard: bool) -> String {
 /// The `--json` object (keys documented in README "Machine-readable output").
 pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &KernelLimits) -> serde_json::Value {
     let secs = stats.start.elapsed().as_secs_f64();
+    let first_byte = Stats::get(&stats.first_byte_us) as f64 / 1e6;
     let sent = Stats::get(&stats.bytes_sent);
     let [p50, p90, p99, max] = stats.rtt_ms();
     let id: String = job_id.iter().map(|b| format!("{b:02x}")).collect();
@@ -108,6 +109,8 @@ pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &Ke
         "per_stream_bytes": stats.lane_bytes.iter().take(lanes).map(Stats::get).collect::<Vec<_>>(),
         "handshake_rtt_ms": Stats::get(&stats.handshake_rtt_us) as f64 / 1000.0,
         "setup_seconds": Stats::get(&stats.setup_us) as f64 / 1e6,
+        "first_byte_seconds": (first_byte > 0.0).then_some(first_byte),
+        "data_bytes_per_second": (first_byte > 0.0).then(|| sent as f64 / (secs - first_byte).max(1e-9)),
         "tcp": stats.lane_tcp.lock().expect("stats").iter().map(|t| json!({
             "rtt_ms": t.rtt_us as f64 / 1000.0,
             "retransmits": t.total_retrans,

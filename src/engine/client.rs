@@ -97,6 +97,7 @@ pub fn pull(
 ) -> Result<u64, Error> {
     let d = dial(cfg, &stats, Some(Frame::Pull { target, kind, is_dir }))?;
     let w = d.wired;
+    stats.mark_first_byte();
     let got = super::session::receive_dialed(root, &w.ctl, w.ctl_r, w.ctl_w, w.lanes, cfg.chunk_size as u64, d.resume);
     end_quic(d.quic.as_ref(), got.is_ok(), &stats);
     let (files, bytes) = got?;

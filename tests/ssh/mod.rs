@@ -280,6 +280,8 @@ fn ssh_pull_of_trees_and_files() {
     // The ssh login counts in the set-up time, which is part of the whole run.
     let (setup, secs) = (j["setup_seconds"].as_f64().unwrap(), j["seconds"].as_f64().unwrap());
     assert!(setup > 0.0 && setup < secs, "setup {setup} s of a {secs} s run");
+    let first = j["first_byte_seconds"].as_f64().unwrap();
+    assert!(setup <= first && first < secs, "first byte at {first} s, setup {setup} s, run {secs} s");
 
     // One file to a new name.
     let o = sshd.pull(&[remote(&tree.join("a/big")).as_ref(), local.path().join("copy.bin").as_os_str()]);

@@ -475,6 +475,12 @@ fn json_names_the_transport_and_what_it_saw() {
     assert_ok(&o);
     assert_same_file(&f, &root.path().join("f.bin"));
     let j = parse_json(&o);
+    // The first chunk went out after the handshakes and before the end.
+    let (setup, first, secs) =
+        (j["setup_seconds"].as_f64().unwrap(), j["first_byte_seconds"].as_f64().unwrap(), j["seconds"].as_f64().unwrap());
+    assert!(0.0 < setup && setup <= first && first < secs, "setup {setup}, first byte {first}, run {secs} s");
+    let data_rate = j["data_bytes_per_second"].as_f64().unwrap();
+    assert!(data_rate >= j["bytes_per_second"].as_f64().unwrap(), "{j}");
     if quic() {
         assert_eq!(j["transport"], "quic");
         let q = &j["quic"];
