@@ -90,9 +90,9 @@ scenario() { # name, netem args...
   echo "## $name"
   link "$@"
   local i8; i8=$(iperf 8 bbr 10)
-  read -r g gw gf rtt lanes < <(gfast_push)
+  read -r g gw g1 rtt lanes < <(gfast_push)
   echo "| iperf3 -P 8 bbr | $i8 Mbit/s |"
-  echo "| gfast ($lanes lanes, handshake RTT $rtt ms) | $g Mbit/s (whole run $gw, first byte at $gf s) | $(echo "scale=2; $g / $i8" | bc) x iperf3 (whole run $(echo "scale=2; $gw / $i8" | bc)) |"
+  echo "| gfast ($lanes lanes, handshake RTT $rtt ms) | $g Mbit/s (whole run $gw, first byte at $g1 s) | $(echo "scale=2; $g / $i8" | bc) x iperf3 (whole run $(echo "scale=2; $gw / $i8" | bc)) |"
   read -r q qw qf qrtt qlanes < <(gfast_push --transport quic)
   echo "| gfast --transport quic ($qlanes streams) | $q Mbit/s (whole run $qw, first byte at $qf s) | $(echo "scale=2; $q / $i8" | bc) x iperf3 (whole run $(echo "scale=2; $qw / $i8" | bc)) |"
   local r; r=$(echo "$*" | sed -n 's/.*--rate-mbit \([0-9]*\).*/\1/p')
@@ -111,8 +111,8 @@ loss_scenario() {
   echo "## 1 Gbit/s, 100 ms RTT, 0.1 % loss"
   link --rate-mbit 1000 --delay-ms 50 --loss 0.001
   for cc in cubic bbr; do for p in 1 8; do echo "| iperf3 -P $p $cc | $(iperf $p $cc 10) Mbit/s |"; done; done
-  read -r g gw gf rtt lanes < <(gfast_push)
-  echo "| gfast ($lanes lanes, handshake RTT $rtt ms) | $g Mbit/s (whole run $gw, first byte at $gf s) | $(echo "scale=2; $g / 1000" | bc) x link rate (whole run $(echo "scale=2; $gw / 1000" | bc)) |"
+  read -r g gw g1 rtt lanes < <(gfast_push)
+  echo "| gfast ($lanes lanes, handshake RTT $rtt ms) | $g Mbit/s (whole run $gw, first byte at $g1 s) | $(echo "scale=2; $g / 1000" | bc) x link rate (whole run $(echo "scale=2; $gw / 1000" | bc)) |"
   read -r q qw qf qrtt qlanes < <(gfast_push --transport quic)
   echo "| gfast --transport quic ($qlanes streams) | $q Mbit/s (whole run $qw, first byte at $qf s) | $(echo "scale=2; $q / 1000" | bc) x link rate (whole run $(echo "scale=2; $qw / 1000" | bc)) |"
   unlink
