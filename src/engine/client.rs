@@ -8,7 +8,7 @@ use super::server::random;
 use super::stats::Stats;
 use crate::proto::auth::SessionKeys;
 use crate::proto::frame::{Frame, Limits};
-use crate::proto::{CAP_RESUME, VERSION};
+use crate::proto::{CAP_EARLY_DONE, CAP_RESUME, VERSION};
 use crate::transport::conn::{Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{read_frame, write_frame};
 use crate::transport::quic;
@@ -165,7 +165,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     // Handshake (protocol-spec §5.1, §5.2).
     let cn = random::<32>();
     ctl.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let offer = if cfg.resume { CAP_RESUME } else { 0 };
+    let offer = CAP_EARLY_DONE | if cfg.resume { CAP_RESUME } else { 0 };
     let t_hello = std::time::Instant::now();
     send(&mut w, &Frame::Hello { min_version: VERSION, max_version: VERSION, caps: offer, nonce: cn })?;
     let Frame::Challenge { version, nonce: sn, caps } = recv(&mut r)? else {
@@ -178,6 +178,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         return Err(Error::Protocol("server accepted capabilities that were not offered".into()));
     }
     let resume = caps & CAP_RESUME != 0;
+    let early_done = caps & CAP_EARLY_DONE != 0;
     if cfg.resume && !resume {
         (cfg.notice)("the server cannot resume: everything is sent again");
     }
@@ -196,51 +197,59 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     };
     stats.handshake_rtt_us.store(rtt.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
     stats.lanes.store(lanes as u64, std::sync::atomic::Ordering::Relaxed);
-    let keys = SessionKeys::derive(&cfg.token, &cn, &sn);
-    let auth = Frame::Auth { proof: keys.client_proof(), lanes, chunk_size: cfg.chunk_size, job_id: cfg.job_id };
-    send(&mut w, &auth)?;
-    let Frame::Welcome { proof, session_id, discard } = recv(&mut r)? else {
-        return Err(Error::Protocol("expected WELCOME".into()));
-    };
-    if !keys.verify_server(&proof) {
-        return Err(Error::Auth("the server could not prove it knows the token: refusing to send to it".into()));
-    }
-    stats.setup_us.store(stats.start.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
-    // Remember the key only once the server proved it knows the token.
-    if let (true, Some(fp), Some(kh)) = (tofu, fingerprint, &cfg.known_hosts) {
-        match tls::remember_host(kh, &cfg.server, fp) {
-            Ok(()) => (cfg.notice)(&format!(
-                "first connection to {}: trusting its key {fp} (remembered in {})",
-                cfg.server,
-                kh.display()
-            )),
-            Err(e) => (cfg.notice)(&format!("cannot remember the key of {} in {}: {e}", cfg.server, kh.display())),
-        }
-    }
     // A receiving client (pull) waits for JOINED before the server starts sending;
     // a sending one sends chunks right behind JOIN (one round trip fewer) and its
     // acknowledgement reader takes the JOINED (or a refusal) first.
     let await_joined = matches!(first, Some(Frame::Pull { .. }));
-    if let Some(f) = first {
-        // Before the lanes, so the server knows the session's direction when they join.
-        send(&mut w, &f)?;
-    }
-    ctl.set_read_timeout(None).ok();
-
-    // Open the lanes in parallel: one round trip for all of them. They must
-    // present the same server key as the control connection.
+    let keys = SessionKeys::derive(&cfg.token, &cn, &sn);
     type Lane = (Conn, BufReader<ConnReader>, ConnWriter);
-    let lanes: Vec<Lane> = std::thread::scope(|sc| {
+    let (lanes, discard) = std::thread::scope(|sc| -> Result<(Vec<Lane>, bool), Error> {
+        // TCP lanes connect and run TLS while AUTH and WELCOME cross (one round
+        // trip fewer); they must present the same server key as the control
+        // connection. QUIC streams cost no round trip: they open below.
+        let early: Vec<_> = match qc {
+            Some(_) => Vec::new(),
+            None => (0..lanes).map(|_| sc.spawn(move || open_conn(cfg, timeout, fingerprint))).collect(),
+        };
+        let auth = Frame::Auth { proof: keys.client_proof(), lanes, chunk_size: cfg.chunk_size, job_id: cfg.job_id };
+        send(&mut w, &auth)?;
+        let Frame::Welcome { proof, session_id, discard } = recv(&mut r)? else {
+            return Err(Error::Protocol("expected WELCOME".into()));
+        };
+        if !keys.verify_server(&proof) {
+            return Err(Error::Auth("the server could not prove it knows the token: refusing to send to it".into()));
+        }
+        stats.setup_us.store(stats.start.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        // Remember the key only once the server proved it knows the token.
+        if let (true, Some(fp), Some(kh)) = (tofu, fingerprint, &cfg.known_hosts) {
+            match tls::remember_host(kh, &cfg.server, fp) {
+                Ok(()) => (cfg.notice)(&format!(
+                    "first connection to {}: trusting its key {fp} (remembered in {})",
+                    cfg.server,
+                    kh.display()
+                )),
+                Err(e) => (cfg.notice)(&format!("cannot remember the key of {} in {}: {e}", cfg.server, kh.display())),
+            }
+        }
+        if let Some(f) = &first {
+            // Before the lanes, so the server knows the session's direction when they join.
+            send(&mut w, f)?;
+        }
+        ctl.set_read_timeout(None).ok();
+
+        // Each lane joins in its own thread: one round trip for all of them.
+        let mut early = early.into_iter();
         let hs: Vec<_> = (0..lanes)
             .map(|lane| {
-                let (keys, qc) = (&keys, &qc);
+                let (keys, qc, pre) = (&keys, &qc, early.next());
                 sc.spawn(move || -> Result<Lane, Error> {
-                    let c = match qc {
-                        Some(q) => Conn::quic(
+                    let c = match (pre, qc) {
+                        (Some(h), _) => h.join().expect("lane connect thread")?.0,
+                        (None, Some(q)) => Conn::quic(
                             quic::Stream::open(&q.conn)
                                 .map_err(|e| Error::PeerVanished(format!("QUIC stream: {e}")))?,
                         ),
-                        None => open_conn(cfg, timeout, fingerprint)?.0,
+                        (None, None) => open_conn(cfg, timeout, fingerprint)?.0,
                     };
                     let (r, mut w) = c.split().map_err(|e| Error::Io("socket".into(), e))?;
                     let mut r = BufReader::with_capacity(64 << 10, r);
@@ -264,9 +273,10 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().expect("lane setup thread")).collect::<Result<Vec<_>, _>>()
+        let lanes = hs.into_iter().map(|h| h.join().expect("lane setup thread")).collect::<Result<Vec<_>, _>>()?;
+        Ok((lanes, discard))
     })?;
-    let wired = Wired { ctl, ctl_r: r, ctl_w: w, lanes, rate: cfg.tuning.rate, joined: await_joined };
+    let wired = Wired { ctl, ctl_r: r, ctl_w: w, lanes, rate: cfg.tuning.rate, joined: await_joined, early_done };
     Ok(Dialed { wired, quic: qc, discard, resume })
 }
 

@@ -41,6 +41,8 @@ pub struct Wired {
     pub rate: Option<u64>,
     /// False when each lane's JOINED is still to be read (a client sends behind JOIN).
     pub joined: bool,
+    /// Early DONE was negotiated (protocol-spec §4.13).
+    pub early_done: bool,
 }
 
 /// Where the sources go.
@@ -164,7 +166,7 @@ pub fn run_sender(
         let md = std::fs::metadata(s).map_err(|e| Error::Source(s.clone(), e))?;
         src_dirs.push(md.is_dir());
     }
-    let (ctl, mut r, lanes, joined) = (w.ctl, w.ctl_r, w.lanes, w.joined);
+    let (ctl, mut r, lanes, joined, early_done) = (w.ctl, w.ctl_r, w.lanes, w.joined, w.early_done);
     if let Some(bits) = w.rate {
         // Each lane is paced at its share, in bytes per second.
         let share = (bits / 8 / lanes.len().max(1) as u64).max(1);
@@ -210,6 +212,7 @@ pub fn run_sender(
     }
     let mut sender = Sender::new(chunk_size as u64, FILE_WINDOW);
     sender.set_resume(resume);
+    sender.set_early_done(early_done);
     let shared = Arc::new(Shared {
         sender: Mutex::new(sender),
         cv: Condvar::new(),
@@ -260,8 +263,14 @@ pub fn run_sender(
     // The control writer ends the control connection cleanly (close_notify) once
     // SESSION_DONE is in; only then cut the sockets, or the peer sees a broken end.
     let _ = ctl_writer.join();
+    let clean_end = shared.session_done.load(SeqCst);
     for c in &lane_conns {
         c.shutdown(Shutdown::Write);
+        if clean_end {
+            // Nothing more comes on the lanes: end their readers now rather than
+            // a round trip later, when the peer's end of each lane arrives.
+            c.shutdown(Shutdown::Read);
+        }
     }
     ctl.shutdown(Shutdown::Write);
     let first_error = shared.error.lock().expect("error").take();
@@ -603,7 +612,8 @@ fn ack_reader(sh: &Shared, lane: usize, mut r: BufReader<ConnReader>, inflight: 
     loop {
         let f = match read_frame(&mut r, &limits, &mut buf) {
             Ok(f) => f,
-            Err(WireError::Closed) if sh.session_done.load(SeqCst) => return,
+            // The session ended (the lanes' readers are shut down then).
+            Err(_) if sh.session_done.load(SeqCst) => return,
             Err(e @ (WireError::Closed | WireError::Io(_))) => return sh.fail_lane(wire_err(e)),
             Err(e) => return sh.fail(wire_err(e)),
         };

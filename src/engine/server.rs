@@ -7,7 +7,7 @@ use super::stats::Stats;
 use crate::proto::auth::SessionKeys;
 use crate::proto::error::code;
 use crate::proto::frame::{Frame, Limits, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
-use crate::proto::{CAPS, CAP_RESUME, VERSION};
+use crate::proto::{CAPS, CAP_EARLY_DONE, CAP_RESUME, VERSION};
 use crate::transport::conn::{Conn, ConnReader, ConnWriter, TLS_HANDSHAKE_BYTE};
 use crate::transport::framed::{read_frame, write_frame, WireError};
 use crate::transport::quic;
@@ -286,7 +286,7 @@ impl Server {
         let welcome = Frame::Welcome { proof: keys.server_proof(), session_id: id, discard: self.cfg.discard };
         let res = sess.send_control(&welcome).map_err(WireError::Io).and_then(|_| match mode {
             Mode::Receive => sess.clone().run_control(r),
-            Mode::Send => self.serve_pull(&sess, conn, r, (lanes, chunk_size), caps & CAP_RESUME != 0),
+            Mode::Send => self.serve_pull(&sess, conn, r, (lanes, chunk_size), caps),
         });
         self.sessions.lock().expect("sessions").remove(&id);
         let ok = res.is_ok() && sess.completed();
@@ -312,8 +312,9 @@ impl Server {
         conn: Conn,
         mut r: BufReader<ConnReader>,
         (lanes, chunk_size): (u16, u32),
-        resume: bool,
+        caps: u64,
     ) -> Result<(), WireError> {
+        let resume = caps & CAP_RESUME != 0;
         let src = self.cfg.send.clone().expect("send mode has a source");
         let mut buf = Vec::new();
         conn.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
@@ -327,7 +328,15 @@ impl Server {
             return Err(WireError::Io(std::io::Error::other("lanes did not join")));
         };
         let ctl_w = sess.take_control_writer().expect("control writer");
-        let wired = Wired { ctl: conn, ctl_r: r, ctl_w, lanes: lane_conns, rate: self.cfg.tuning.rate, joined: true };
+        let wired = Wired {
+            ctl: conn,
+            ctl_r: r,
+            ctl_w,
+            lanes: lane_conns,
+            rate: self.cfg.tuning.rate,
+            joined: true,
+            early_done: caps & CAP_EARLY_DONE != 0,
+        };
         let stats = Arc::new(Stats::new(lanes as usize));
         match run_sender(wired, &[src], Target::Known(target, kind, is_dir), chunk_size, resume, stats) {
             Ok(_) => {

@@ -221,6 +221,9 @@ impl Session {
             )),
             _ => Err(Fatal::Protocol(ProtocolError::Unexpected("frame on the control connection"))),
         };
+        // DONE may come before the last entries settle (early DONE, §4.13); an
+        // entry settled by this frame (created, in place, aborted) may be the last.
+        let res = res.and_then(|_| self.maybe_finish());
         res.map_err(|e| {
             let (c, m) = match &e {
                 Fatal::Protocol(p) => (code::PROTOCOL, p.to_string()),

@@ -19,7 +19,10 @@ mod vectors;
 pub const VERSION: u16 = 1;
 /// Capability bit: resume (protocol-spec §2.2, §5.11).
 pub const CAP_RESUME: u64 = 1 << 2;
+/// Capability bit: DONE once every entry is announced, before all are settled
+/// (protocol-spec §2.2, §4.13): one round trip fewer at the end of a session.
+pub const CAP_EARLY_DONE: u64 = 1 << 5;
 /// Capability bits this build understands (protocol-spec §2.2).
-pub const CAPS: u64 = CAP_RESUME;
+pub const CAPS: u64 = CAP_RESUME | CAP_EARLY_DONE;
 /// Most chunks listed in one FILE_HAVE frame (fits the control frame limit).
 pub const MAX_HAVE_PER_FRAME: usize = 50_000;

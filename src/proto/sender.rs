@@ -85,6 +85,7 @@ pub struct Sender<S> {
     failed: u64,
     stats: SenderStats,
     resume: bool,
+    early_done: bool,
 }
 
 /// Keep at most this many failures with their reasons; the rest are only counted.
@@ -110,6 +111,7 @@ impl<S: Clone> Sender<S> {
             failed: 0,
             stats: SenderStats::default(),
             resume: false,
+            early_done: false,
         }
     }
 
@@ -117,6 +119,12 @@ impl<S: Clone> Sender<S> {
     /// an announcement with FILE_HAVE, or with FILE_DONE when the file is in place.
     pub fn set_resume(&mut self, on: bool) {
         self.resume = on;
+    }
+
+    /// The session negotiated early DONE (protocol-spec §4.13): DONE goes out once
+    /// every entry is announced, not once every entry is settled.
+    pub fn set_early_done(&mut self, on: bool) {
+        self.early_done = on;
     }
 
     /// Adds an entry to the manifest; its `id` is assigned here and returned.
@@ -165,7 +173,8 @@ impl<S: Clone> Sender<S> {
                 return Some(frame);
             }
         }
-        if self.input_closed && self.queued.is_empty() && self.files.is_empty() && !self.done_sent {
+        let settled = self.files.is_empty() || self.early_done;
+        if self.input_closed && self.queued.is_empty() && settled && !self.done_sent {
             self.done_sent = true;
             return Some(Frame::Done { files: self.stats.announced });
         }
@@ -325,7 +334,7 @@ impl<S: Clone> Sender<S> {
 
     /// True when every entry is settled and DONE has been handed out.
     pub fn is_finished(&self) -> bool {
-        self.done_sent && self.outbox.is_empty()
+        self.done_sent && self.outbox.is_empty() && self.files.is_empty()
     }
 
     /// Files that failed, with their reasons (the first 1000).

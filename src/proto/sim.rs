@@ -50,6 +50,8 @@ fn run(
 ) -> Outcome {
     let mut rng = Rng(seed | 1);
     let mut tx: Sender<usize> = Sender::new(chunk, 3);
+    // Half the seeds run with early DONE (sent once all is announced).
+    tx.set_early_done(seed % 2 == 0);
     let mut rx = Receiver::new(chunk);
     for (i, (path, data)) in files.iter().enumerate() {
         let meta = FileMeta {
@@ -144,6 +146,7 @@ fn run(
                             Next::Fail(fr) => s2c.push_back(wire(&fr)),
                             Next::Wait => {}
                         }
+                        finished_rx = rx.is_complete();
                     }
                 }
             }
@@ -168,6 +171,43 @@ fn sample_files(seed: u64) -> Vec<(&'static [u8], Vec<u8>)> {
     let names: [&'static [u8]; 6] = [b"a", b"dir/b", b"dir/sub/c", b"empty", b"odd \n\xff", b"big"];
     let sizes = [1usize, 4096, 10_000, 0, 777, 100_003];
     names.iter().zip(sizes).map(|(n, s)| (*n, (0..s).map(|_| rng.next() as u8).collect())).collect()
+}
+
+#[test]
+fn early_done_goes_out_once_all_is_announced_and_the_end_waits_for_every_file() {
+    let meta = |size| FileMeta {
+        id: 0,
+        kind: EntryKind::File,
+        mode: 0o644,
+        mtime_sec: 1,
+        mtime_nsec: 2,
+        size,
+        path: b"f".to_vec(),
+        link: vec![],
+    };
+    for early in [false, true] {
+        let mut tx: Sender<()> = Sender::new(4096, 8);
+        tx.set_early_done(early);
+        tx.push(meta(10), ());
+        tx.close_input();
+        assert!(matches!(tx.poll_frame(), Some(Frame::File(_))));
+        // Not settled yet: DONE only when negotiated.
+        let next = tx.poll_frame();
+        assert_eq!(matches!(next, Some(Frame::Done { files: 1 })), early, "early {early}: {next:?}");
+        assert!(!tx.is_finished(), "early {early}: a file is still open");
+        tx.on_frame(&Frame::FileReady { id: 0 }).unwrap();
+        let t = tx.next_chunk().unwrap();
+        tx.on_chunk_sent(t.id, t.offset, [7; 16]);
+        tx.on_chunk_ack(t.id, t.offset, super::frame::AckStatus::Ok);
+        assert!(matches!(tx.poll_frame(), Some(Frame::FileEnd { id: 0, .. })));
+        assert!(!tx.is_finished());
+        tx.on_frame(&Frame::FileDone { id: 0 }).unwrap();
+        if !early {
+            assert!(matches!(tx.poll_frame(), Some(Frame::Done { files: 1 })));
+        }
+        assert!(tx.poll_frame().is_none());
+        assert!(tx.is_finished(), "early {early}: settled and DONE sent");
+    }
 }
 
 #[test]
