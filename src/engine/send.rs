@@ -550,6 +550,7 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
                 if corrupt && done == 0 {
                     b[0] ^= 1;
                 }
+                sh.stats.mark_first_byte();
                 if let Err(e) = w.flush().and_then(|_| w.get_mut().write_owned(b.freeze())) {
                     return sh.fail_lane(Error::PeerVanished(e.to_string()));
                 }
@@ -572,6 +573,7 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
             if corrupt && done == 0 {
                 buf[0] ^= 1;
             }
+            sh.stats.mark_first_byte();
             if let Err(e) = w.write_all(buf) {
                 return sh.fail_lane(Error::PeerVanished(e.to_string()));
             }

@@ -24,8 +24,9 @@ pub struct Stats {
     /// From the start to an authenticated session (ssh login and the remote's
     /// start included), microseconds.
     pub setup_us: AtomicU64,
-    /// From the start to the first payload byte put on a lane (a pull: to the
-    /// lanes joined, when the server starts sending), microseconds; 0 before.
+    /// From the start to the first payload byte handed to a lane's socket (a
+    /// pull: to the lanes joined, when the server starts sending), microseconds;
+    /// 0 before.
     pub first_byte_us: AtomicU64,
     /// Sum of the sizes of all files found so far.
     pub bytes_total: AtomicU64,
@@ -91,15 +92,15 @@ impl Stats {
 
     /// Adds `n` payload bytes sent on `lane`.
     pub fn add_sent(&self, lane: usize, n: u64) {
-        if self.first_byte_us.load(Relaxed) == 0 {
-            self.mark_first_byte();
-        }
         self.bytes_sent.fetch_add(n, Relaxed);
         self.lane_bytes[lane].fetch_add(n, Relaxed);
     }
 
     /// Notes now as the first payload byte's time, unless one is noted already.
     pub fn mark_first_byte(&self) {
+        if self.first_byte_us.load(Relaxed) != 0 {
+            return;
+        }
         let t = (self.start.elapsed().as_micros() as u64).max(1);
         let _ = self.first_byte_us.compare_exchange(0, t, Relaxed, Relaxed);
     }

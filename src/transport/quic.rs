@@ -214,12 +214,13 @@ pub fn govern_send_window(conn: &quinn::Connection) {
 
 impl Client {
     /// Ends the connection (code 0 when the session completed, else 1) and gives
-    /// the close a round trip to reach the peer (and to be sent again should a
-    /// packet of the peer's show it was lost). Not the whole draining period
-    /// (three probe timeouts): that cost a 1-byte push over a 100 ms path 0.5 s.
+    /// the endpoint a moment to send the close (half a round trip, 25-250 ms).
+    /// Not the whole draining period (three probe timeouts), which cost a 1-byte
+    /// push over a 100 ms path 0.5 s: everything was confirmed before the close,
+    /// and a peer that misses it stops waiting on its own (the server after 5 s).
     pub fn close(&self, completed: bool) {
         let (code, why): (u32, &[u8]) = if completed { (CLOSE_DONE, b"done") } else { (CLOSE_ABORT, b"aborted") };
-        let wait = (self.conn.rtt() * 3 / 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+        let wait = (self.conn.rtt() / 2).clamp(Duration::from_millis(25), Duration::from_millis(250));
         self.conn.close(quinn::VarInt::from_u32(code), why);
         let ep = self.endpoint.clone();
         rt().block_on(async move {
