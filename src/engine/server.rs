@@ -174,11 +174,14 @@ impl Server {
         let l = quic::listen(addr, &self.cfg.tls, self.cfg.tuning.timeout, max_streams)?;
         let me = self.clone();
         let ep = l.endpoint.clone();
+        let note = l.note.clone();
         quic::rt().spawn(async move {
             while let Some(incoming) = ep.accept().await {
                 let me = me.clone();
+                let cfg = l.config_for(incoming.remote_address());
                 tokio::spawn(async move {
-                    let Ok(conn) = incoming.await else { return };
+                    let Ok(connecting) = incoming.accept_with(cfg) else { return };
+                    let Ok(conn) = connecting.await else { return };
                     quic::govern_send_window(&conn);
                     let peer = conn.remote_address();
                     while let Ok((s, r)) = conn.accept_bi().await {
@@ -198,7 +201,7 @@ impl Server {
                 });
             }
         });
-        Ok(l.note)
+        Ok(note)
     }
 
     /// Reads the first frame of a new connection (TCP or a QUIC stream) and runs
