@@ -158,8 +158,9 @@ pub(crate) struct PullArgs {
 /// Transfer flags of push and pull.
 #[derive(Args, Debug)]
 pub(crate) struct NetArgs {
-    /// Number of parallel TCP data streams.
-    /// Default: 4 on a LAN, 8 when the handshake's round trip is 2 ms or more.
+    /// Number of parallel data streams (TCP connections, or QUIC streams).
+    /// Default: from the handshake's round trip: 4 on a LAN (QUIC: 2), 8 to 32 on
+    /// longer paths (more as the round trip grows).
     #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) streams: Option<u16>,
     /// Chunk size: files are cut into chunks of this size, each hashed and verified
