@@ -213,13 +213,28 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
             None => (0..lanes).map(|_| sc.spawn(move || open_conn(cfg, timeout, fingerprint))).collect(),
         };
         let auth = Frame::Auth { proof: keys.client_proof(), lanes, chunk_size: cfg.chunk_size, job_id: cfg.job_id };
-        send(&mut w, &auth)?;
-        let Frame::Welcome { proof, session_id, discard } = recv(&mut r)? else {
-            return Err(Error::Protocol("expected WELCOME".into()));
+        let welcome = send(&mut w, &auth).and_then(|_| match recv(&mut r)? {
+            Frame::Welcome { proof, session_id, discard } if keys.verify_server(&proof) => Ok((session_id, discard)),
+            Frame::Welcome { .. } => {
+                Err(Error::Auth("the server could not prove it knows the token: refusing to send to it".into()))
+            }
+            _ => Err(Error::Protocol("expected WELCOME".into())),
+        });
+        let (session_id, discard) = match welcome {
+            Ok(v) => v,
+            Err(e) => {
+                // No session: end the lanes that connected early cleanly, so the
+                // server sees them close rather than break.
+                for h in early {
+                    if let Ok(Ok((c, ..))) = h.join() {
+                        if let Ok((_, mut lw)) = c.split() {
+                            let _ = lw.close_notify();
+                        }
+                    }
+                }
+                return Err(e);
+            }
         };
-        if !keys.verify_server(&proof) {
-            return Err(Error::Auth("the server could not prove it knows the token: refusing to send to it".into()));
-        }
         stats.setup_us.store(stats.start.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
         // Remember the key only once the server proved it knows the token.
         if let (true, Some(fp), Some(kh)) = (tofu, fingerprint, &cfg.known_hosts) {

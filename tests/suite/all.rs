@@ -179,6 +179,12 @@ fn wrong_token_is_refused_and_nothing_is_written() {
     let o = s.push_cmd().args([f.as_os_str(), s.url("").as_ref()]).env_remove("GFAST_TOKEN").output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--token-file"), "{}", stderr(&o));
+    // The server says why it refused, once: the lanes that connected while
+    // AUTH was on its way are ended cleanly, not left to look broken.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = s.stop();
+    assert_eq!(log.matches("wrong token").count(), 1, "{log}");
+    assert!(!log.contains("without a clean"), "{log}");
 }
 
 #[test]
