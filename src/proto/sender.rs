@@ -147,7 +147,8 @@ impl<S: Clone> Sender<S> {
     }
 
     /// The next control frame to send, if any: FILE_END and FILE_ABORT first, then
-    /// FILE announcements while the window allows, then DONE once all is settled.
+    /// FILE announcements while the window allows, then DONE once all is settled
+    /// (with early DONE: once all is announced).
     pub fn poll_frame(&mut self) -> Option<Frame> {
         if let Some(f) = self.outbox.pop_front() {
             return Some(f);
