@@ -78,7 +78,7 @@ fn transport(timeout: Duration, max_streams: u32, mtu_upper: u16) -> Arc<quinn::
 /// apart, while the data goes in small datagrams (from 1,200 bytes). On the
 /// emulated 1 Gbit/s 100 ms 0.1 %-loss link (MTU 9000), 1 GiB from the first
 /// byte: ceiling 65,000 781-800 Mbit/s, 16,000 824-827, 8,972 829-855.
-pub fn mtu_ceiling(peer: SocketAddr) -> u16 {
+fn mtu_ceiling(peer: SocketAddr) -> u16 {
     use std::os::fd::AsRawFd;
     let probe = || -> io::Result<u16> {
         let local: SocketAddr = if peer.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.expect("addr");
