@@ -7,6 +7,7 @@
 //! complete, so a final name never shows a partial or wrong file.
 
 use super::journal::{Found, Held, Identity, Journal};
+use super::pieces::SharedFile;
 use crate::proto::frame::TargetKind;
 
 use crate::proto::path::show;
@@ -212,7 +213,7 @@ pub fn temp_name(tag: &str, id: u64) -> Vec<u8> {
 /// A file being received: its partial file in its final directory.
 pub struct TempFile {
     /// The open file, shared by the lanes that write chunks into it.
-    pub file: Arc<File>,
+    pub file: Arc<SharedFile>,
     /// The directory it lives in (and will be renamed in).
     pub dir: Arc<OwnedFd>,
     /// Temporary name.
@@ -276,7 +277,14 @@ impl DestRoot {
                 static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let temp = format!(".gfast-{}-{n}.link", std::process::id()).into_bytes();
-                let t = TempFile { file: Arc::new(file), dir, temp, name: name.to_vec(), journal: None, anon: true };
+                let t = TempFile {
+                    file: Arc::new(SharedFile::new(file)),
+                    dir,
+                    temp,
+                    name: name.to_vec(),
+                    journal: None,
+                    anon: true,
+                };
                 return Ok(Opened::Partial(t, Vec::new(), changed));
             }
             // No O_TMPFILE on this file system: the journaled path below.
@@ -287,7 +295,14 @@ impl DestRoot {
         loop {
             if let Some(o) = own_partial(&dir, &part, &jname, ident, resume).map_err(io_err)? {
                 let journal = Some((Arc::new(Mutex::new(o.journal)), jname));
-                let t = TempFile { file: Arc::new(o.file), dir, temp: part, name: name.to_vec(), journal, anon: false };
+                let t = TempFile {
+                    file: Arc::new(SharedFile::new(o.file)),
+                    dir,
+                    temp: part,
+                    name: name.to_vec(),
+                    journal,
+                    anon: false,
+                };
                 return Ok(Opened::Partial(t, o.have, o.changed));
             }
             if std::time::Instant::now() > deadline {

@@ -9,9 +9,10 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Deref;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use io_uring::{opcode, types, IoUring};
 
@@ -38,6 +39,44 @@ fn mode() -> IoMode {
     *MODE.get().unwrap_or(&IoMode::Pwrite)
 }
 
+/// Largest single pwrite(2). On ext4 (kernel 6.18, the machine in
+/// benches/README.md) one 1 MiB write into the page cache cost 3-6 x the CPU of
+/// the same bytes in 256 KiB writes (2 GiB from one thread: 1.1-2.6 vs 5.6-7.0
+/// GB/s; from 512 KiB down no cliff); tmpfs shows no difference.
+const WRITE_SLICE: usize = 256 << 10;
+
+/// A file that several lanes write into. Their pwrites are taken one at a time:
+/// concurrent writers of one file contend for its inode lock, which spins while
+/// the holder runs; on 2 cores that spinning took 4-25 % of the receiver's CPU
+/// (more when the copies were slow), where a waiter here sleeps.
+pub struct SharedFile {
+    file: File,
+    writing: Mutex<()>,
+}
+
+impl SharedFile {
+    /// Wraps `file` for writing by several lanes.
+    pub fn new(file: File) -> SharedFile {
+        SharedFile { file, writing: Mutex::new(()) }
+    }
+
+    /// Writes all of `buf` at `offset`, in slices of at most [`WRITE_SLICE`].
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, slice) in buf.chunks(WRITE_SLICE).enumerate() {
+            self.file.write_all_at(slice, offset + (k * WRITE_SLICE) as u64)?;
+        }
+        Ok(())
+    }
+}
+
+impl Deref for SharedFile {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.file
+    }
+}
+
 /// Pieces a lane may have in flight with io_uring.
 const DEPTH: usize = 4;
 
@@ -60,7 +99,7 @@ struct Uring {
     free: Vec<usize>,
     cur: Option<usize>,
     /// Per buffer: the write in flight (file, offset, length).
-    slots: Vec<Option<(Arc<File>, u64, usize)>>,
+    slots: Vec<Option<(Arc<SharedFile>, u64, usize)>>,
     inflight: usize,
     err: Option<io::Error>,
 }
@@ -109,9 +148,9 @@ impl PieceWriter {
     /// Writes the first `n` bytes of the buffer from [`buffer`](Self::buffer) at
     /// `offset` in `file`. With io_uring the write completes later: errors show
     /// in [`finish`](Self::finish).
-    pub fn write(&mut self, file: &Arc<File>, offset: u64, n: usize) -> io::Result<()> {
+    pub fn write(&mut self, file: &Arc<SharedFile>, offset: u64, n: usize) -> io::Result<()> {
         match &mut self.inner {
-            Inner::Pwrite(b) => file.write_all_at(&b[..n], offset),
+            Inner::Pwrite(b) => file.write_at(&b[..n], offset),
             Inner::Uring(u) => {
                 u.submit(file, offset, n);
                 Ok(())
@@ -176,7 +215,7 @@ impl Uring {
         i
     }
 
-    fn submit(&mut self, file: &Arc<File>, offset: u64, n: usize) {
+    fn submit(&mut self, file: &Arc<SharedFile>, offset: u64, n: usize) {
         let i = self.current();
         self.cur = None;
         let fd = types::Fd(file.as_raw_fd());
@@ -275,9 +314,9 @@ mod tests {
 
     fn run(w: &mut PieceWriter) -> Vec<u8> {
         let dir = std::env::temp_dir().join(format!("gfast-pieces-{}-{}", std::process::id(), w.kind()));
-        let f = Arc::new(
+        let f = Arc::new(SharedFile::new(
             std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&dir).unwrap(),
-        );
+        ));
         // Pieces written out of order, more than DEPTH of them, of varied length.
         let order = [3u64, 0, 5, 1, 4, 2, 7, 6];
         for &k in &order {
@@ -319,6 +358,27 @@ mod tests {
     }
 
     #[test]
+    fn a_piece_larger_than_a_write_slice_lands_whole() {
+        // 2.5 slices at an odd offset: every slice at its own place, none lost.
+        let n = WRITE_SLICE * 5 / 2 + 3;
+        let path = std::env::temp_dir().join(format!("gfast-pieces-slices-{}", std::process::id()));
+        let f = Arc::new(SharedFile::new(
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap(),
+        ));
+        let mut w = PieceWriter { piece: n, inner: Inner::Pwrite(vec![0u8; n]) };
+        for (i, b) in w.buffer().iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        w.write(&f, 7, n).unwrap();
+        w.finish().unwrap();
+        let out = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(out.len(), 7 + n);
+        assert!(out[..7].iter().all(|&b| b == 0));
+        assert!(out[7..].iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    }
+
+    #[test]
     fn uring_reports_write_errors_at_finish() {
         let Ok(u) = Uring::new(4096) else {
             eprintln!("SKIP: io_uring_setup refused here");
@@ -328,7 +388,7 @@ mod tests {
         // A read-only descriptor: the write fails with EBADF, reported by finish.
         let path = std::env::temp_dir().join(format!("gfast-pieces-ro-{}", std::process::id()));
         std::fs::write(&path, b"x").unwrap();
-        let ro = Arc::new(File::open(&path).unwrap());
+        let ro = Arc::new(SharedFile::new(File::open(&path).unwrap()));
         w.buffer()[..10].fill(1);
         w.write(&ro, 0, 10).unwrap();
         let e = w.finish().unwrap_err();
