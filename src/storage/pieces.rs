@@ -39,10 +39,11 @@ fn mode() -> IoMode {
     *MODE.get().unwrap_or(&IoMode::Pwrite)
 }
 
-/// Largest single pwrite(2). On ext4 (kernel 6.18, the machine in
-/// benches/README.md) one 1 MiB write into the page cache cost 3-6 x the CPU of
-/// the same bytes in 256 KiB writes (2 GiB from one thread: 1.1-2.6 vs 5.6-7.0
-/// GB/s; from 512 KiB down no cliff); tmpfs shows no difference.
+/// Largest single write. On ext4 (kernel 6.18, the machine in
+/// benches/README.md) a 1 MiB write into the page cache often cost 3-6 x the
+/// CPU of the same bytes in smaller writes (2 GiB from one thread: 1.1-2.6 GB/s
+/// in 7 of 10 runs, against 5.1-7.0 in every run with 64-512 KiB writes); tmpfs
+/// shows no difference.
 const WRITE_SLICE: usize = 256 << 10;
 
 /// A file that several lanes write into. Their pwrites are taken one at a time:
