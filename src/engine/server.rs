@@ -12,13 +12,13 @@ use crate::transport::conn::{Conn, ConnReader, ConnWriter, TLS_HANDSHAKE_BYTE};
 use crate::transport::framed::{read_frame, write_frame, WireError};
 use crate::transport::quic;
 use crate::transport::tcp::{self, Tuning};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Validated settings of a daemon.
 #[derive(Debug, Clone)]
@@ -53,7 +53,16 @@ pub struct Server {
     /// One-shot mode: a session has started; and how it ended, once it has.
     started: AtomicBool,
     ended: Mutex<Option<bool>>,
+    /// Sessions that ended lately, oldest first (see [`RECENT_FOR`]).
+    recent: Mutex<VecDeque<([u8; 16], Instant)>>,
 }
+
+/// A lane may join after its session is over: a session of a few chunks can
+/// end before a slower lane's connection is up (a lost SYN costs a second).
+/// Such a JOIN, up to this long after the end, is turned away without a log
+/// line (at most [`RECENT_MAX`] sessions are remembered).
+const RECENT_FOR: Duration = Duration::from_secs(60);
+const RECENT_MAX: usize = 1024;
 
 /// Connections still in their first frame are limited, so a flood of idle sockets
 /// cannot exhaust threads.
@@ -70,6 +79,7 @@ impl Server {
             pending: AtomicUsize::new(0),
             started: AtomicBool::new(false),
             ended: Mutex::new(None),
+            recent: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -230,6 +240,10 @@ impl Server {
                 let s = self.sessions.lock().expect("sessions").get(&session_id).cloned();
                 match s {
                     Some(s) => session::run_lane(s, conn, r, w, lane, mac),
+                    None if self.ended_lately(&session_id) => {
+                        let _ = refuse(&conn, &mut w, code::AUTH_FAILED, "session already over");
+                        Err(WireError::Closed)
+                    }
                     None => refuse(&conn, &mut w, code::AUTH_FAILED, "unknown session"),
                 }
             }
@@ -292,6 +306,7 @@ impl Server {
             Mode::Send => self.serve_pull(&sess, conn, r, (lanes, chunk_size), caps),
         });
         self.sessions.lock().expect("sessions").remove(&id);
+        self.note_ended(id);
         let ok = res.is_ok() && sess.completed();
         sess.cleanup();
         if let Some(q) = conn_quic {
@@ -307,6 +322,20 @@ impl Server {
 }
 
 impl Server {
+    fn note_ended(&self, id: [u8; 16]) {
+        let mut r = self.recent.lock().expect("recent");
+        let now = Instant::now();
+        while r.front().is_some_and(|(_, t)| now.duration_since(*t) > RECENT_FOR) || r.len() >= RECENT_MAX {
+            r.pop_front();
+        }
+        r.push_back((id, now));
+    }
+
+    fn ended_lately(&self, id: &[u8; 16]) -> bool {
+        let now = Instant::now();
+        self.recent.lock().expect("recent").iter().any(|(i, t)| i == id && now.duration_since(*t) <= RECENT_FOR)
+    }
+
     /// The one-shot end of a pull: reads PULL, waits for the lanes, and runs the
     /// sending role over the session's connections.
     fn serve_pull(

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 fn push_tofu(known_hosts: &std::path::Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
@@ -185,4 +185,101 @@ fn an_impersonating_server_is_refused() {
     let o = real.push([f.as_os_str(), format!("gfast://{proxy}/").as_ref()]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(list_tree(evil_root.path()).is_empty(), "nothing reached the impostor");
+}
+
+/// What each client connection sent through a [`recorder`], in arrival order.
+type Recorded = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
+
+/// A proxy that relays to `target` and records what each client connection
+/// sent, in the order the connections arrived.
+fn recorder(target: String) -> (String, Recorded) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let all: Recorded = Arc::default();
+    let list = all.clone();
+    thread::spawn(move || {
+        for c in l.incoming().take(64) {
+            let Ok(mut c) = c else { return };
+            let Ok(mut s) = TcpStream::connect(&target) else { return };
+            let (c2, s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
+            let rec: Arc<Mutex<Vec<u8>>> = Arc::default();
+            list.lock().unwrap().push(rec.clone());
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n @ 1..) = c.read(&mut buf) {
+                    rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s.shutdown(Shutdown::Write);
+            });
+            thread::spawn(move || relay(s2, c2, None, &AtomicBool::new(false)));
+        }
+    });
+    (addr, all)
+}
+
+#[test]
+fn a_replayed_session_is_refused_and_nothing_is_written() {
+    if tcp_only("the recording proxy relays TCP (QUIC's handshake is QUIC's own)") {
+        return;
+    }
+    // In the clear the replay meets the token's challenge-response; with TLS it
+    // meets the TLS handshake first.
+    for plain in [true, false] {
+        let work = TempDir::new("replay");
+        let root = TempDir::new("replay-root");
+        let f = work.path().join("data");
+        write_random(&f, 3 << 20, 5);
+        let mut s = Server::start(root.path(), if plain { &["--allow-no-encrypt"] } else { &[] });
+        let (proxy, recorded) = recorder(s.addr.clone());
+        // --no-encrypt has no key to pin; with TLS the key is pinned.
+        let mut args: Vec<std::ffi::OsString> =
+            if plain { vec!["--no-encrypt".into()] } else { vec!["--fingerprint".into(), s.key.clone().into()] };
+        args.extend([f.clone().into_os_string(), format!("gfast://{proxy}/").into()]);
+        let run = |args: &[std::ffi::OsString]| {
+            std::process::Command::new(bin()).arg("push").args(args).env("GFAST_TOKEN", TOKEN).output().unwrap()
+        };
+        assert_ok(&run(&args));
+        assert_same_file(&f, &root.path().join("data"));
+        fs::remove_file(root.path().join("data")).unwrap();
+
+        // Every recorded connection again, byte for byte, the control connection first.
+        let conns: Vec<Vec<u8>> = recorded.lock().unwrap().iter().map(|r| r.lock().unwrap().clone()).collect();
+        assert!(conns.len() >= 2 && conns.iter().all(|c| !c.is_empty()), "control and lanes were recorded");
+        let socks: Vec<TcpStream> = conns
+            .iter()
+            .map(|bytes| {
+                let mut c = TcpStream::connect(&s.addr).unwrap();
+                let _ = c.write_all(bytes);
+                let _ = c.shutdown(Shutdown::Write);
+                c
+            })
+            .collect();
+        for mut c in socks {
+            c.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let _ = c.read_to_end(&mut Vec::new());
+        }
+        assert!(list_tree(root.path()).is_empty(), "the replay wrote nothing (plain: {plain})");
+        assert!(s.is_alive(), "the daemon survived the replay");
+        // A genuine push still goes through.
+        args.pop();
+        args.push(s.url("").into());
+        assert_ok(&run(&args));
+        assert_same_file(&f, &root.path().join("data"));
+        let log = s.stop();
+        eprintln!("--- server log (plain: {plain}) ---\n{log}");
+        if plain {
+            // The replayed control connection fails the challenge; its lanes name a
+            // session that is over (turned away quietly, as a late lane would be).
+            assert_eq!(log.matches("wrong token").count(), 1, "{log}");
+        } else {
+            // Every replayed connection fails TLS: the server's half of each handshake is new.
+            assert_eq!(log.matches("cannot decrypt").count(), conns.len(), "{log}");
+        }
+        // The genuine push through the proxy ended without refusals, however late
+        // its idle lanes joined.
+        assert!(!log.contains("unknown session"), "{log}");
+    }
 }
