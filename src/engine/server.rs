@@ -242,7 +242,11 @@ impl Server {
                     Some(s) => session::run_lane(s, conn, r, w, lane, mac),
                     None if self.ended_lately(&session_id) => {
                         let _ = refuse(&conn, &mut w, code::AUTH_FAILED, "session already over");
-                        Err(WireError::Closed)
+                        if self.cfg.verbose {
+                            let tag: String = session_id[..6].iter().map(|b| format!("{b:02x}")).collect();
+                            say!("gfast serve: session {tag}: a lane that joined after the end was turned away");
+                        }
+                        Ok(())
                     }
                     None => refuse(&conn, &mut w, code::AUTH_FAILED, "unknown session"),
                 }
