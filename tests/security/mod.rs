@@ -4,7 +4,7 @@ use crate::util::*;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -114,16 +114,25 @@ fn mitm(target: String, flip_at: Option<usize>) -> (String, Arc<AtomicBool>) {
             let Ok(s) = TcpStream::connect(&target) else { return };
             let (c2, s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
             let fl = fl.clone();
-            thread::spawn(move || relay(c, s, flip_at, &fl));
-            thread::spawn(move || relay(s2, c2, None, &AtomicBool::new(false)));
+            thread::spawn(move || relay(c, s, flip_at, &fl, false));
+            thread::spawn(move || relay(s2, c2, None, &AtomicBool::new(false), false));
         }
     });
     (addr, flipped)
 }
 
-fn relay(mut from: TcpStream, mut to: TcpStream, flip_at: Option<usize>, flipped: &AtomicBool) {
+/// Copies `from` to `to` until `from` ends, flipping one bit at `flip_at`;
+/// returns what it copied when `record` is set (else nothing).
+fn relay(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    flip_at: Option<usize>,
+    flipped: &AtomicBool,
+    record: bool,
+) -> Vec<u8> {
     let mut buf = vec![0u8; 64 << 10];
     let mut seen = 0usize;
+    let mut copied = Vec::new();
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -136,11 +145,15 @@ fn relay(mut from: TcpStream, mut to: TcpStream, flip_at: Option<usize>, flipped
             }
         }
         seen += n;
+        if record {
+            copied.extend_from_slice(&buf[..n]);
+        }
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
     }
     let _ = to.shutdown(Shutdown::Write);
+    copied
 }
 
 #[test]
@@ -187,34 +200,29 @@ fn an_impersonating_server_is_refused() {
     assert!(list_tree(evil_root.path()).is_empty(), "nothing reached the impostor");
 }
 
-/// What each client connection sent through a [`recorder`], in arrival order.
-type Recorded = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
+/// Connections a [`recorder`] accepted, and what each client sent once it
+/// ended: (arrival index, bytes).
+type Recorded = Arc<(AtomicUsize, Mutex<Vec<(usize, Vec<u8>)>>)>;
 
 /// A proxy that relays to `target` and records what each client connection
-/// sent, in the order the connections arrived.
+/// sent.
 fn recorder(target: String) -> (String, Recorded) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let all: Recorded = Arc::default();
-    let list = all.clone();
+    let rec = all.clone();
     thread::spawn(move || {
-        for c in l.incoming().take(64) {
-            let Ok(mut c) = c else { return };
-            let Ok(mut s) = TcpStream::connect(&target) else { return };
+        for (k, c) in l.incoming().take(64).enumerate() {
+            let Ok(c) = c else { return };
+            let Ok(s) = TcpStream::connect(&target) else { return };
+            rec.0.fetch_add(1, Ordering::SeqCst);
             let (c2, s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
-            let rec: Arc<Mutex<Vec<u8>>> = Arc::default();
-            list.lock().unwrap().push(rec.clone());
+            let rec = rec.clone();
             thread::spawn(move || {
-                let mut buf = vec![0u8; 64 << 10];
-                while let Ok(n @ 1..) = c.read(&mut buf) {
-                    rec.lock().unwrap().extend_from_slice(&buf[..n]);
-                    if s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = s.shutdown(Shutdown::Write);
+                let bytes = relay(c, s, None, &AtomicBool::new(false), true);
+                rec.1.lock().unwrap().push((k, bytes));
             });
-            thread::spawn(move || relay(s2, c2, None, &AtomicBool::new(false)));
+            thread::spawn(move || relay(s2, c2, None, &AtomicBool::new(false), false));
         }
     });
     (addr, all)
@@ -245,8 +253,16 @@ fn a_replayed_session_is_refused_and_nothing_is_written() {
         assert_same_file(&f, &root.path().join("data"));
         fs::remove_file(root.path().join("data")).unwrap();
 
-        // Every recorded connection again, byte for byte, the control connection first.
-        let conns: Vec<Vec<u8>> = recorded.lock().unwrap().iter().map(|r| r.lock().unwrap().clone()).collect();
+        // Every recorded connection again, byte for byte, in the order they came
+        // (the control connection first), once the client has ended each one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while recorded.1.lock().unwrap().len() < recorded.0.load(Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "the client's connections ended");
+            thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let mut done = recorded.1.lock().unwrap().clone();
+        done.sort();
+        let conns: Vec<Vec<u8>> = done.into_iter().map(|(_, b)| b).collect();
         assert!(conns.len() >= 2 && conns.iter().all(|c| !c.is_empty()), "control and lanes were recorded");
         let socks: Vec<TcpStream> = conns
             .iter()
