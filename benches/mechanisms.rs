@@ -52,6 +52,8 @@ enum Send {
     PreadSendfile,
     PreadSplice,
     PreadZerocopy,
+    MmapSendfile,
+    PreadWriteNoHash,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -60,6 +62,9 @@ enum Recv {
     ReadPwrite,
     ReadIntoMmap,
     SpliceThenHash,
+    SpliceHashMap,
+    ReadPwriteNoHash,
+    ReadIntoMmapPopulate,
 }
 
 struct Map {
@@ -126,6 +131,19 @@ fn sender(how: Send, src: &File, map: Option<&Map>, mut s: TcpStream, off: u64, 
                 let m = map.unwrap().slice(at as usize, n);
                 std::hint::black_box(xxh3_128(m));
                 s.write_all(m).unwrap();
+            }
+            Send::PreadWriteNoHash => {
+                src.read_exact_at(&mut buf[..n], at).unwrap();
+                s.write_all(&buf[..n]).unwrap();
+            }
+            Send::MmapSendfile => {
+                std::hint::black_box(xxh3_128(map.unwrap().slice(at as usize, n)));
+                let mut o = at as libc::off_t;
+                let mut left = n;
+                while left > 0 {
+                    // SAFETY: valid descriptors and offset pointer.
+                    left -= check(unsafe { libc::sendfile(fd, src.as_raw_fd(), &mut o, left) }, "sendfile");
+                }
             }
             Send::PreadSendfile => {
                 src.read_exact_at(&mut buf[..n], at).unwrap();
@@ -270,7 +288,7 @@ fn reap_zerocopy_once(fd: i32, block: bool) -> (u32, u32) {
 fn receiver(how: Recv, dst: Option<&File>, map: Option<&Map>, mut s: TcpStream, off: u64, len: u64) -> f64 {
     let c0 = thread_cpu();
     let mut buf = vec![0u8; PIECE];
-    let pipe = if how == Recv::SpliceThenHash { new_pipe() } else { [0i32; 2] };
+    let pipe = if matches!(how, Recv::SpliceThenHash | Recv::SpliceHashMap) { new_pipe() } else { [0i32; 2] };
     let mut done = 0u64;
     while done < len {
         let n = (len - done).min(PIECE as u64) as usize;
@@ -289,6 +307,29 @@ fn receiver(how: Recv, dst: Option<&File>, map: Option<&Map>, mut s: TcpStream, 
                 let m = map.unwrap().slice(at as usize, n);
                 s.read_exact(m).unwrap();
                 std::hint::black_box(xxh3_128(m));
+            }
+            Recv::ReadIntoMmapPopulate => {
+                let m = map.unwrap().slice(at as usize, n);
+                // SAFETY: a range inside our own mapping.
+                let r = unsafe { libc::madvise(m.as_mut_ptr() as *mut libc::c_void, n, 23) };
+                check(r as isize, "MADV_POPULATE_WRITE");
+                s.read_exact(m).unwrap();
+                std::hint::black_box(xxh3_128(m));
+            }
+            Recv::ReadPwriteNoHash => {
+                s.read_exact(&mut buf[..n]).unwrap();
+                dst.unwrap().write_all_at(&buf[..n], at).unwrap();
+            }
+            Recv::SpliceHashMap => {
+                let f = dst.unwrap();
+                let mut left = n;
+                let mut o = at as libc::loff_t;
+                while left > 0 {
+                    let k = splice_via(pipe, s.as_raw_fd(), None, f.as_raw_fd(), Some(&mut o), left);
+                    assert!(k > 0, "early end of stream");
+                    left -= k;
+                }
+                std::hint::black_box(xxh3_128(map.unwrap().slice(at as usize, n)));
             }
             Recv::SpliceThenHash => {
                 let f = dst.unwrap();
@@ -332,8 +373,9 @@ fn run(src: &Path, dst: &Path, size: u64, streams: u64, s: Send, r: Recv) -> Res
         unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, size as libc::off_t) };
         f
     });
-    let smap = (s == Send::MmapWrite).then(|| Map::new(&file, size as usize, false));
-    let rmap = (r == Recv::ReadIntoMmap).then(|| Map::new(out.as_ref().unwrap(), size as usize, true));
+    let smap = matches!(s, Send::MmapWrite | Send::MmapSendfile).then(|| Map::new(&file, size as usize, false));
+    let rmap = matches!(r, Recv::ReadIntoMmap | Recv::SpliceHashMap | Recv::ReadIntoMmapPopulate)
+        .then(|| Map::new(out.as_ref().unwrap(), size as usize, true));
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let part = size / streams;
@@ -358,16 +400,7 @@ fn run(src: &Path, dst: &Path, size: u64, streams: u64, s: Send, r: Recv) -> Res
     drop(rmap);
     if r != Recv::ReadDrop {
         // Whatever the mechanism, the bytes must be right.
-        let (mut a, mut b) = (vec![0u8; PIECE], vec![0u8; PIECE]);
-        let (fa, fb) = (File::open(src).unwrap(), File::open(dst).unwrap());
-        let mut o = 0;
-        while o < size {
-            let n = (size - o).min(PIECE as u64) as usize;
-            fa.read_exact_at(&mut a[..n], o).unwrap();
-            fb.read_exact_at(&mut b[..n], o).unwrap();
-            assert!(a[..n] == b[..n], "{r:?} stored wrong bytes at {o}");
-            o += n as u64;
-        }
+        assert!(common::same_bytes(src, dst), "{r:?} stored wrong bytes");
     }
     let _ = fs::remove_file(dst);
     let gib = size as f64 / (1u64 << 30) as f64;
@@ -403,7 +436,18 @@ fn main() {
         ("recv to tmpfs: read + pwrite (gfast default)", Send::PreadWrite, Recv::ReadPwrite),
         ("recv to tmpfs: read into mmap of the file", Send::PreadWrite, Recv::ReadIntoMmap),
         ("recv to tmpfs: splice to file, hash read back", Send::PreadWrite, Recv::SpliceThenHash),
+        ("recv to tmpfs: splice to file, hash from a mapping", Send::PreadWrite, Recv::SpliceHashMap),
+        ("both: mmap-hash + sendfile -> splice + mapping-hash", Send::MmapSendfile, Recv::SpliceHashMap),
+        ("ceiling: no hash, pread + write -> read + pwrite", Send::PreadWriteNoHash, Recv::ReadPwriteNoHash),
+        ("recv to tmpfs: MADV_POPULATE_WRITE, read into mmap", Send::PreadWrite, Recv::ReadIntoMmapPopulate),
     ];
+    let only = std::env::var("GFAST_MECH_ONLY").ok();
+    let variants: Vec<_> = variants
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == i.to_string())))
+        .map(|(_, v)| v)
+        .collect();
     // Repetitions interleaved, and the order rotated each time, so a slow spell
     // of the host hits every variant alike. On the VM this was written on, the
     // first large tmpfs write after a large free is often several times slower

@@ -1,6 +1,7 @@
 //! Shared by the benchmarks (each bench is its own crate: `mod common;`).
 
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Writes `size` bytes (rounded down to whole MiB) of cheap pseudo-random data
@@ -18,4 +19,25 @@ pub(crate) fn write_pseudo_random(path: &Path, size: u64) {
         }
         f.write_all(&b).unwrap();
     }
+}
+
+/// Whether two files hold the same bytes (compared a MiB at a time).
+pub(crate) fn same_bytes(a: &Path, b: &Path) -> bool {
+    let (fa, fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let size = fa.metadata().unwrap().len();
+    if fb.metadata().unwrap().len() != size {
+        return false;
+    }
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut o = 0;
+    while o < size {
+        let n = (size - o).min(x.len() as u64) as usize;
+        fa.read_exact_at(&mut x[..n], o).unwrap();
+        fb.read_exact_at(&mut y[..n], o).unwrap();
+        if x[..n] != y[..n] {
+            return false;
+        }
+        o += n as u64;
+    }
+    true
 }
