@@ -21,7 +21,8 @@ pub(crate) enum Cmd {
     Serve(ServeArgs),
     /// Send files and directory trees: to a daemon (gfast://) or over ssh (host:path).
     Push(PushArgs),
-    /// Fetch a file or tree from another machine over ssh: gfast pull [USER@]HOST:SRC DEST.
+    /// Fetch a file or tree from another machine: gfast pull [USER@]HOST:SRC DEST
+    /// (ssh) or gfast pull gfast://HOST[:PORT]/SRC DEST (a daemon with --allow-pull).
     Pull(PullArgs),
     /// List push and pull jobs: id, state, bytes done / total, command.
     Jobs(JobsArgs),
@@ -81,6 +82,10 @@ pub(crate) struct ServeArgs {
     /// Also accept clients that use --no-encrypt (authentication still required).
     #[arg(long)]
     pub(crate) allow_no_encrypt: bool,
+    /// Also let clients with the token pull files from under --root
+    /// (`gfast pull gfast://HOST/PATH DEST`); never through a symlink.
+    #[arg(long, conflicts_with_all = ["oneshot", "discard"])]
+    pub(crate) allow_pull: bool,
     /// With --oneshot --send: cap the sending rate in bits per second (as push --rate).
     #[arg(long, value_name = "BITS", value_parser = super::size::parse_rate, requires = "send")]
     pub(crate) rate: Option<u64>,
@@ -123,10 +128,18 @@ pub(crate) struct PushArgs {
     /// (a running daemon) or [USER@]HOST:PATH (ssh one-shot mode).
     #[arg(required = true, num_args = 2.., value_name = "SRC... DEST")]
     pub(crate) paths: Vec<OsString>,
+    /// How to reach a daemon.
+    #[command(flatten)]
+    pub(crate) daemon: DaemonArgs,
+}
+
+/// Flags for talking to a daemon (gfast://), shared by push and pull.
+#[derive(Args, Debug)]
+pub(crate) struct DaemonArgs {
     /// File holding the shared token (else GFAST_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub(crate) token_file: Option<PathBuf>,
-    /// Send data unencrypted (the server must allow it); the token still authenticates.
+    /// Move data unencrypted (the server must allow it); the token still authenticates.
     #[arg(long)]
     pub(crate) no_encrypt: bool,
     /// Insist on this server key (sha256:HEX, as `gfast serve` prints it) instead of
@@ -138,7 +151,9 @@ pub(crate) struct PushArgs {
 /// Flags of `gfast pull`.
 #[derive(Args, Debug)]
 pub(crate) struct PullArgs {
-    /// The remote source, [USER@]HOST:PATH (relative paths start at the remote home).
+    /// The remote source: [USER@]HOST:PATH (ssh; relative paths start at the
+    /// remote home) or gfast://HOST[:PORT]/PATH (a daemon started with --allow-pull;
+    /// the path is under its root).
     #[arg(value_name = "SRC")]
     pub(crate) src: OsString,
     /// Local destination (a directory to put it in, or a new name).
@@ -153,6 +168,9 @@ pub(crate) struct PullArgs {
     /// Transfer settings shared with push.
     #[command(flatten)]
     pub(crate) net: NetArgs,
+    /// How to reach a daemon.
+    #[command(flatten)]
+    pub(crate) daemon: DaemonArgs,
 }
 
 /// Transfer flags of push and pull.

@@ -7,7 +7,7 @@ mod report;
 pub mod size;
 pub mod url;
 
-use crate::engine::client::{pull, push, PushConfig};
+use crate::engine::client::{pull, push, PullDest, PushConfig};
 use crate::engine::error::Error;
 use crate::engine::server::{random, ServeConfig, Server};
 use crate::engine::stats::Stats;
@@ -201,6 +201,7 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
     let cfg = ServeConfig {
         tls,
         allow_plain: a.allow_no_encrypt,
+        allow_pull: a.allow_pull,
         oneshot: false,
         send: None,
         root,
@@ -277,6 +278,7 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
         verbose: a.verbose,
         tls: id.server_config().map_err(|e| Error::Io("TLS setup".into(), e))?,
         allow_plain: false,
+        allow_pull: false,
         oneshot: true,
         send,
     };
@@ -477,6 +479,49 @@ fn with_progress<T>(n: &NetArgs, stats: &Arc<Stats>, f: impl FnOnce() -> T) -> T
     r
 }
 
+/// Checks the daemon flags against the rest; returns the pinned key, if any.
+fn check_daemon(d: &args::DaemonArgs, n: &NetArgs, via_ssh: bool) -> Result<Option<Fingerprint>, Error> {
+    let fingerprint = match &d.fingerprint {
+        Some(f) => Some(Fingerprint::parse(f).ok_or_else(|| {
+            Error::Usage(format!("--fingerprint '{f}': expected sha256: and 64 hex digits, as gfast serve prints"))
+        })?),
+        None => None,
+    };
+    if d.no_encrypt && fingerprint.is_some() {
+        return Err(Error::Usage("--fingerprint pins a TLS key: it cannot go with --no-encrypt".into()));
+    }
+    if d.no_encrypt && n.transport == args::TransportArg::Quic {
+        return Err(Error::Usage("--no-encrypt: QUIC always encrypts; use --transport tcp for clear data".into()));
+    }
+    if d.no_encrypt && via_ssh {
+        return Err(Error::Usage("--no-encrypt is for daemons (gfast://); ssh one-shot mode always encrypts".into()));
+    }
+    Ok(fingerprint)
+}
+
+/// Fills in how to reach and trust the daemon at `remote`.
+fn daemon_config(
+    d: &args::DaemonArgs,
+    fingerprint: Option<Fingerprint>,
+    remote: url::Remote,
+    cfg: &mut PushConfig,
+) -> Result<(), Error> {
+    cfg.token = match (&d.token_file, env_token()) {
+        (Some(f), _) => read_token(f)?,
+        (None, Some(t)) => t,
+        (None, None) => {
+            return Err(Error::Usage(
+                "no token: pass --token-file FILE or set GFAST_TOKEN (the server prints or stores it)".into(),
+            ))
+        }
+    };
+    cfg.server = remote.server;
+    cfg.encrypt = !d.no_encrypt;
+    cfg.fingerprint = fingerprint;
+    cfg.known_hosts = known_hosts_path();
+    Ok(())
+}
+
 fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Error> {
     let mut paths = a.paths;
     let dest = paths.pop().expect("clap requires two paths");
@@ -487,21 +532,7 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
         ssh::SshTarget::parse(dest.as_bytes())
     };
     check_net(&a.net)?;
-    let fingerprint = match &a.fingerprint {
-        Some(f) => Some(Fingerprint::parse(f).ok_or_else(|| {
-            Error::Usage(format!("--fingerprint '{f}': expected sha256: and 64 hex digits, as gfast serve prints"))
-        })?),
-        None => None,
-    };
-    if a.no_encrypt && fingerprint.is_some() {
-        return Err(Error::Usage("--fingerprint pins a TLS key: it cannot go with --no-encrypt".into()));
-    }
-    if a.no_encrypt && a.net.transport == args::TransportArg::Quic {
-        return Err(Error::Usage("--no-encrypt: QUIC always encrypts; use --transport tcp for clear data".into()));
-    }
-    if a.no_encrypt && via_ssh.is_some() {
-        return Err(Error::Usage("--no-encrypt is for daemons (gfast://); ssh one-shot mode always encrypts".into()));
-    }
+    let fingerprint = check_daemon(&a.daemon, &a.net, via_ssh.is_some())?;
     // Check the sources before starting anything remote.
     for s in &paths {
         std::fs::metadata(s).map_err(|e| Error::Source(PathBuf::from(s), e))?;
@@ -522,21 +553,9 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
         }
         None => {
             let remote = url::parse_remote(&dest).map_err(Error::Usage)?;
-            cfg.token = match (&a.token_file, env_token()) {
-                (Some(f), _) => read_token(f)?,
-                (None, Some(t)) => t,
-                (None, None) => {
-                    return Err(Error::Usage(
-                        "no token: pass --token-file FILE or set GFAST_TOKEN (the server prints or stores it)".into(),
-                    ))
-                }
-            };
-            cfg.server = remote.server;
-            cfg.dest = remote.path;
+            cfg.dest = remote.path.clone();
             cfg.dest_is_dir = remote.is_dir;
-            cfg.encrypt = !a.no_encrypt;
-            cfg.fingerprint = fingerprint;
-            cfg.known_hosts = known_hosts_path();
+            daemon_config(&a.daemon, fingerprint, remote, &mut cfg)?;
         }
     }
     let res = with_progress(&a.net, &stats, || push(&cfg, stats.clone()));
@@ -554,13 +573,23 @@ fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
     set_io(a.io);
     crate::storage::dest::set_durable(a.fsync);
     use std::os::unix::ffi::OsStrExt;
-    let t = ssh::SshTarget::parse(a.src.as_bytes()).ok_or_else(|| {
-        Error::Usage(format!(
-            "'{}': pull takes a remote source [USER@]HOST:PATH (pulling from a gfast:// daemon is not supported)",
-            a.src.to_string_lossy()
-        ))
-    })?;
+    let from_daemon = a.src.as_bytes().starts_with(b"gfast://");
+    let via_ssh = match from_daemon {
+        true => None,
+        false => Some(ssh::SshTarget::parse(a.src.as_bytes()).ok_or_else(|| {
+            Error::Usage(format!(
+                "'{}': pull takes a remote source: [USER@]HOST:PATH (ssh) or gfast://HOST[:PORT]/PATH (a daemon)",
+                a.src.to_string_lossy()
+            ))
+        })?),
+    };
     check_net(&a.net)?;
+    let fingerprint = check_daemon(&a.daemon, &a.net, via_ssh.is_some())?;
+    if from_daemon && a.net.rate.is_some() {
+        return Err(Error::Usage(
+            "--rate paces the sending side: a daemon's sending is not paced yet; drop --rate".into(),
+        ));
+    }
     // Where it lands here, with the same rules as a one-shot receiver.
     let (root, target) = oneshot::split_dest(&a.dest)
         .map_err(|e| Error::Usage(format!("cannot use '{}' as destination: {e}", a.dest.display())))?;
@@ -570,13 +599,27 @@ fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
         .target_kind(&comps)
         .map_err(|e| Error::Usage(e.to_string()))?;
     let is_dir = target.is_empty() || a.dest.as_os_str().as_bytes().ends_with(b"/");
-    let r = ssh::start(&ssh::split_words(&a.net.ssh), &a.net.remote_cmd, &t, ssh::RemoteRole::Send, a.net.rate)?;
     let mut cfg = base_config(&a.net, job_id);
-    cfg.server = route(&a.net, &r)?;
-    cfg.token = r.offer.token.clone().into_bytes();
-    cfg.fingerprint = Some(r.offer.fingerprint);
-    let res = with_progress(&a.net, &stats, || pull(&cfg, &root, target, kind, is_dir, stats.clone()));
-    r.finish();
+    let (source, remote_proc) = match &via_ssh {
+        Some(t) => {
+            let r = ssh::start(&ssh::split_words(&a.net.ssh), &a.net.remote_cmd, t, ssh::RemoteRole::Send, a.net.rate)?;
+            cfg.server = route(&a.net, &r)?;
+            cfg.token = r.offer.token.clone().into_bytes();
+            cfg.fingerprint = Some(r.offer.fingerprint);
+            (None, Some(r))
+        }
+        None => {
+            let remote = url::parse_remote(&a.src).map_err(Error::Usage)?;
+            let source = remote.path.clone();
+            daemon_config(&a.daemon, fingerprint, remote, &mut cfg)?;
+            (Some(source), None)
+        }
+    };
+    let dest = PullDest { root: &root, target, kind, is_dir };
+    let res = with_progress(&a.net, &stats, || pull(&cfg, dest, source, stats.clone()));
+    if let Some(r) = remote_proc {
+        r.finish();
+    }
     let files = res?;
     if !a.net.quiet && !a.net.json {
         eprintln!("{}", report::summary_line(&stats, files, false));

@@ -29,7 +29,7 @@ pub fn parse_remote(arg: &std::ffi::OsStr) -> Result<Remote, String> {
     let (auth, path) = rest.split_at(slash);
     let auth = std::str::from_utf8(auth).map_err(|_| "host name is not UTF-8".to_string())?;
     if auth.is_empty() {
-        return Err("destination has no host: use gfast://HOST[:PORT]/PATH".into());
+        return Err(format!("'{}' has no host: use gfast://HOST[:PORT]/PATH", String::from_utf8_lossy(b)));
     }
     let server = if let Some(v6) = auth.strip_prefix('[') {
         let (host, port) = v6.split_once(']').ok_or("unclosed '[' in the host")?;

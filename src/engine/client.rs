@@ -8,7 +8,7 @@ use super::server::random;
 use super::stats::Stats;
 use crate::proto::auth::SessionKeys;
 use crate::proto::frame::{Frame, Limits};
-use crate::proto::{CAP_EARLY_DONE, CAP_RESUME, VERSION};
+use crate::proto::{CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
 use crate::transport::conn::{Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{read_frame, write_frame};
 use crate::transport::quic;
@@ -84,18 +84,24 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
     Ok(Summary { files: files?, discard: d.discard })
 }
 
-/// Runs one pull: asks the one-shot sender for its files (PULL with where they
-/// land here) and takes the receiving role, writing under `root`. Returns the
-/// entries completed.
-pub fn pull(
-    cfg: &PushConfig,
-    root: &std::path::Path,
-    target: Vec<u8>,
-    kind: crate::proto::frame::TargetKind,
-    is_dir: bool,
-    stats: Arc<Stats>,
-) -> Result<u64, Error> {
-    let d = dial(cfg, &stats, Some(Frame::Pull { target, kind, is_dir }))?;
+/// Where a pull's files land on this machine.
+pub struct PullDest<'a> {
+    /// The local directory everything is confined to.
+    pub root: &'a std::path::Path,
+    /// The path under `root` (may be empty).
+    pub target: Vec<u8>,
+    /// What is at `target` now.
+    pub kind: crate::proto::frame::TargetKind,
+    /// The user wrote the destination as a directory (trailing `/`).
+    pub is_dir: bool,
+}
+
+/// Runs one pull: asks the sending end for its files (PULL with where they land
+/// here, and for a daemon, `source`: what to send from under its root) and
+/// takes the receiving role. Returns the entries completed.
+pub fn pull(cfg: &PushConfig, dest: PullDest, source: Option<Vec<u8>>, stats: Arc<Stats>) -> Result<u64, Error> {
+    let PullDest { root, target, kind, is_dir } = dest;
+    let d = dial(cfg, &stats, Some(Frame::Pull { target, kind, is_dir, source }))?;
     let w = d.wired;
     stats.mark_first_byte();
     let got = super::session::receive_dialed(root, &w.ctl, w.ctl_r, w.ctl_w, w.lanes, cfg.chunk_size as u64, d.resume);
@@ -165,7 +171,8 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     // Handshake (protocol-spec §5.1, §5.2).
     let cn = random::<32>();
     ctl.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let offer = CAP_EARLY_DONE | if cfg.resume { CAP_RESUME } else { 0 };
+    let from_daemon = matches!(first, Some(Frame::Pull { source: Some(_), .. }));
+    let offer = CAP_EARLY_DONE | if cfg.resume { CAP_RESUME } else { 0 } | if from_daemon { CAP_PULL } else { 0 };
     let t_hello = std::time::Instant::now();
     send(&mut w, &Frame::Hello { min_version: VERSION, max_version: VERSION, caps: offer, nonce: cn })?;
     let Frame::Challenge { version, nonce: sn, caps } = recv(&mut r)? else {
@@ -176,6 +183,12 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     }
     if caps & !offer != 0 {
         return Err(Error::Protocol("server accepted capabilities that were not offered".into()));
+    }
+    if from_daemon && caps & CAP_PULL == 0 {
+        return Err(Error::Usage(format!(
+            "{} cannot be pulled from: it runs an older gfast, or is a one-shot end; pull over ssh instead (HOST:PATH)",
+            cfg.server
+        )));
     }
     let resume = caps & CAP_RESUME != 0;
     let early_done = caps & CAP_EARLY_DONE != 0;
@@ -292,7 +305,8 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         let lanes = hs.into_iter().map(|h| h.join().expect("lane setup thread")).collect::<Result<Vec<_>, _>>()?;
         Ok((lanes, discard))
     })?;
-    let wired = Wired { ctl, ctl_r: r, ctl_w: w, lanes, rate: cfg.tuning.rate, joined: await_joined, early_done };
+    let wired =
+        Wired { ctl, ctl_r: r, ctl_w: w, lanes, rate: cfg.tuning.rate, joined: await_joined, early_done, served: None };
     Ok(Dialed { wired, quic: qc, discard, resume })
 }
 

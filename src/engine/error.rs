@@ -44,7 +44,7 @@ impl Error {
             Error::Connect(..) => 3,
             Error::Auth(_) => 4,
             Error::Remote(c, _) if *c == code::AUTH_FAILED => 4,
-            Error::Remote(c, _) if *c == code::PATH_REFUSED => 2,
+            Error::Remote(c, _) if *c == code::PATH_REFUSED || *c == code::NOT_FOUND => 2,
             Error::Incomplete { .. } => 5,
             _ => 1,
         }
@@ -60,9 +60,10 @@ impl fmt::Display for Error {
                 write!(f, "cannot reach {t}: {e} (is `gfast serve` running there, and the port open?)")
             }
             Error::Auth(m) => write!(f, "{m}"),
-            Error::Remote(c, m) if *c == code::AUTH_FAILED => {
+            Error::Remote(c, m) if *c == code::AUTH_FAILED && m == "wrong token" => {
                 write!(f, "server refused the token: {m} (check --token-file or GFAST_TOKEN)")
             }
+            Error::Remote(c, m) if *c == code::AUTH_FAILED => write!(f, "server refused the connection: {m}"),
             Error::Remote(c, m) if *c == code::NO_SPACE => {
                 write!(f, "destination is full: {m} (free space on the server, then run the push again)")
             }

@@ -13,6 +13,7 @@ use crate::proto::frame::{ChunkHead, Frame, Limits, TargetKind};
 use crate::proto::hash::ChunkHasher;
 use crate::proto::path::{components, show};
 use crate::proto::sender::{Failure, Sender};
+use crate::storage::dest::SourceRoot;
 use crate::storage::walk::Walker;
 use crate::transport::conn::{Closer, Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{read_frame, write_frame, WireError};
@@ -43,6 +44,9 @@ pub struct Wired {
     pub joined: bool,
     /// Early DONE was negotiated (protocol-spec §4.13).
     pub early_done: bool,
+    /// A daemon serving a pull: files are opened under this root only, never
+    /// through a symlink (the walk sends links as links already).
+    pub served: Option<SourceRoot>,
 }
 
 /// Where the sources go.
@@ -78,6 +82,7 @@ struct Shared {
     /// Nth chunk on the wire, after hashing, to exercise verification and resend.
     corrupt_every: u64,
     first_sendings: std::sync::atomic::AtomicU64,
+    served: Option<SourceRoot>,
 }
 
 impl Shared {
@@ -167,6 +172,7 @@ pub fn run_sender(
         src_dirs.push(md.is_dir());
     }
     let (ctl, mut r, lanes, joined, early_done) = (w.ctl, w.ctl_r, w.lanes, w.joined, w.early_done);
+    let served = w.served;
     if let Some(bits) = w.rate {
         // Each lane is paced at its share, in bytes per second.
         let share = (bits / 8 / lanes.len().max(1) as u64).max(1);
@@ -225,6 +231,7 @@ pub fn run_sender(
         chunk_size: chunk_size as u64,
         corrupt_every: std::env::var("GFAST_FAULT_CORRUPT_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
         first_sendings: std::sync::atomic::AtomicU64::new(0),
+        served,
     });
 
     let mut handles = Vec::new();
@@ -514,7 +521,11 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
         // file is aborted: the receiver never keeps those bytes.
         let mut read_err: Option<std::io::Error> = None;
         if cur.as_ref().map(|c| c.0) != Some(task.id) {
-            match File::open(&*task.source) {
+            let opened = match &sh.served {
+                Some(root) => root.open_file(&task.source),
+                None => File::open(&*task.source),
+            };
+            match opened {
                 Ok(f) => cur = Some((task.id, f)),
                 Err(e) => {
                     cur = None;

@@ -6,8 +6,11 @@ use super::session::{self, Mode, Session};
 use super::stats::Stats;
 use crate::proto::auth::SessionKeys;
 use crate::proto::error::code;
+use crate::proto::frame::TargetKind;
 use crate::proto::frame::{Frame, Limits, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
-use crate::proto::{CAPS, CAP_EARLY_DONE, CAP_RESUME, VERSION};
+use crate::proto::path::{components, show};
+use crate::proto::{CAPS, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
+use crate::storage::dest::{DestError, DestRoot, SourceRoot};
 use crate::transport::conn::{Conn, ConnReader, ConnWriter, TLS_HANDSHAKE_BYTE};
 use crate::transport::framed::{read_frame, write_frame, WireError};
 use crate::transport::quic;
@@ -15,6 +18,7 @@ use crate::transport::tcp::{self, Tuning};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +43,8 @@ pub struct ServeConfig {
     pub tls: Arc<rustls::ServerConfig>,
     /// Accept clients that ask for no encryption (`--allow-no-encrypt`).
     pub allow_plain: bool,
+    /// Serve pulls of what is under `root` (`--allow-pull`).
+    pub allow_pull: bool,
     /// Serve one session only (ssh one-shot mode).
     pub oneshot: bool,
     /// Send this file or tree instead of receiving (the one-shot end of a pull).
@@ -263,7 +269,8 @@ impl Server {
         (min_v, max_v, offered): (u16, u16, u64),
         cn: [u8; 32],
     ) -> Result<(), WireError> {
-        let caps = offered & CAPS;
+        // Only a daemon is pulled from by name; a one-shot end knows what it sends.
+        let caps = offered & CAPS & if self.cfg.oneshot { !CAP_PULL } else { !0 };
         let mut w = BufWriter::with_capacity(64 << 10, w);
         if self.cfg.oneshot && self.started.load(Ordering::SeqCst) {
             return refuse(&conn, &mut w, code::BUSY, "this one-shot receiver already serves a session");
@@ -292,12 +299,20 @@ impl Server {
         if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
             return refuse(&conn, &mut w, code::PROTOCOL, "chunk size must be 64 KiB..1 GiB");
         }
+        let pull = caps & CAP_PULL != 0;
+        if pull && !self.cfg.allow_pull {
+            let m = "this daemon does not serve pulls: its operator can start it with --allow-pull";
+            return refuse(&conn, &mut w, code::PERMISSION, m);
+        }
+        if pull && self.cfg.discard {
+            return refuse(&conn, &mut w, code::PERMISSION, "this daemon runs with --discard: it has nothing to send");
+        }
         if self.cfg.oneshot && self.started.swap(true, Ordering::SeqCst) {
             return refuse(&conn, &mut w, code::BUSY, "this one-shot receiver already serves a session");
         }
         let id = random::<16>();
         let conn_quic = conn.quic_conn().cloned();
-        let mode = if self.cfg.send.is_some() { Mode::Send } else { Mode::Receive };
+        let mode = if self.cfg.send.is_some() || pull { Mode::Send } else { Mode::Receive };
         let root = (!self.cfg.discard).then_some(self.cfg.root.as_path());
         let sess =
             Session::new(mode, root, self.cfg.verbose, id, Some(keys.clone()), lanes, chunk_size as u64, &conn, w)
@@ -340,8 +355,9 @@ impl Server {
         self.recent.lock().expect("recent").iter().any(|(i, t)| i == id && now.duration_since(*t) <= RECENT_FOR)
     }
 
-    /// The one-shot end of a pull: reads PULL, waits for the lanes, and runs the
-    /// sending role over the session's connections.
+    /// The sending end of a pull (a one-shot end, or a daemon with --allow-pull):
+    /// reads PULL, waits for the lanes, and runs the sending role over the
+    /// session's connections.
     fn serve_pull(
         &self,
         sess: &Arc<Session>,
@@ -351,17 +367,30 @@ impl Server {
         caps: u64,
     ) -> Result<(), WireError> {
         let resume = caps & CAP_RESUME != 0;
-        let src = self.cfg.send.clone().expect("send mode has a source");
         let mut buf = Vec::new();
         conn.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
-        let Frame::Pull { target, kind, is_dir } = read_frame(&mut r, &Limits::default(), &mut buf)? else {
-            sess.abort("expected PULL: this one-shot end only sends files");
+        let Frame::Pull { target, kind, is_dir, source } = read_frame(&mut r, &Limits::default(), &mut buf)? else {
+            sess.abort("expected PULL: this end only sends files");
             return Err(WireError::Io(std::io::Error::other("expected PULL")));
         };
         conn.set_read_timeout(None)?;
+        let resolved = match (&self.cfg.send, source) {
+            (Some(s), None) => Ok((s.clone(), None)),
+            (None, Some(p)) => self.pull_source(&p),
+            _ => Err((code::PROTOCOL, "PULL names a source only to a daemon that accepted the pull capability".into())),
+        };
         let Some(lane_conns) = sess.take_lanes(lanes as usize, FIRST_FRAME_TIMEOUT) else {
             sess.abort("not every data connection joined in time");
             return Err(WireError::Io(std::io::Error::other("lanes did not join")));
+        };
+        // A refusal goes out once the lanes are in: the client reads the control
+        // connection only after every JOINED (a lane refused earlier would hide why).
+        let (src, served) = match resolved {
+            Ok(v) => v,
+            Err((c, m)) => {
+                sess.abort_with(c, &m);
+                return Err(WireError::Io(std::io::Error::other(m)));
+            }
         };
         let ctl_w = sess.take_control_writer().expect("control writer");
         let wired = Wired {
@@ -372,18 +401,54 @@ impl Server {
             rate: self.cfg.tuning.rate,
             joined: true,
             early_done: caps & CAP_EARLY_DONE != 0,
+            served,
         };
         let stats = Arc::new(Stats::new(lanes as usize));
-        match run_sender(wired, &[src], Target::Known(target, kind, is_dir), chunk_size, resume, stats) {
+        match run_sender(
+            wired,
+            std::slice::from_ref(&src),
+            Target::Known(target, kind, is_dir),
+            chunk_size,
+            resume,
+            stats,
+        ) {
             Ok(_) => {
                 sess.mark_done();
                 Ok(())
             }
             Err(e) => {
-                say!("gfast serve: pull failed: {e}");
+                say!("gfast serve: pull of {} failed: {e}", src.display());
                 Err(WireError::Io(std::io::Error::other(e.to_string())))
             }
         }
+    }
+}
+
+impl Server {
+    /// What a daemon's pull names: a file or directory under the root, reached
+    /// without a symlink on the way (its files are then opened the same way, see
+    /// [`SourceRoot`]). Returns its path and the root to open files under, or the
+    /// error code and message for the client.
+    fn pull_source(&self, source: &[u8]) -> Result<(PathBuf, Option<SourceRoot>), (u16, String)> {
+        let comps = components(source).map_err(|e| (code::PATH_REFUSED, e.to_string()))?;
+        let shown = if source.is_empty() { "the daemon's root".to_string() } else { show(source) };
+        let open_err = |e: std::io::Error| (code::IO, format!("cannot open the daemon's root: {e}"));
+        let kind = DestRoot::open(&self.cfg.root).map_err(open_err)?.target_kind(&comps).map_err(|e| {
+            let c = if matches!(e, DestError::Refused(_)) { code::PATH_REFUSED } else { code::IO };
+            (c, e.to_string())
+        })?;
+        match kind {
+            TargetKind::File | TargetKind::Dir => {}
+            TargetKind::Missing => return Err((code::NOT_FOUND, format!("{shown} does not exist on the server"))),
+            TargetKind::Other => return Err((code::PATH_REFUSED, format!("{shown} is not a file or directory"))),
+        }
+        let root = SourceRoot::open(&self.cfg.root).map_err(open_err)?;
+        let path = if source.is_empty() {
+            self.cfg.root.clone()
+        } else {
+            self.cfg.root.join(std::ffi::OsStr::from_bytes(source))
+        };
+        Ok((path, Some(root)))
     }
 }
 

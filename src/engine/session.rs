@@ -76,6 +76,8 @@ pub(crate) struct Session {
     control: Mutex<Option<(BufWriter<ConnWriter>, Vec<u8>)>>,
     control_stream: Closer,
     failed: AtomicBool,
+    /// The ERROR the peer ended the session with, if it did.
+    peer_error: Mutex<Option<(u16, String)>>,
 }
 
 impl Session {
@@ -124,6 +126,7 @@ impl Session {
             control: Mutex::new(Some((w, Vec::new()))),
             control_stream,
             failed: AtomicBool::new(false),
+            peer_error: Mutex::new(None),
         }))
     }
 
@@ -217,7 +220,7 @@ impl Session {
             Frame::Notice { .. } => Ok(()),
             Frame::Pull { .. } => Err(Fatal::Code(
                 code::PROTOCOL,
-                "this end receives files and cannot be pulled from (pull works in ssh one-shot mode)".into(),
+                "this end receives files: a pull asks for the pull capability first (protocol-spec §5.9)".into(),
             )),
             _ => Err(Fatal::Protocol(ProtocolError::Unexpected("frame on the control connection"))),
         };
@@ -228,7 +231,10 @@ impl Session {
             let (c, m) = match &e {
                 Fatal::Protocol(p) => (code::PROTOCOL, p.to_string()),
                 Fatal::Code(c, m) => (*c, m.clone()),
-                Fatal::Peer(c, m) => (*c, format!("client ended the session: {m}")),
+                Fatal::Peer(c, m) => {
+                    *self.peer_error.lock().expect("peer error") = Some((*c, m.clone()));
+                    (*c, format!("the other end ended the session: {m}"))
+                }
             };
             self.fail(c, &m);
             m
@@ -407,7 +413,12 @@ impl Session {
 
     /// Ends the session from outside (one-shot receiver giving up) and cleans up.
     pub(crate) fn abort(&self, why: &str) {
-        self.fail(code::CANCELLED, why);
+        self.abort_with(code::CANCELLED, why);
+    }
+
+    /// Ends the session with ERROR `code`.
+    pub(crate) fn abort_with(&self, code: u16, why: &str) {
+        self.fail(code, why);
         self.cleanup();
     }
 
@@ -587,6 +598,9 @@ pub(crate) fn receive_dialed(
             total: files + st.failures.0,
             first: st.failures.1.first().cloned().unwrap_or_default(),
         });
+    }
+    if let (false, Some((c, m))) = (done, s.peer_error.lock().expect("peer error").take()) {
+        return Err(Error::Remote(c, m));
     }
     match (res, done) {
         (_, true) => Ok(st.rx.finished()),

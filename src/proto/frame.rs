@@ -230,28 +230,99 @@ impl AckStatus {
 #[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Hello { min_version: u16, max_version: u16, caps: u64, nonce: [u8; NONCE_LEN] },
-    Challenge { version: u16, caps: u64, nonce: [u8; NONCE_LEN] },
-    Auth { proof: [u8; NONCE_LEN], lanes: u16, chunk_size: u32, job_id: [u8; ID_LEN] },
-    Welcome { proof: [u8; NONCE_LEN], session_id: [u8; ID_LEN], discard: bool },
-    Join { session_id: [u8; ID_LEN], lane: u16, mac: [u8; NONCE_LEN] },
-    Joined { lane: u16 },
-    Target { path: Vec<u8> },
-    TargetInfo { kind: TargetKind },
+    Hello {
+        min_version: u16,
+        max_version: u16,
+        caps: u64,
+        nonce: [u8; NONCE_LEN],
+    },
+    Challenge {
+        version: u16,
+        caps: u64,
+        nonce: [u8; NONCE_LEN],
+    },
+    Auth {
+        proof: [u8; NONCE_LEN],
+        lanes: u16,
+        chunk_size: u32,
+        job_id: [u8; ID_LEN],
+    },
+    Welcome {
+        proof: [u8; NONCE_LEN],
+        session_id: [u8; ID_LEN],
+        discard: bool,
+    },
+    Join {
+        session_id: [u8; ID_LEN],
+        lane: u16,
+        mac: [u8; NONCE_LEN],
+    },
+    Joined {
+        lane: u16,
+    },
+    Target {
+        path: Vec<u8>,
+    },
+    TargetInfo {
+        kind: TargetKind,
+    },
     File(FileMeta),
-    FileReady { id: u64 },
-    FileEnd { id: u64, digest: [u8; HASH_LEN] },
-    FileDone { id: u64 },
-    FileFailed { id: u64, code: u16, message: String },
-    FileAbort { id: u64, code: u16, message: String },
-    Done { files: u64 },
-    SessionDone { files: u64, bytes: u64 },
-    Pull { target: Vec<u8>, kind: TargetKind, is_dir: bool },
-    FileHave { id: u64, chunks: Vec<(u32, [u8; HASH_LEN])> },
-    Notice { code: u16, message: String },
-    Chunk { head: ChunkHead, data: Vec<u8>, hash: [u8; HASH_LEN] },
-    ChunkAck { id: u64, offset: u64, status: AckStatus },
-    Error { code: u16, message: String },
+    FileReady {
+        id: u64,
+    },
+    FileEnd {
+        id: u64,
+        digest: [u8; HASH_LEN],
+    },
+    FileDone {
+        id: u64,
+    },
+    FileFailed {
+        id: u64,
+        code: u16,
+        message: String,
+    },
+    FileAbort {
+        id: u64,
+        code: u16,
+        message: String,
+    },
+    Done {
+        files: u64,
+    },
+    SessionDone {
+        files: u64,
+        bytes: u64,
+    },
+    /// `source`: what to send, under a daemon's root (only with [`crate::proto::CAP_PULL`]).
+    Pull {
+        target: Vec<u8>,
+        kind: TargetKind,
+        is_dir: bool,
+        source: Option<Vec<u8>>,
+    },
+    FileHave {
+        id: u64,
+        chunks: Vec<(u32, [u8; HASH_LEN])>,
+    },
+    Notice {
+        code: u16,
+        message: String,
+    },
+    Chunk {
+        head: ChunkHead,
+        data: Vec<u8>,
+        hash: [u8; HASH_LEN],
+    },
+    ChunkAck {
+        id: u64,
+        offset: u64,
+        status: AckStatus,
+    },
+    Error {
+        code: u16,
+        message: String,
+    },
 }
 
 /// The fixed part of a CHUNK payload (§4.14): which bytes of which file follow.
@@ -370,6 +441,7 @@ pub fn decode_body(k: u8, p: &[u8]) -> Result<Frame, DecodeError> {
             target: r.bytes16(MAX_PATH_LEN)?.to_vec(),
             kind: TargetKind::from_code(r.u8()?)?,
             is_dir: r.bool()?,
+            source: if r.rest_len() > 0 { Some(r.bytes16(MAX_PATH_LEN)?.to_vec()) } else { None },
         },
         kind::CHUNK => {
             let head = ChunkHead { id: r.u64()?, offset: r.u64()? };
@@ -489,10 +561,13 @@ impl Frame {
                     w.extend_from_slice(h);
                 }
             }
-            Frame::Pull { target, kind, is_dir } => {
+            Frame::Pull { target, kind, is_dir, source } => {
                 put_bytes16(w, target);
                 w.push(kind.code());
                 w.push(*is_dir as u8);
+                if let Some(s) = source {
+                    put_bytes16(w, s);
+                }
             }
             Frame::Chunk { head, data, hash } => {
                 w.extend_from_slice(&head.id.to_be_bytes());
@@ -595,6 +670,9 @@ impl<'a> Reader<'a> {
         // Invalid UTF-8 is replaced, which can lengthen the text: clip it again so
         // a decoded frame always encodes back to a valid frame.
         Ok(clip(&String::from_utf8_lossy(b)).to_string())
+    }
+    fn rest_len(&self) -> usize {
+        self.b.len()
     }
     fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.b)

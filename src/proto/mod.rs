@@ -22,7 +22,11 @@ pub const CAP_RESUME: u64 = 1 << 2;
 /// Capability bit: DONE once every entry is announced, before all are settled
 /// (protocol-spec §2.2, §4.13): one round trip fewer at the end of a session.
 pub const CAP_EARLY_DONE: u64 = 1 << 5;
+/// Capability bit: pull from a daemon. The client will send PULL naming a source
+/// under the daemon's root, and the session runs from the server to the client
+/// (protocol-spec §2.2, §4.17, §5.9).
+pub const CAP_PULL: u64 = 1 << 6;
 /// Capability bits this build understands (protocol-spec §2.2).
-pub const CAPS: u64 = CAP_RESUME | CAP_EARLY_DONE;
+pub const CAPS: u64 = CAP_RESUME | CAP_EARLY_DONE | CAP_PULL;
 /// Most chunks listed in one FILE_HAVE frame (fits the control frame limit).
 pub const MAX_HAVE_PER_FRAME: usize = 50_000;

@@ -71,7 +71,16 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ("DONE", Frame::Done { files: 1 }),
         ("SESSION_DONE", Frame::SessionDone { files: 1, bytes: 3 }),
         ("FILE_HAVE", Frame::FileHave { id: 7, chunks: vec![(0, [0x99; 16]), (2, [0xaa; 16])] }),
-        ("PULL", Frame::Pull { target: b"local".to_vec(), kind: TargetKind::Dir, is_dir: true }),
+        ("PULL", Frame::Pull { target: b"local".to_vec(), kind: TargetKind::Dir, is_dir: true, source: None }),
+        (
+            "PULL_FROM_DAEMON",
+            Frame::Pull {
+                target: b"local".to_vec(),
+                kind: TargetKind::Dir,
+                is_dir: true,
+                source: Some(b"data/run1".to_vec()),
+            },
+        ),
         (
             "CHUNK",
             Frame::Chunk {

@@ -100,6 +100,64 @@ fn empty_files_empty_dirs_odd_names_symlinks_and_metadata() {
 }
 
 #[test]
+fn a_daemon_serves_pulls_when_allowed_and_never_through_a_symlink() {
+    let base = TempDir::new("dpull");
+    let root = base.path().join("root");
+    let tree = root.join("data");
+    fs::create_dir_all(tree.join("sub/empty")).unwrap();
+    write_random(&tree.join("big.bin"), (20 << 20) + 7, 9);
+    fs::write(tree.join("sub/small"), b"small").unwrap();
+    fs::write(base.path().join("secret"), b"outside the root").unwrap();
+    symlink(base.path().join("secret"), tree.join("link-out")).unwrap();
+    symlink(base.path(), root.join("dir-out")).unwrap();
+    let out = base.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let s = Server::start(&root, &["--allow-pull"]);
+
+    // A tree, into a directory; a link inside it arrives as a link, not as what it names.
+    let o = s.pull([s.url("data").as_str(), &format!("{}/", out.display())]);
+    assert_ok(&o);
+    assert_eq!(assert_same_tree(&tree, &out.join("data")), 1 + 2 + 1 + 2);
+    assert!(fs::symlink_metadata(out.join("data/link-out")).unwrap().file_type().is_symlink());
+    // A file, to a new name.
+    let o = s.pull([s.url("data/sub/small").as_str(), out.join("renamed").to_str().unwrap()]);
+    assert_ok(&o);
+    assert_eq!(fs::read(out.join("renamed")).unwrap(), b"small");
+
+    // Refused in one line, nothing written: a missing source, a symlink, a path
+    // through a symlinked directory, '..', a wrong token.
+    let before = list_tree(&out);
+    for (src, code, says) in [
+        ("nothing-here", 2, "does not exist"),
+        ("data/link-out", 2, "symlink"),
+        ("dir-out/secret", 2, "symlink"),
+        ("data/../../secret", 2, "'..'"),
+    ] {
+        let o = s.pull([s.url(src).as_str(), &format!("{}/", out.display())]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{src}: {e}");
+        assert!(e.contains(says), "{src}: {e}");
+        assert_eq!(e.lines().filter(|l| l.contains("error")).count(), 1, "{src}: one error line: {e}");
+    }
+    let o = Command::new(bin())
+        .args(["pull", "--fingerprint", &s.key, &s.url("data"), out.to_str().unwrap()])
+        .env("GFAST_TOKEN", "not-the-token")
+        .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(list_tree(&out), before, "a refused pull wrote something");
+    assert!(s.stop().lines().all(|l| !l.contains("panic")));
+
+    // A daemon started without --allow-pull says how to allow it.
+    let s = Server::start(&root, &[]);
+    let o = s.pull([s.url("data").as_str(), &format!("{}/", out.display())]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--allow-pull"), "{}", stderr(&o));
+    assert_eq!(list_tree(&out), before);
+}
+
+#[test]
 fn three_hundred_level_deep_tree() {
     let src = TempDir::new("deep-src");
     let root = TempDir::new("deep-root");

@@ -129,6 +129,22 @@ impl Server {
         c
     }
 
+    /// Runs `gfast pull ARGS` against this server, pinning its key.
+    pub fn pull<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        Command::new(bin())
+            .arg("pull")
+            .args(["--fingerprint", &self.key])
+            .args(args)
+            .env("GFAST_TOKEN", TOKEN)
+            .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts")
+            .output()
+            .expect("run gfast pull")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("gfast://{}/{}", self.addr, path)
     }
