@@ -198,7 +198,13 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     // The handshake's round trip picks the lane count when not given: more lanes
     // keep a long path full while each one's window grows (measured on an emulated
     // 1 Gbit/s 50 ms link: 4 lanes 790, 8 lanes 831 Mbit/s from the first byte).
-    let rtt = t_hello.elapsed();
+    // Over QUIC the first stream's round trip also pays for the server's new
+    // stream and thread (2-5 ms on loopback, which read as a WAN and gave 8
+    // streams): quinn's estimate from the handshake's packets is the path's.
+    let rtt = match &qc {
+        Some(q) => q.conn.rtt().min(t_hello.elapsed()),
+        None => t_hello.elapsed(),
+    };
     // Over QUIC one congestion controller drives every stream: on a LAN more
     // streams only add threads (loopback, 2 GiB: 1 stream 1.08 GB/s, 2 1.06, 4
     // 0.96, 8 0.93); on a long path see quic_wan_lanes.
