@@ -54,6 +54,7 @@ enum Send {
     PreadZerocopy,
     MmapSendfile,
     PreadWriteNoHash,
+    MmapPopulateWrite,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -129,6 +130,14 @@ fn sender(how: Send, src: &File, map: Option<&Map>, mut s: TcpStream, off: u64, 
             }
             Send::MmapWrite => {
                 let m = map.unwrap().slice(at as usize, n);
+                std::hint::black_box(xxh3_128(m));
+                s.write_all(m).unwrap();
+            }
+            Send::MmapPopulateWrite => {
+                let m = map.unwrap().slice(at as usize, n);
+                // SAFETY: a range inside our own mapping (MADV_POPULATE_READ = 22).
+                let r = unsafe { libc::madvise(m.as_mut_ptr() as *mut libc::c_void, n, 22) };
+                check(r as isize, "MADV_POPULATE_READ");
                 std::hint::black_box(xxh3_128(m));
                 s.write_all(m).unwrap();
             }
@@ -373,7 +382,7 @@ fn run(src: &Path, dst: &Path, size: u64, streams: u64, s: Send, r: Recv) -> Res
         unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, size as libc::off_t) };
         f
     });
-    let smap = matches!(s, Send::MmapWrite | Send::MmapSendfile).then(|| Map::new(&file, size as usize, false));
+    let smap = matches!(s, Send::MmapWrite | Send::MmapSendfile | Send::MmapPopulateWrite).then(|| Map::new(&file, size as usize, false));
     let rmap = matches!(r, Recv::ReadIntoMmap | Recv::SpliceHashMap | Recv::ReadIntoMmapPopulate)
         .then(|| Map::new(out.as_ref().unwrap(), size as usize, true));
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -440,6 +449,7 @@ fn main() {
         ("both: mmap-hash + sendfile -> splice + mapping-hash", Send::MmapSendfile, Recv::SpliceHashMap),
         ("ceiling: no hash, pread + write -> read + pwrite", Send::PreadWriteNoHash, Recv::ReadPwriteNoHash),
         ("recv to tmpfs: MADV_POPULATE_WRITE, read into mmap", Send::PreadWrite, Recv::ReadIntoMmapPopulate),
+        ("send: mmap + MADV_POPULATE_READ + write", Send::MmapPopulateWrite, Recv::ReadDrop),
     ];
     let only = std::env::var("GFAST_MECH_ONLY").ok();
     let variants: Vec<_> = variants
