@@ -382,7 +382,8 @@ fn run(src: &Path, dst: &Path, size: u64, streams: u64, s: Send, r: Recv) -> Res
         unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, size as libc::off_t) };
         f
     });
-    let smap = matches!(s, Send::MmapWrite | Send::MmapSendfile | Send::MmapPopulateWrite).then(|| Map::new(&file, size as usize, false));
+    let smap = matches!(s, Send::MmapWrite | Send::MmapSendfile | Send::MmapPopulateWrite)
+        .then(|| Map::new(&file, size as usize, false));
     let rmap = matches!(r, Recv::ReadIntoMmap | Recv::SpliceHashMap | Recv::ReadIntoMmapPopulate)
         .then(|| Map::new(out.as_ref().unwrap(), size as usize, true));
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
