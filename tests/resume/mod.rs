@@ -245,3 +245,50 @@ fn a_push_refused_for_its_arguments_leaves_no_job() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert_eq!(list_tree(store.path()).len(), 1, "{:?}", list_tree(store.path()));
 }
+
+#[test]
+fn a_daemon_pull_killed_midway_resumes_to_the_same_file() {
+    let base = TempDir::new("dpres");
+    let root = base.path().join("root");
+    let out = base.path().join("out");
+    fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(&out).unwrap();
+    let f = root.join("big");
+    write_random(&f, 256 << 20, 33);
+    let s = Server::start(&root, &["--allow-pull"]);
+    let pull = || {
+        let mut c = Command::new(bin());
+        c.args(["pull", "--resume", "--chunk-size", "1M", "-n", "2", "--fingerprint", &s.key])
+            .arg(s.url("big"))
+            .arg(format!("{}/", out.display()))
+            .env("GFAST_TOKEN", TOKEN)
+            .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts");
+        c
+    };
+    // The pulling end dies once part of the file is in (its journal has entries).
+    let mut child = pull().stderr(Stdio::null()).spawn().unwrap();
+    let t0 = Instant::now();
+    let journal = || {
+        fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".jrnl"))
+            .and_then(|p| fs::metadata(p).ok())
+            .is_some_and(|m| m.len() > 64)
+    };
+    while !journal() {
+        assert!(child.try_wait().unwrap().is_none(), "the pull ended before it could be interrupted");
+        assert!(t0.elapsed() < Duration::from_secs(20), "no journal appeared");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Nothing under the final name yet: a partial file and its journal.
+    assert!(!out.join("big").exists());
+    assert!(list_tree(&out).iter().any(|p| p.to_string_lossy().ends_with(".part")), "{:?}", list_tree(&out));
+    // Resumed: the same bytes, and nothing left beside them.
+    let o = pull().output().unwrap();
+    assert_ok(&o);
+    assert_same_file(&f, &out.join("big"));
+    assert_eq!(list_tree(&out), vec![out.join("big")]);
+}
