@@ -34,6 +34,7 @@ pub(crate) enum Cmd {
 
 /// Flags of `gfast serve`.
 #[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("sends").args(["send", "allow_pull"]).multiple(true))]
 pub(crate) struct ServeArgs {
     /// Directory everything is received into; nothing is ever written outside it.
     #[arg(long, value_name = "DIR", required_unless_present_any = ["discard", "oneshot"])]
@@ -86,8 +87,9 @@ pub(crate) struct ServeArgs {
     /// (`gfast pull gfast://HOST/PATH DEST`); never through a symlink.
     #[arg(long, conflicts_with_all = ["oneshot", "discard"])]
     pub(crate) allow_pull: bool,
-    /// With --oneshot --send: cap the sending rate in bits per second (as push --rate).
-    #[arg(long, value_name = "BITS", value_parser = super::size::parse_rate, requires = "send")]
+    /// With --oneshot --send or --allow-pull: cap the sending rate of each pull in
+    /// bits per second (as push --rate).
+    #[arg(long, value_name = "BITS", value_parser = super::size::parse_rate, requires = "sends")]
     pub(crate) rate: Option<u64>,
     /// Make every received file durable before it takes its final name
     /// (fdatasync, then the directory): survives a power loss, costs a disk flush

@@ -210,6 +210,7 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
         tuning: Tuning {
             buffer: a.buffer.map(|b| b as usize),
             timeout: Duration::from_secs(a.timeout.max(1)),
+            rate: a.rate,
             ..Tuning::default()
         },
         max_lanes: a.max_streams.max(1),
@@ -587,7 +588,7 @@ fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
     let fingerprint = check_daemon(&a.daemon, &a.net, via_ssh.is_some())?;
     if from_daemon && a.net.rate.is_some() {
         return Err(Error::Usage(
-            "--rate paces the sending side: a daemon's sending is not paced yet; drop --rate".into(),
+            "--rate paces the sending side: a daemon paces its pulls with its own --rate; drop it here".into(),
         ));
     }
     // Where it lands here, with the same rules as a one-shot receiver.

@@ -526,6 +526,19 @@ fn rate_paces_every_stream_at_its_share() {
     let o = s.push(["--rate".as_ref(), "fast".as_ref(), f.as_os_str(), s.url("x").as_ref()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("bits per second"), "{}", stderr(&o));
+
+    // A daemon paces what it sends to pulls with its own --rate.
+    let s = Server::start(src.path(), &["--allow-pull", "--rate", "40M"]);
+    let out = TempDir::new("rate-out");
+    let o = s.pull(["-n", "2", "--chunk-size", "1M", "--json", &s.url("f.bin"), out.path().to_str().unwrap()]);
+    assert_ok(&o);
+    assert_same_file(&f, &out.path().join("f.bin"));
+    let bps = parse_json(&o)["bytes_per_second"].as_f64().unwrap();
+    assert!(bps < 5e6 * 1.3, "the daemon paced at 40 Mbit/s but a pull moved {:.1} Mbit/s", bps * 8e-6);
+    // Asking for a rate on the pulling side says where it belongs.
+    let o = s.pull(["--rate", "40M", &s.url("f.bin"), out.path().join("g").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("its own --rate"), "{}", stderr(&o));
 }
 
 #[test]
