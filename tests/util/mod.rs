@@ -112,21 +112,7 @@ impl Server {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        Command::new(bin())
-            .arg("push")
-            .args(["--fingerprint", &self.key])
-            .args(args)
-            .env("GFAST_TOKEN", TOKEN)
-            .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts")
-            .output()
-            .expect("run gfast push")
-    }
-
-    /// A `gfast push` command with token and pinned key set, to add arguments to.
-    pub fn push_cmd(&self) -> Command {
-        let mut c = Command::new(bin());
-        c.arg("push").args(["--fingerprint", &self.key]).env("GFAST_TOKEN", TOKEN);
-        c
+        self.client("push", args)
     }
 
     /// Runs `gfast pull ARGS` against this server, pinning its key.
@@ -135,14 +121,29 @@ impl Server {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        self.client("pull", args)
+    }
+
+    fn client<I, S>(&self, verb: &str, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
         Command::new(bin())
-            .arg("pull")
+            .arg(verb)
             .args(["--fingerprint", &self.key])
             .args(args)
             .env("GFAST_TOKEN", TOKEN)
             .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts")
             .output()
-            .expect("run gfast pull")
+            .unwrap_or_else(|e| panic!("run gfast {verb}: {e}"))
+    }
+
+    /// A `gfast push` command with token and pinned key set, to add arguments to.
+    pub fn push_cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("push").args(["--fingerprint", &self.key]).env("GFAST_TOKEN", TOKEN);
+        c
     }
 
     pub fn url(&self, path: &str) -> String {
