@@ -151,11 +151,14 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
     let token = match (&a.token_file, env_token()) {
         (Some(f), _) if f.exists() => read_token(f)?,
         (Some(f), _) => {
-            let t = new_token();
-            write_private(f, t.as_bytes())
+            let t = format!("{}\n", new_token());
+            let created = crate::storage::write_private_file(f, t.as_bytes(), false)
                 .map_err(|e| Error::Usage(format!("cannot create token file '{}': {e}", f.display())))?;
-            eprintln!("gfast serve: created a new token in {}", f.display());
-            t.into_bytes()
+            if created {
+                eprintln!("gfast serve: created a new token in {}", f.display());
+            }
+            // Read back: another daemon may have created it first.
+            read_token(f)?
         }
         (None, Some(t)) => t,
         (None, None) => {
@@ -300,13 +303,6 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
     } else {
         Err(Error::Remote(0, "the one-shot session did not complete".into()))
     }
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(data)?;
-    f.write_all(b"\n")
 }
 
 /// `$XDG_CONFIG_HOME/gfast` or `~/.config/gfast`.

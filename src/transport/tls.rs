@@ -5,6 +5,7 @@
 //! one-shot mode, trusted on first use and remembered for a daemon, or named
 //! with `--fingerprint`.
 
+use crate::storage::write_private_file;
 use ring::digest::{digest, SHA256};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls13_signature, CryptoProvider};
@@ -82,17 +83,37 @@ impl Identity {
     /// Returns the identity and whether it was just created.
     pub fn load_or_create(key_path: &Path) -> io::Result<(Self, bool)> {
         let cert_path = key_path.with_extension("crt");
-        if key_path.exists() {
-            let key = std::fs::read(key_path)?;
-            let cert = CertificateDer::from(std::fs::read(&cert_path)?);
-            return Ok((Identity { fingerprint: Fingerprint::of(&cert), cert, key }, false));
-        }
-        let id = Identity::ephemeral()?;
         if let Some(dir) = key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        write_private(key_path, &id.key)?;
-        write_private(&cert_path, &id.cert)?;
+        // Daemons started together with one key path agree on one key: creation
+        // holds a lock beside it, and the key appears (renamed into place) only
+        // after its certificate, so a crash midway leaves nothing half made.
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(key_path.with_extension("lock"))?;
+        // SAFETY: flock on a descriptor we own; released when `lock` is closed.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if key_path.exists() {
+            let key = std::fs::read(key_path)?;
+            let cert = CertificateDer::from(std::fs::read(&cert_path).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e} reading {} (the key's certificate; remove the key to make a new pair)",
+                        cert_path.display()
+                    ),
+                )
+            })?);
+            return Ok((Identity { fingerprint: Fingerprint::of(&cert), cert, key }, false));
+        }
+        let id = Identity::ephemeral()?;
+        write_private_file(&cert_path, &id.cert, true)?;
+        write_private_file(key_path, &id.key, true)?;
         Ok((id, true))
     }
 
@@ -111,13 +132,6 @@ impl Identity {
         cfg.enable_secret_extraction = true;
         Ok(Arc::new(cfg))
     }
-}
-
-fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(data)
 }
 
 /// Accepts exactly one certificate fingerprint, or (trust on first use) any, and
@@ -215,6 +229,35 @@ pub fn remember_host(path: &Path, server: &str, fp: Fingerprint) -> io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn daemons_starting_together_share_one_new_key() {
+        let dir = std::env::temp_dir().join(format!("gfast-keyrace-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let key = dir.join("server.key");
+        // A certificate left by a start that died before its key: replaced.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(key.with_extension("crt"), b"stale").unwrap();
+        let got: Vec<(String, bool)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    let key = &key;
+                    s.spawn(move || {
+                        let (id, created) = Identity::load_or_create(key).unwrap();
+                        (id.fingerprint.to_string(), created)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(got.iter().filter(|g| g.1).count(), 1, "{got:?}");
+        assert!(got.iter().all(|g| g.0 == got[0].0), "{got:?}");
+        let (again, created) = Identity::load_or_create(&key).unwrap();
+        assert!(!created);
+        assert_eq!(again.fingerprint.to_string(), got[0].0);
+        assert!(again.server_config().is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn fingerprints_print_and_parse() {
