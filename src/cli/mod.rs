@@ -439,6 +439,7 @@ fn base_config(n: &NetArgs, job_id: [u8; 16]) -> PushConfig {
         known_hosts: None,
         notice: |m| eprintln!("gfast: {m}"),
         resume: n.resume,
+        compress: n.compress,
         quic: n.transport == args::TransportArg::Quic,
     }
 }

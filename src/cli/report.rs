@@ -128,6 +128,7 @@ pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &Ke
             "mtu": q.mtu,
         })),
         "retransmitted_chunks": Stats::get(&stats.retransmitted),
+        "bytes_compressed": match Stats::get(&stats.bytes_compressed) { 0 => serde_json::Value::Null, n => n.into() },
         "bytes_resumed": Stats::get(&stats.bytes_resumed),
         "files_in_place": Stats::get(&stats.files_in_place),
         "chunk_rtt_ms": { "p50": p50, "p90": p90, "p99": p99, "max": max },

@@ -8,7 +8,7 @@ use super::server::random;
 use super::stats::Stats;
 use crate::proto::auth::SessionKeys;
 use crate::proto::frame::{Frame, Limits};
-use crate::proto::{CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
+use crate::proto::{CAP_COMPRESS, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
 use crate::transport::conn::{Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{read_frame, write_frame};
 use crate::transport::quic;
@@ -53,6 +53,8 @@ pub struct PushConfig {
     pub resume: bool,
     /// Carry the session over one QUIC connection instead of TCP connections.
     pub quic: bool,
+    /// Ask for compressed chunks (zstd), whichever way the session's data flows.
+    pub compress: bool,
 }
 
 /// What a finished push reports.
@@ -104,10 +106,12 @@ pub fn pull(cfg: &PushConfig, dest: PullDest, source: Option<Vec<u8>>, stats: Ar
     let d = dial(cfg, &stats, Some(Frame::Pull { target, kind, is_dir, source }))?;
     let w = d.wired;
     stats.mark_first_byte();
-    let got = super::session::receive_dialed(root, &w.ctl, w.ctl_r, w.ctl_w, w.lanes, cfg.chunk_size as u64, d.resume);
+    let modes = (d.resume, w.compress);
+    let got = super::session::receive_dialed(root, &w.ctl, w.ctl_r, w.ctl_w, w.lanes, cfg.chunk_size as u64, modes);
     end_quic(d.quic.as_ref(), got.is_ok(), &stats);
-    let (files, bytes) = got?;
+    let (files, bytes, compressed) = got?;
     use std::sync::atomic::Ordering::Relaxed;
+    stats.bytes_compressed.store(compressed, Relaxed);
     stats.files_done.store(files, Relaxed);
     stats.files_total.store(files, Relaxed);
     stats.bytes_done.store(bytes, Relaxed);
@@ -172,7 +176,10 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     let cn = random::<32>();
     ctl.set_read_timeout(Some(Duration::from_secs(30))).ok();
     let from_daemon = matches!(first, Some(Frame::Pull { source: Some(_), .. }));
-    let offer = CAP_EARLY_DONE | if cfg.resume { CAP_RESUME } else { 0 } | if from_daemon { CAP_PULL } else { 0 };
+    let offer = CAP_EARLY_DONE
+        | if cfg.resume { CAP_RESUME } else { 0 }
+        | if from_daemon { CAP_PULL } else { 0 }
+        | if cfg.compress { CAP_COMPRESS } else { 0 };
     let t_hello = std::time::Instant::now();
     send(&mut w, &Frame::Hello { min_version: VERSION, max_version: VERSION, caps: offer, nonce: cn })?;
     let Frame::Challenge { version, nonce: sn, caps } = recv(&mut r)? else {
@@ -191,6 +198,10 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         )));
     }
     let resume = caps & CAP_RESUME != 0;
+    let compress = caps & CAP_COMPRESS != 0;
+    if cfg.compress && !compress {
+        (cfg.notice)("the server cannot take compressed chunks (an older gfast): data goes as it is");
+    }
     let early_done = caps & CAP_EARLY_DONE != 0;
     if cfg.resume && !resume {
         (cfg.notice)("the server cannot resume: everything is sent again");
@@ -311,8 +322,17 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         let lanes = hs.into_iter().map(|h| h.join().expect("lane setup thread")).collect::<Result<Vec<_>, _>>()?;
         Ok((lanes, discard))
     })?;
-    let wired =
-        Wired { ctl, ctl_r: r, ctl_w: w, lanes, rate: cfg.tuning.rate, joined: await_joined, early_done, served: None };
+    let wired = Wired {
+        ctl,
+        ctl_r: r,
+        ctl_w: w,
+        lanes,
+        rate: cfg.tuning.rate,
+        joined: await_joined,
+        early_done,
+        served: None,
+        compress,
+    };
     Ok(Dialed { wired, quic: qc, discard, resume })
 }
 

@@ -9,7 +9,7 @@
 use super::error::Error;
 use super::stats::Stats;
 use crate::proto::error::code;
-use crate::proto::frame::{ChunkHead, Frame, Limits, TargetKind};
+use crate::proto::frame::{method, ChunkHead, Frame, Limits, TargetKind, BLOCK_HEAD_LEN, BLOCK_RAW, CHUNK_COMPRESSED};
 use crate::proto::hash::ChunkHasher;
 use crate::proto::path::{components, show};
 use crate::proto::sender::{Failure, Sender};
@@ -47,6 +47,8 @@ pub struct Wired {
     /// A daemon serving a pull: files are opened under this root only, never
     /// through a symlink (the walk sends links as links already).
     pub served: Option<SourceRoot>,
+    /// Compressed chunks were negotiated (capability bit 1).
+    pub compress: bool,
 }
 
 /// Where the sources go.
@@ -83,6 +85,7 @@ struct Shared {
     corrupt_every: u64,
     first_sendings: std::sync::atomic::AtomicU64,
     served: Option<SourceRoot>,
+    compress: bool,
 }
 
 impl Shared {
@@ -172,7 +175,7 @@ pub fn run_sender(
         src_dirs.push(md.is_dir());
     }
     let (ctl, mut r, lanes, joined, early_done) = (w.ctl, w.ctl_r, w.lanes, w.joined, w.early_done);
-    let served = w.served;
+    let (served, compress) = (w.served, w.compress);
     if let Some(bits) = w.rate {
         // Each lane is paced at its share, in bytes per second.
         let share = (bits / 8 / lanes.len().max(1) as u64).max(1);
@@ -232,6 +235,7 @@ pub fn run_sender(
         corrupt_every: std::env::var("GFAST_FAULT_CORRUPT_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
         first_sendings: std::sync::atomic::AtomicU64::new(0),
         served,
+        compress,
     });
 
     let mut handles = Vec::new();
@@ -472,6 +476,7 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
     let mut piece = vec![0u8; PIECE];
     let mut cur: Option<(u64, File)> = None;
     let window = 2 * sh.chunk_size + (4 << 20);
+    let mut squeeze = sh.compress.then(Squeeze::new);
     loop {
         let task = {
             let mut g = sh.lock();
@@ -534,70 +539,95 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
             }
         }
         let head = ChunkHead { id: task.id, offset: task.offset };
-        if let Err(e) = w.write_all(&head.encode_prefix(task.len)) {
-            return sh.fail_lane(Error::PeerVanished(e.to_string()));
-        }
-        let mut hasher = ChunkHasher::new();
-        let mut done = 0usize;
         let corrupt = sh.corrupt_every > 0
             && !task.retry
             && (sh.first_sendings.fetch_add(1, Relaxed) + 1) % sh.corrupt_every == 0;
-        while done < task.len as usize {
-            let n = (task.len as usize - done).min(PIECE);
-            if owned {
-                // QUIC keeps what it is given until it is acknowledged: read into a
-                // fresh buffer and hand it over instead of having it copied.
-                let mut b = match (&read_err, &cur) {
-                    (None, Some((_, f))) => match read_owned(f, n, task.offset + done as u64) {
-                        Ok(b) => b,
-                        Err(e) => {
+        let hash = if let Some(z) = squeeze.as_mut() {
+            // Compressed: the blocks are made first, since the frame's length leads it.
+            let src = if read_err.is_none() { cur.as_ref().map(|c| &c.1) } else { None };
+            let hash = z.assemble(task.id, src, &mut read_err, task.offset, task.len as usize, corrupt);
+            let (wire, raw) = (z.used as u64, task.len as u64);
+            sh.stats.mark_first_byte();
+            let sent = w.write_all(&head.encode_prefix_flagged(CHUNK_COMPRESSED, z.used as u32)).and_then(|_| {
+                if owned {
+                    // QUIC keeps the buffer until it is acknowledged.
+                    let mut body = std::mem::take(&mut z.out);
+                    body.truncate(z.used);
+                    w.flush().and_then(|_| w.get_mut().write_owned(bytes::Bytes::from(body)))
+                } else {
+                    w.write_all(&z.out[..z.used])
+                }
+            });
+            if let Err(e) = sent.and_then(|_| w.write_all(&hash)) {
+                return sh.fail_lane(Error::PeerVanished(e.to_string()));
+            }
+            sh.stats.add_sent(lane, raw);
+            sh.stats.bytes_compressed.fetch_add(wire, Relaxed);
+            hash
+        } else {
+            if let Err(e) = w.write_all(&head.encode_prefix(task.len)) {
+                return sh.fail_lane(Error::PeerVanished(e.to_string()));
+            }
+            let mut hasher = ChunkHasher::new();
+            let mut done = 0usize;
+            while done < task.len as usize {
+                let n = (task.len as usize - done).min(PIECE);
+                if owned {
+                    // QUIC keeps what it is given until it is acknowledged: read into a
+                    // fresh buffer and hand it over instead of having it copied.
+                    let mut b = match (&read_err, &cur) {
+                        (None, Some((_, f))) => match read_owned(f, n, task.offset + done as u64) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                read_err = Some(e);
+                                bytes::BytesMut::zeroed(n)
+                            }
+                        },
+                        _ => bytes::BytesMut::zeroed(n),
+                    };
+                    hasher.update(&b);
+                    if corrupt && done == 0 {
+                        b[0] ^= 1;
+                    }
+                    sh.stats.mark_first_byte();
+                    if let Err(e) = w.flush().and_then(|_| w.get_mut().write_owned(b.freeze())) {
+                        return sh.fail_lane(Error::PeerVanished(e.to_string()));
+                    }
+                    sh.stats.add_sent(lane, n as u64);
+                    done += n;
+                    continue;
+                }
+                let buf = &mut piece[..n];
+                if read_err.is_none() {
+                    if let Some((_, f)) = &cur {
+                        if let Err(e) = f.read_exact_at(buf, task.offset + done as u64) {
                             read_err = Some(e);
-                            bytes::BytesMut::zeroed(n)
                         }
-                    },
-                    _ => bytes::BytesMut::zeroed(n),
-                };
-                hasher.update(&b);
+                    }
+                }
+                if read_err.is_some() {
+                    buf.fill(0);
+                }
+                hasher.update(buf);
                 if corrupt && done == 0 {
-                    b[0] ^= 1;
+                    buf[0] ^= 1;
                 }
                 sh.stats.mark_first_byte();
-                if let Err(e) = w.flush().and_then(|_| w.get_mut().write_owned(b.freeze())) {
+                if let Err(e) = w.write_all(buf) {
                     return sh.fail_lane(Error::PeerVanished(e.to_string()));
                 }
                 sh.stats.add_sent(lane, n as u64);
                 done += n;
-                continue;
             }
-            let buf = &mut piece[..n];
-            if read_err.is_none() {
-                if let Some((_, f)) = &cur {
-                    if let Err(e) = f.read_exact_at(buf, task.offset + done as u64) {
-                        read_err = Some(e);
-                    }
-                }
-            }
+            let mut hash = hasher.finish();
             if read_err.is_some() {
-                buf.fill(0);
+                hash[0] ^= 0xff;
             }
-            hasher.update(buf);
-            if corrupt && done == 0 {
-                buf[0] ^= 1;
-            }
-            sh.stats.mark_first_byte();
-            if let Err(e) = w.write_all(buf) {
+            if let Err(e) = w.write_all(&hash) {
                 return sh.fail_lane(Error::PeerVanished(e.to_string()));
             }
-            sh.stats.add_sent(lane, n as u64);
-            done += n;
-        }
-        let mut hash = hasher.finish();
-        if read_err.is_some() {
-            hash[0] ^= 0xff;
-        }
-        if let Err(e) = w.write_all(&hash) {
-            return sh.fail_lane(Error::PeerVanished(e.to_string()));
-        }
+            hash
+        };
         let mut g = sh.lock();
         match read_err {
             None => g.on_chunk_sent(task.id, task.offset, hash),
@@ -614,6 +644,119 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
             }
         }
         sh.cv.notify_all();
+    }
+}
+
+/// A lane's compressor: makes a compressed CHUNK's body (protocol-spec §4.14).
+struct Squeeze {
+    zstd: zstd::bulk::Compressor<'static>,
+    /// Where a block is compressed.
+    zbuf: Vec<u8>,
+    /// Where a block is read.
+    piece: Vec<u8>,
+    /// The body being made: the raw length, then the blocks (its first `used`
+    /// bytes; the buffer is kept at its largest size between chunks).
+    out: Vec<u8>,
+    used: usize,
+    /// Blocks still to send as they are without trying: a block that did not
+    /// shrink is followed by [`SKIP_AFTER_STORED`] more of the same file that are
+    /// not tried (random data cost 7 % of a 1 Gbit/s link's rate otherwise).
+    skip: u32,
+    /// The file the last block belonged to.
+    file: u64,
+}
+
+/// See [`Squeeze::skip`].
+const SKIP_AFTER_STORED: u32 = 15;
+
+/// zstd level: 1 compressed a mixed corpus here at 560-600 MB/s per core,
+/// within 4 % of level 3's ratio at 410-480 MB/s.
+const ZSTD_LEVEL: i32 = 1;
+
+impl Squeeze {
+    fn new() -> Squeeze {
+        let zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("a zstd compressor at level 1");
+        let zbuf = vec![0u8; zstd::zstd_safe::compress_bound(BLOCK_RAW)];
+        Squeeze { zstd, zbuf, piece: vec![0u8; BLOCK_RAW], out: Vec::new(), used: 0, skip: 0, file: u64::MAX }
+    }
+
+    /// Reads `len` bytes of the source at `offset` a block at a time, hashes
+    /// them, and appends each block to `out` (zstd when that is smaller, else as
+    /// it is); returns the chunk's hash. A read error is handled as in the plain
+    /// path: zeros, and a hash that cannot match.
+    fn assemble(
+        &mut self,
+        file: u64,
+        src: Option<&File>,
+        read_err: &mut Option<std::io::Error>,
+        offset: u64,
+        len: usize,
+        corrupt: bool,
+    ) -> [u8; crate::proto::frame::HASH_LEN] {
+        if file != self.file {
+            (self.file, self.skip) = (file, 0);
+        }
+        // A block is read into a buffer of its own (which stays in the cache:
+        // reading in place into the 8 MiB body measured 10 % more sender CPU),
+        // then goes into the body compressed or as it is.
+        let need = 4 + len.div_ceil(BLOCK_RAW) * BLOCK_HEAD_LEN + len;
+        if self.out.len() < need {
+            self.out.resize(need, 0);
+        }
+        self.out[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        let mut used = 4;
+        let mut hasher = ChunkHasher::new();
+        let mut done = 0usize;
+        while done < len {
+            let n = (len - done).min(BLOCK_RAW);
+            let buf = &mut self.piece[..n];
+            match (src, &read_err) {
+                (Some(f), None) => {
+                    if let Err(e) = f.read_exact_at(buf, offset + done as u64) {
+                        *read_err = Some(e);
+                        buf.fill(0);
+                    }
+                }
+                _ => buf.fill(0),
+            }
+            hasher.update(buf);
+            if corrupt && done == 0 {
+                buf[0] ^= 1;
+            }
+            let at = used;
+            let dst = &mut self.out[at + BLOCK_HEAD_LEN..];
+            let tried = match self.skip {
+                0 => self.zstd.compress_to_buffer(&buf[..], &mut self.zbuf[..]).ok(),
+                _ => {
+                    self.skip -= 1;
+                    None
+                }
+            };
+            let (m, stored) = match tried {
+                Some(k) if k < n => {
+                    dst[..k].copy_from_slice(&self.zbuf[..k]);
+                    (method::ZSTD, k)
+                }
+                t => {
+                    if t.is_some() {
+                        self.skip = SKIP_AFTER_STORED;
+                    }
+                    dst[..n].copy_from_slice(buf);
+                    (method::STORED, n)
+                }
+            };
+            self.out[at] = m;
+            self.out[at + 1..at + 5].copy_from_slice(&(n as u32).to_be_bytes());
+            self.out[at + 5..at + 9].copy_from_slice(&(stored as u32).to_be_bytes());
+            used = at + BLOCK_HEAD_LEN + stored;
+            done += n;
+        }
+        self.used = used;
+        let mut hash = hasher.finish();
+        if read_err.is_some() {
+            hash[0] ^= 0xff;
+        }
+        hash
     }
 }
 

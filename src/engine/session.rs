@@ -9,7 +9,8 @@ use super::server::refuse;
 use crate::proto::auth::SessionKeys;
 use crate::proto::error::{code, ProtocolError};
 use crate::proto::frame::{
-    AckStatus, ChunkHead, EntryKind, FileMeta, Frame, Limits, TargetKind, CHUNK_HEAD_LEN, HASH_LEN,
+    method, AckStatus, ChunkHead, EntryKind, FileMeta, Frame, Limits, TargetKind, BLOCK_HEAD_LEN, BLOCK_RAW,
+    CHUNK_COMPRESSED, CHUNK_HEAD_LEN, HASH_LEN,
 };
 use crate::proto::hash::ChunkHasher;
 use crate::proto::path::{components, show};
@@ -65,6 +66,10 @@ pub(crate) struct Session {
     mode: Mode,
     /// Resume was negotiated (protocol-spec §5.11).
     resume: AtomicBool,
+    /// Compressed chunks were negotiated (capability bit 1).
+    compress: AtomicBool,
+    /// Bytes of compressed chunk bodies received.
+    compressed_in: std::sync::atomic::AtomicU64,
     verbose: bool,
     handed_cv: Condvar,
     id: [u8; 16],
@@ -105,6 +110,8 @@ impl Session {
         Ok(Arc::new(Session {
             mode,
             resume: AtomicBool::new(false),
+            compress: AtomicBool::new(false),
+            compressed_in: std::sync::atomic::AtomicU64::new(0),
             verbose,
             handed_cv: Condvar::new(),
             id,
@@ -393,6 +400,11 @@ impl Session {
         self.resume.store(on, Ordering::SeqCst);
     }
 
+    /// Compressed chunks may come (capability bit 1 accepted).
+    pub(crate) fn set_compress(&self, on: bool) {
+        self.compress.store(on, Ordering::SeqCst);
+    }
+
     /// Send mode: waits until all `n` lanes joined (in lane order), or `timeout`.
     pub(crate) fn take_lanes(&self, n: usize, timeout: std::time::Duration) -> Option<Vec<Lane>> {
         let deadline = std::time::Instant::now() + timeout;
@@ -453,6 +465,7 @@ impl Session {
         let mut scratch = Vec::new();
         let limits = Limits { max_control: 1 << 16, max_chunk: self.chunk_size as u32 };
         let mut pw = PieceWriter::new(PIECE);
+        let mut unsqueeze = Unsqueeze::default();
         loop {
             let h = match read_header(&mut r, &limits) {
                 Ok(h) => h,
@@ -462,9 +475,22 @@ impl Session {
             if h.kind != crate::proto::frame::kind::CHUNK {
                 return Err(self.lane_protocol(ProtocolError::Unexpected("frame on a data lane")));
             }
+            let compressed = h.flags == CHUNK_COMPRESSED;
+            if compressed && !self.compress.load(Ordering::Relaxed) {
+                return Err(self.lane_protocol(ProtocolError::Unexpected("compressed chunk without capability bit 1")));
+            }
             let mut hb = [0u8; CHUNK_HEAD_LEN];
             r.read_exact(&mut hb).map_err(|e| WireError::Io(eof_is_error(e)))?;
-            let (ChunkHead { id, offset }, len) = ChunkHead::decode(&hb, h.len).map_err(WireError::Decode)?;
+            let (ChunkHead { id, offset }, mut len) = ChunkHead::decode(&hb, h.len).map_err(WireError::Decode)?;
+            // Compressed: what follows is the raw length, then blocks (§4.14).
+            let mut body = 0u32;
+            if compressed {
+                let mut rl = [0u8; 4];
+                r.read_exact(&mut rl).map_err(|e| WireError::Io(eof_is_error(e)))?;
+                body = len.checked_sub(4).ok_or(WireError::Decode(crate::proto::error::DecodeError::Short("CHUNK")))?;
+                len = u32::from_be_bytes(rl);
+                self.compressed_in.fetch_add(u64::from(body) + 4, Ordering::Relaxed);
+            }
             let (plan, file) = {
                 let st = self.state.lock().expect("state");
                 match st.rx.on_chunk_head(id, offset, len as u64) {
@@ -480,10 +506,26 @@ impl Session {
             let mut hasher = ChunkHasher::new();
             let mut done = 0usize;
             let mut write_err: Option<io::Error> = None;
+            // A block that does not decompress to what it says is a bad chunk:
+            // acknowledged BAD_HASH and sent again, like corrupted data.
+            let mut undecodable = false;
             while done < len as usize {
-                let n = (len as usize - done).min(PIECE);
+                let n = if compressed {
+                    let left = len as usize - done;
+                    match unsqueeze.read_block(&mut r, &mut body, left, pw.buffer()) {
+                        Ok(Ok(n)) => n,
+                        Ok(Err(n)) => {
+                            undecodable = true;
+                            n
+                        }
+                        Err(e) => return Err(self.lane_protocol_or_io(e)),
+                    }
+                } else {
+                    let n = (len as usize - done).min(PIECE);
+                    r.read_exact(&mut pw.buffer()[..n]).map_err(|e| WireError::Io(eof_is_error(e)))?;
+                    n
+                };
                 let piece = &mut pw.buffer()[..n];
-                r.read_exact(piece).map_err(|e| WireError::Io(eof_is_error(e)))?;
                 hasher.update(piece);
                 if let (Some((f, _)), None) = (&file, &write_err) {
                     if let Err(e) = pw.write(f, offset + done as u64, n) {
@@ -498,7 +540,10 @@ impl Session {
             }
             let mut trailer = [0u8; HASH_LEN];
             r.read_exact(&mut trailer).map_err(|e| WireError::Io(eof_is_error(e)))?;
-            let ok = plan == ChunkPlan::Store && hasher.finish() == trailer;
+            if compressed && body != 0 {
+                return Err(self.lane_protocol(ProtocolError::Unexpected("compressed chunk longer than its blocks")));
+            }
+            let ok = plan == ChunkPlan::Store && !undecodable && hasher.finish() == trailer;
             if let (true, None, Some((_, Some(j)))) = (ok, &write_err, &file) {
                 // Verified and written: note it in the journal (synced when the session lets go).
                 let idx = (offset / self.chunk_size) as u32;
@@ -541,6 +586,86 @@ impl Session {
         self.fail(code::PROTOCOL, &e.to_string());
         WireError::Io(io::Error::other(e.to_string()))
     }
+
+    fn lane_protocol_or_io(&self, e: BlockError) -> WireError {
+        match e {
+            BlockError::Protocol(m) => self.lane_protocol(ProtocolError::Unexpected(m)),
+            BlockError::Io(e) => WireError::Io(eof_is_error(e)),
+        }
+    }
+}
+
+/// A lane's reader of compressed chunks' blocks (protocol-spec §4.14).
+#[derive(Default)]
+struct Unsqueeze {
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+    stored: Vec<u8>,
+}
+
+/// Reading a block failed: the peer broke the protocol, or the connection broke.
+enum BlockError {
+    Protocol(&'static str),
+    Io(io::Error),
+}
+
+impl From<io::Error> for BlockError {
+    fn from(e: io::Error) -> Self {
+        BlockError::Io(e)
+    }
+}
+
+impl Unsqueeze {
+    /// Reads the next block of a compressed chunk into `out` as raw bytes.
+    /// `body` counts down the block bytes the frame still holds, `left` is how
+    /// many raw bytes of the chunk are still to come. Returns the block's raw
+    /// length, as `Err` when the block did not decompress to exactly that
+    /// (`out` then holds zeros and the chunk must be sent again). The output is
+    /// bounded by the raw length the block states, itself at most 1 MiB.
+    fn read_block(
+        &mut self,
+        r: &mut impl Read,
+        body: &mut u32,
+        left: usize,
+        out: &mut [u8],
+    ) -> Result<Result<usize, usize>, BlockError> {
+        let mut take = |n: usize| {
+            *body =
+                body.checked_sub(n as u32).ok_or(BlockError::Protocol("compressed chunk shorter than its blocks"))?;
+            Ok::<_, BlockError>(())
+        };
+        take(BLOCK_HEAD_LEN)?;
+        let mut h = [0u8; BLOCK_HEAD_LEN];
+        r.read_exact(&mut h)?;
+        let raw = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        let stored = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) as usize;
+        // Every block but the last holds exactly BLOCK_RAW raw bytes.
+        if raw == 0 || raw > left.min(BLOCK_RAW) || (raw < BLOCK_RAW && raw != left) {
+            return Err(BlockError::Protocol("a compressed chunk's block has the wrong raw length"));
+        }
+        take(stored)?;
+        match h[0] {
+            method::STORED if stored == raw => {
+                r.read_exact(&mut out[..raw])?;
+                Ok(Ok(raw))
+            }
+            method::ZSTD if stored <= raw => {
+                self.stored.resize(stored, 0);
+                r.read_exact(&mut self.stored)?;
+                let z = match &mut self.zstd {
+                    Some(z) => z,
+                    None => self.zstd.insert(zstd::bulk::Decompressor::new()?),
+                };
+                match z.decompress_to_buffer(&self.stored[..], &mut out[..raw]) {
+                    Ok(k) if k == raw => Ok(Ok(raw)),
+                    _ => {
+                        out[..raw].fill(0);
+                        Ok(Err(raw))
+                    }
+                }
+            }
+            _ => Err(BlockError::Protocol("a compressed chunk's block has an unknown method or a bad length")),
+        }
+    }
 }
 
 fn taken() -> io::Error {
@@ -556,7 +681,7 @@ fn record(f: &mut (u64, Vec<String>), m: &str) {
 
 /// The receiving role over connections this end dialed (the client of a pull):
 /// runs a lane loop per lane and the control loop until the sender closes.
-/// Returns entries and bytes completed.
+/// Returns entries and bytes completed, and the compressed bytes they took.
 pub(crate) fn receive_dialed(
     root: &std::path::Path,
     ctl: &Conn,
@@ -564,11 +689,12 @@ pub(crate) fn receive_dialed(
     ctl_w: BufWriter<ConnWriter>,
     lanes: Vec<Lane>,
     chunk_size: u64,
-    resume: bool,
-) -> Result<(u64, u64), Error> {
+    (resume, compress): (bool, bool),
+) -> Result<(u64, u64, u64), Error> {
     let s = Session::new(Mode::Receive, Some(root), false, [0; 16], None, lanes.len() as u16, chunk_size, ctl, ctl_w)
         .map_err(|e| Error::Io(format!("cannot open '{}'", root.display()), e))?;
     s.set_resume(resume);
+    s.set_compress(compress);
     let mut handles = Vec::new();
     for (c, r, w) in lanes {
         s.state.lock().expect("state").lanes.push(c.closer().map_err(|e| Error::Io("socket".into(), e))?);
@@ -603,7 +729,10 @@ pub(crate) fn receive_dialed(
         return Err(Error::Remote(c, m));
     }
     match (res, done) {
-        (_, true) => Ok(st.rx.finished()),
+        (_, true) => {
+            let (files, bytes) = st.rx.finished();
+            Ok((files, bytes, s.compressed_in.load(Ordering::Relaxed)))
+        }
         (Err(e), false) => Err(Error::PeerVanished(e.to_string())),
         (Ok(()), false) => Err(Error::PeerVanished("the sender closed the session before it was complete".into())),
     }
@@ -658,4 +787,70 @@ pub(crate) fn run_lane(
         s.fail(code::CANCELLED, "a data connection broke");
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(m: u8, raw: usize, data: &[u8]) -> Vec<u8> {
+        let mut b = vec![m];
+        b.extend_from_slice(&(raw as u32).to_be_bytes());
+        b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    /// Reads one block from `bytes`; `left` raw bytes of the chunk still to come.
+    fn read(bytes: &[u8], left: usize) -> (Result<Result<usize, usize>, &'static str>, Vec<u8>, u32) {
+        let mut out = vec![7u8; BLOCK_RAW];
+        let mut body = bytes.len() as u32;
+        let r = Unsqueeze::default().read_block(&mut &bytes[..], &mut body, left, &mut out).map_err(|e| match e {
+            BlockError::Protocol(m) => m,
+            BlockError::Io(_) => "io",
+        });
+        (r, out, body)
+    }
+
+    #[test]
+    fn compressed_blocks_are_read_bounded_and_checked() {
+        let text: Vec<u8> = (0..BLOCK_RAW).map(|i| b"abcabcabd"[i % 9]).collect();
+        let z = zstd::bulk::compress(&text, 1).unwrap();
+        // A whole zstd block and a short stored last block.
+        let (r, out, body) = read(&block(method::ZSTD, BLOCK_RAW, &z), BLOCK_RAW + 10);
+        assert_eq!(r, Ok(Ok(BLOCK_RAW)));
+        assert_eq!(out, text);
+        assert_eq!(body, 0);
+        let (r, out, _) = read(&block(method::STORED, 10, b"0123456789"), 10);
+        assert_eq!(r, Ok(Ok(10)));
+        assert_eq!(&out[..10], b"0123456789");
+        // zstd data that decompresses to another length: a bad chunk (sent
+        // again), never more than the stated raw length written.
+        let short = zstd::bulk::compress(&text[..1000], 1).unwrap();
+        let (r, out, _) = read(&block(method::ZSTD, 2000, &short), 2000);
+        assert_eq!(r, Ok(Err(2000)));
+        assert!(out[..2000].iter().all(|&b| b == 0) && out[2000] == 7);
+        let (r, out, _) = read(&block(method::ZSTD, 500, &short), 500);
+        assert_eq!(r, Ok(Err(500)));
+        assert_eq!(out[500], 7);
+        let (r, ..) = read(&block(method::ZSTD, 100, b"not zstd at all"), 100);
+        assert_eq!(r, Ok(Err(100)));
+        // Broken framing ends the session.
+        for (b, left) in [
+            (block(9, 10, b"0123456789"), 10),                          // unknown method
+            (block(method::STORED, 9, b"0123456789"), 9),               // stored length differs
+            (block(method::STORED, 10, b"0123456789"), 20),             // short block not last
+            (block(method::STORED, 10, b"0123456789"), 5),              // more than the chunk holds
+            (block(method::STORED, BLOCK_RAW + 1, b""), BLOCK_RAW + 1), // over 1 MiB
+            (block(method::ZSTD, 10, &[0u8; 11]), 10),                  // "compressed" larger
+            (block(method::STORED, 0, b""), 0),                         // empty
+        ] {
+            assert!(matches!(read(&b, left).0, Err(m) if m != "io"), "{:?}", &b[..9]);
+        }
+        // A block longer than the frame says.
+        let b = block(method::STORED, 10, b"0123456789");
+        let mut body = 12u32;
+        let r = Unsqueeze::default().read_block(&mut &b[..], &mut body, 10, &mut [0u8; 16]);
+        assert!(matches!(r, Err(BlockError::Protocol(_))));
+    }
 }

@@ -11,6 +11,8 @@ pub struct Stats {
     pub start: Instant,
     /// Payload bytes put on the wire in this run (retransmissions included).
     pub bytes_sent: AtomicU64,
+    /// With compression: the bytes those payload bytes took in compressed chunks.
+    pub bytes_compressed: AtomicU64,
     /// Payload bytes per lane (room for the most lanes a session may have).
     pub lane_bytes: Vec<AtomicU64>,
     /// Lanes the session actually opened.
@@ -53,6 +55,7 @@ impl Stats {
         Stats {
             start: Instant::now(),
             bytes_sent: AtomicU64::new(0),
+            bytes_compressed: AtomicU64::new(0),
             lane_bytes: (0..lanes).map(|_| AtomicU64::new(0)).collect(),
             lanes: AtomicU64::new(lanes as u64),
             lane_tcp: Mutex::new(Vec::new()),

@@ -12,6 +12,19 @@ pub const HEADER_LEN: usize = 8;
 pub const HASH_LEN: usize = 16;
 /// Length of the fixed part of a CHUNK payload before the data (§4.14).
 pub const CHUNK_HEAD_LEN: usize = 16;
+/// CHUNK flag: the data is compressed blocks (§4.14; capability bit 1).
+pub const CHUNK_COMPRESSED: u8 = 1;
+/// Raw bytes in every block of a compressed CHUNK but the last (§4.14).
+pub const BLOCK_RAW: usize = 1 << 20;
+/// A block's header in a compressed CHUNK: method u8, raw length u32, stored length u32.
+pub const BLOCK_HEAD_LEN: usize = 9;
+/// Block methods in a compressed CHUNK.
+pub mod method {
+    /// The raw bytes as they are.
+    pub const STORED: u8 = 0;
+    /// One zstd frame.
+    pub const ZSTD: u8 = 1;
+}
 /// Largest control frame payload (§3.3).
 pub const MAX_CONTROL_PAYLOAD: u32 = 1 << 20;
 /// Largest chunk size a peer may negotiate (§3.3).
@@ -76,7 +89,7 @@ impl Default for Limits {
 pub struct Header {
     /// Frame type, one of [`kind`].
     pub kind: u8,
-    /// Type-specific flags; v1 defines none, so they must be zero.
+    /// Type-specific flags: only CHUNK has one ([`CHUNK_COMPRESSED`]); others must be zero.
     pub flags: u8,
     /// Payload length in bytes, not counting the header.
     pub len: u32,
@@ -98,11 +111,15 @@ impl Header {
         if b[2] != 0 || b[3] != 0 {
             return Err(DecodeError::Reserved);
         }
-        if h.flags != 0 {
+        let compressed = h.kind == kind::CHUNK && h.flags == CHUNK_COMPRESSED;
+        if h.flags != 0 && !compressed {
             return Err(DecodeError::Flags(h.kind, h.flags));
         }
         let max = if h.kind == kind::CHUNK {
-            limits.max_chunk.saturating_add((CHUNK_HEAD_LEN + HASH_LEN) as u32)
+            // Compressed: the raw length, and a block header per started MiB.
+            let blocks =
+                if compressed { 4 + BLOCK_HEAD_LEN as u32 * limits.max_chunk.div_ceil(BLOCK_RAW as u32) } else { 0 };
+            limits.max_chunk.saturating_add((CHUNK_HEAD_LEN + HASH_LEN) as u32).saturating_add(blocks)
         } else {
             limits.max_control
         };
@@ -338,9 +355,14 @@ impl ChunkHead {
     /// Encodes the frame header and the chunk head for `data_len` bytes of data;
     /// the caller then sends the data and the 16-byte hash trailer.
     pub fn encode_prefix(&self, data_len: u32) -> [u8; HEADER_LEN + CHUNK_HEAD_LEN] {
+        self.encode_prefix_flagged(0, data_len)
+    }
+
+    /// As [`ChunkHead::encode_prefix`], with CHUNK `flags` (e.g. [`CHUNK_COMPRESSED`]).
+    pub fn encode_prefix_flagged(&self, flags: u8, data_len: u32) -> [u8; HEADER_LEN + CHUNK_HEAD_LEN] {
         let mut out = [0u8; HEADER_LEN + CHUNK_HEAD_LEN];
         let len = data_len + (CHUNK_HEAD_LEN + HASH_LEN) as u32;
-        out[..HEADER_LEN].copy_from_slice(&Header { kind: kind::CHUNK, flags: 0, len }.encode());
+        out[..HEADER_LEN].copy_from_slice(&Header { kind: kind::CHUNK, flags, len }.encode());
         out[8..16].copy_from_slice(&self.id.to_be_bytes());
         out[16..24].copy_from_slice(&self.offset.to_be_bytes());
         out

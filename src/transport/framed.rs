@@ -58,6 +58,10 @@ pub fn read_header(r: &mut impl Read, limits: &Limits) -> Result<Header, WireErr
 /// buffer grows; `buf` is reused between calls.
 pub fn read_frame(r: &mut impl Read, limits: &Limits, buf: &mut Vec<u8>) -> Result<Frame, WireError> {
     let h = read_header(r, limits)?;
+    if h.flags != 0 {
+        // Only a lane's reader takes compressed chunks, block by block.
+        return Err(WireError::Decode(crate::proto::error::DecodeError::Flags(h.kind, h.flags)));
+    }
     buf.clear();
     buf.resize(h.len as usize, 0);
     r.read_exact(buf).map_err(|e| WireError::Io(eof_is_error(e)))?;

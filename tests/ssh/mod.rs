@@ -287,6 +287,19 @@ fn ssh_pull_of_trees_and_files() {
     let o = sshd.pull(&[remote(&tree.join("a/big")).as_ref(), local.path().join("copy.bin").as_os_str()]);
     assert_ok(&o);
     assert_same_file(&tree.join("a/big"), &local.path().join("copy.bin"));
+    // Compressed: the one-shot sender compresses what the puller asked for.
+    let o = sshd.pull(&[
+        "-z".as_ref(),
+        "--json".as_ref(),
+        remote(&tree.join("a/big")).as_ref(),
+        local.path().join("z.bin").as_os_str(),
+    ]);
+    assert_ok(&o);
+    // Random bytes go as they are, in blocks: a little more than the file.
+    let wire = parse_json(&o)["bytes_compressed"].as_u64().unwrap();
+    assert!(((24 << 20)..(24 << 20) + 4096).contains(&wire), "{wire}");
+    assert_same_file(&tree.join("a/big"), &local.path().join("z.bin"));
+    fs::remove_file(local.path().join("z.bin")).unwrap();
 
     // A source that does not exist: one clear line, nothing written.
     let before = list_tree(local.path());

@@ -158,6 +158,65 @@ fn a_daemon_serves_pulls_when_allowed_and_never_through_a_symlink() {
 }
 
 #[test]
+fn compressed_chunks_arrive_exact_and_smaller_on_the_wire() {
+    let base = TempDir::new("zip");
+    let top = base.path().join("data");
+    fs::create_dir_all(top.join("sub")).unwrap();
+    // Log-like text over several chunks and blocks (the last ones short), random
+    // bytes that do not compress, an empty and a tiny file.
+    let mut g = Gen(5);
+    let mut text = Vec::new();
+    while text.len() < (7 << 20) + 12_345 {
+        text.extend_from_slice(format!("2026-11-22 host-{} GET /api/items/{} 200\n", g.next() % 40, g.next() % 5000).as_bytes());
+    }
+    fs::write(top.join("app.log"), &text).unwrap();
+    write_random(&top.join("sub/random.bin"), (5 << 20) + 3, 8);
+    fs::write(top.join("empty"), b"").unwrap();
+    fs::write(top.join("sub/tiny"), b"x").unwrap();
+    let root = base.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let s = Server::start(&root, &["--allow-pull"]);
+
+    let push = |dest: &str, corrupt: Option<&str>| {
+        let mut c = s.push_cmd();
+        c.args(["-z", "--json", "--chunk-size", "3M"]).arg(&top).arg(s.url(dest));
+        c.env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts");
+        if let Some(n) = corrupt {
+            c.env("GFAST_FAULT_CORRUPT_EVERY", n);
+        }
+        c.output().unwrap()
+    };
+    let o = push("a/", None);
+    assert_ok(&o);
+    assert_same_tree(&top, &root.join("a/data"));
+    let j = parse_json(&o);
+    let (raw, wire) = (j["bytes_sent"].as_u64().unwrap(), j["bytes_compressed"].as_u64().unwrap());
+    assert_eq!(raw, text.len() as u64 + (5 << 20) + 3 + 1);
+    // The text shrinks; the random bytes go as they are (plus block headers).
+    assert!(wire < raw - (4 << 20), "compressed {wire} of {raw} bytes");
+    assert!(wire > (5 << 20), "random data cannot shrink: {wire}");
+
+    // Corrupted on the wire after hashing: detected, sent again, exact.
+    let o = push("b/", Some("2"));
+    assert_ok(&o);
+    assert!(parse_json(&o)["retransmitted_chunks"].as_u64().unwrap() > 0);
+    assert_same_tree(&top, &root.join("b/data"));
+
+    // Pulled compressed from the daemon.
+    let out = base.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let o = s.pull(["-z", "--json", "--chunk-size", "3M", &s.url("a/data"), &format!("{}/", out.display())]);
+    assert_ok(&o);
+    assert_eq!(parse_json(&o)["bytes_compressed"].as_u64().unwrap(), wire, "the puller counts what arrived");
+    assert_same_tree(&top, &out.join("data"));
+
+    // Without -z nothing is compressed.
+    let o = s.push(["--json".as_ref(), top.as_os_str(), s.url("c/").as_ref()]);
+    assert_ok(&o);
+    assert!(parse_json(&o)["bytes_compressed"].is_null());
+}
+
+#[test]
 fn three_hundred_level_deep_tree() {
     let src = TempDir::new("deep-src");
     let root = TempDir::new("deep-root");
