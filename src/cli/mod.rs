@@ -45,11 +45,11 @@ fn dispatch(cli: Cli, args: Vec<std::ffi::OsString>, job_id: Option<[u8; 16]>) -
         Cmd::Serve(a) => serve(a),
         Cmd::Push(a) => {
             let out = (a.net.json, a.net.quiet, a.net.buffer.is_some());
-            run_job(out, args, job_id, |st, id| push_inner(a, st, id))
+            run_job(out, args, job_id, |st, id, announce| push_inner(a, st, id, announce))
         }
         Cmd::Pull(a) => {
             let out = (a.net.json, a.net.quiet, a.net.buffer.is_some());
-            run_job(out, args, job_id, |st, id| pull_inner(a, st, id))
+            run_job(out, args, job_id, |st, id, announce| pull_inner(a, st, id, announce))
         }
         Cmd::Jobs(a) => jobs_cmd(a),
         Cmd::Resume(a) => resume_cmd(a),
@@ -352,7 +352,7 @@ fn run_job(
     (json, quiet, explicit_buffer): (bool, bool, bool),
     args: Vec<std::ffi::OsString>,
     job_id: Option<[u8; 16]>,
-    job: impl FnOnce(Arc<Stats>, [u8; 16]) -> Result<(), Error>,
+    job: impl FnOnce(Arc<Stats>, [u8; 16], &dyn Fn()) -> Result<(), Error>,
 ) -> Result<(), Error> {
     use std::sync::atomic::Ordering::Relaxed;
     let stats = Arc::new(Stats::new(256));
@@ -360,12 +360,16 @@ fn run_job(
     let job_id = job_id.unwrap_or_else(random::<16>);
     let store = job_store();
     let mut record = jobs::Job::new(&job_id, args);
-    if let Some(st) = &store {
-        if st.save(&record, jobs::State::Running).is_ok() && !quiet && !json {
-            eprintln!("gfast: job {} (resume with: gfast resume {})", record.id, &record.id[..12]);
+    let saved = store.as_ref().is_some_and(|st| st.save(&record, jobs::State::Running).is_ok());
+    // Said once the arguments are checked, just before the transfer starts (a
+    // job refused for its arguments is removed, so it has no id to resume).
+    let id = record.id.clone();
+    let announce = move || {
+        if saved && !quiet && !json {
+            eprintln!("gfast: job {id} (resume with: gfast resume {})", &id[..12]);
         }
-    }
-    let res = job(stats.clone(), job_id);
+    };
+    let res = job(stats.clone(), job_id, &announce);
     let fresh = job_id_given.is_none();
     if let (Some(st), true, Err(Error::Usage(_))) = (&store, fresh, &res) {
         // Bad arguments: there is nothing to resume.
@@ -392,9 +396,19 @@ fn run_job(
 }
 
 /// Checks the transfer flags shared by push and pull.
+/// Largest chunk size with --compress (a stream assembles a compressed chunk in
+/// memory before sending it: its frame's length comes first).
+const MAX_COMPRESSED_CHUNK: u64 = 64 << 20;
+
 fn check_net(n: &NetArgs) -> Result<(), Error> {
     if !(MIN_CHUNK_SIZE as u64..=MAX_CHUNK_SIZE as u64).contains(&n.chunk_size) {
         return Err(Error::Usage(format!("--chunk-size {} is out of range: use 64K to 1G", size::human(n.chunk_size))));
+    }
+    if n.compress && n.chunk_size > MAX_COMPRESSED_CHUNK {
+        return Err(Error::Usage(format!(
+            "--compress holds a whole compressed chunk per stream in memory: use --chunk-size {}M or less",
+            MAX_COMPRESSED_CHUNK >> 20
+        )));
     }
     if n.transport == args::TransportArg::Quic {
         let clash = if n.tunnel {
@@ -520,7 +534,7 @@ fn daemon_config(
     Ok(())
 }
 
-fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Error> {
+fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16], announce: &dyn Fn()) -> Result<(), Error> {
     let mut paths = a.paths;
     let dest = paths.pop().expect("clap requires two paths");
     let via_ssh = if dest.as_encoded_bytes().starts_with(b"gfast://") {
@@ -556,6 +570,7 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
             daemon_config(&a.daemon, fingerprint, remote, &mut cfg)?;
         }
     }
+    announce();
     let res = with_progress(&a.net, &stats, || push(&cfg, stats.clone()));
     if let Some(r) = remote_proc {
         r.finish();
@@ -567,7 +582,7 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
     Ok(())
 }
 
-fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Error> {
+fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16], announce: &dyn Fn()) -> Result<(), Error> {
     set_io(a.io);
     crate::storage::dest::set_durable(a.fsync);
     use std::os::unix::ffi::OsStrExt;
@@ -614,6 +629,7 @@ fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16]) -> Result<(), Er
         }
     };
     let dest = PullDest { root: &root, target, kind, is_dir };
+    announce();
     let res = with_progress(&a.net, &stats, || pull(&cfg, dest, source, stats.clone()));
     if let Some(r) = remote_proc {
         r.finish();

@@ -232,6 +232,7 @@ fn a_push_refused_for_its_arguments_leaves_no_job() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("no token"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "one line, no job id to resume: {}", stderr(&o));
     assert!(list_tree(store.path()).is_empty(), "nothing to resume, so no job: {:?}", list_tree(store.path()));
     // A push that got going and failed (nothing listening) is kept for a resume.
     let o = Command::new(bin())
@@ -243,6 +244,7 @@ fn a_push_refused_for_its_arguments_leaves_no_job() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resume with: gfast resume "), "{}", stderr(&o));
     assert_eq!(list_tree(store.path()).len(), 1, "{:?}", list_tree(store.path()));
 }
 
