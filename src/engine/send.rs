@@ -160,6 +160,41 @@ fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Where each source lands under the receiver's root (cp -r semantics, §5.3),
+/// given what is at the destination now.
+fn plan_roots(
+    sources: &[PathBuf],
+    src_dirs: &[bool],
+    dest: Vec<u8>,
+    kind: TargetKind,
+    dest_is_dir: bool,
+) -> Result<Vec<(PathBuf, Vec<u8>)>, Error> {
+    let shown = if dest.is_empty() { "the destination root".to_string() } else { show(&dest) };
+    let into_dir = match kind {
+        TargetKind::Dir => true,
+        TargetKind::Missing if dest_is_dir => true,
+        TargetKind::Missing if sources.len() == 1 => false,
+        TargetKind::Missing => {
+            return Err(Error::Usage(format!(
+                "destination {shown} does not exist and several sources need a directory: end it with '/' to create it"
+            )))
+        }
+        TargetKind::File if sources.len() == 1 && !src_dirs[0] && !dest_is_dir => false,
+        TargetKind::File => return Err(Error::Usage(format!("destination {shown} is a file, not a directory"))),
+        TargetKind::Other => return Err(Error::Usage(format!("destination {shown} is not a file or directory"))),
+    };
+    let mut roots = Vec::new();
+    for s in sources {
+        let dest = if into_dir { join(&dest, &base_name(s)?) } else { dest.clone() };
+        if dest.is_empty() {
+            return Err(Error::Usage("the destination cannot be the receiver's root itself for a single file".into()));
+        }
+        components(&dest).map_err(|e| Error::Usage(e.to_string()))?;
+        roots.push((s.clone(), dest));
+    }
+    Ok(roots)
+}
+
 /// Runs the sending role to completion over `w`; returns the entries confirmed.
 pub fn run_sender(
     w: Wired,
@@ -186,6 +221,7 @@ pub fn run_sender(
     }
     let mut buf = Vec::new();
     let limits = Limits::default();
+    let pulled = matches!(target, Target::Known(..));
     let (dest, kind, dest_is_dir) = match target {
         Target::Known(p, k, d) => (p, k, d),
         Target::Asked(p, d) => match read_frame(&mut r, &limits, &mut buf).map_err(wire_err)? {
@@ -194,31 +230,19 @@ pub fn run_sender(
             _ => return Err(Error::Protocol("expected TARGET_INFO".into())),
         },
     };
-    let w = w.ctl_w;
-    // Where each source lands (cp -r semantics, §5.3).
-    let shown = if dest.is_empty() { "the destination root".to_string() } else { show(&dest) };
-    let into_dir = match kind {
-        TargetKind::Dir => true,
-        TargetKind::Missing if dest_is_dir => true,
-        TargetKind::Missing if sources.len() == 1 => false,
-        TargetKind::Missing => {
-            return Err(Error::Usage(format!(
-                "destination {shown} does not exist and several sources need a directory: end it with '/' to create it"
-            )))
+    let mut w = w.ctl_w;
+    let roots = match plan_roots(sources, &src_dirs, dest, kind, dest_is_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            if pulled {
+                // The puller's destination does not fit what is sent: it is the
+                // one to be told (its control reader takes the ERROR).
+                let f = Frame::Error { code: code::PATH_REFUSED, message: e.to_string() };
+                let _ = write_frame(&mut w, &f, &mut Vec::new()).and_then(|_| w.flush());
+            }
+            return Err(e);
         }
-        TargetKind::File if sources.len() == 1 && !src_dirs[0] && !dest_is_dir => false,
-        TargetKind::File => return Err(Error::Usage(format!("destination {shown} is a file, not a directory"))),
-        TargetKind::Other => return Err(Error::Usage(format!("destination {shown} is not a file or directory"))),
     };
-    let mut roots = Vec::new();
-    for s in sources {
-        let dest = if into_dir { join(&dest, &base_name(s)?) } else { dest.clone() };
-        if dest.is_empty() {
-            return Err(Error::Usage("the destination cannot be the receiver's root itself for a single file".into()));
-        }
-        components(&dest).map_err(|e| Error::Usage(e.to_string()))?;
-        roots.push((s.clone(), dest));
-    }
     let mut sender = Sender::new(chunk_size as u64, FILE_WINDOW);
     sender.set_resume(resume);
     sender.set_early_done(early_done);

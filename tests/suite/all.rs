@@ -139,6 +139,11 @@ fn a_daemon_serves_pulls_when_allowed_and_never_through_a_symlink() {
         assert!(e.contains(says), "{src}: {e}");
         assert_eq!(e.lines().filter(|l| l.contains("error")).count(), 1, "{src}: one error line: {e}");
     }
+    // A tree onto a local file: the sending daemon says why, the file stays.
+    let o = s.pull([s.url("data").as_str(), out.join("renamed").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a file, not a directory"), "{}", stderr(&o));
+    assert_eq!(fs::read(out.join("renamed")).unwrap(), b"small");
     let o = Command::new(bin())
         .args(["pull", "--fingerprint", &s.key, &s.url("data"), out.to_str().unwrap()])
         .env("GFAST_TOKEN", "not-the-token")
