@@ -12,7 +12,7 @@ use crate::engine::error::Error;
 use crate::engine::server::{random, ServeConfig, Server};
 use crate::engine::stats::Stats;
 use crate::engine::{oneshot, ssh};
-use crate::proto::frame::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::proto::frame::{MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE};
 use crate::storage::jobs;
 use crate::transport::tcp::{KernelLimits, Tuning};
 use crate::transport::tls::{Fingerprint, Identity};
@@ -364,15 +364,18 @@ fn run_job(
     // Said once the arguments are checked, just before the transfer starts (a
     // job refused for its arguments is removed, so it has no id to resume).
     let id = record.id.clone();
-    let announce = move || {
+    let announced = std::cell::Cell::new(false);
+    let announce = || {
+        announced.set(true);
         if saved && !quiet && !json {
             eprintln!("gfast: job {id} (resume with: gfast resume {})", &id[..12]);
         }
     };
     let res = job(stats.clone(), job_id, &announce);
     let fresh = job_id_given.is_none();
-    if let (Some(st), true, Err(Error::Usage(_))) = (&store, fresh, &res) {
-        // Bad arguments: there is nothing to resume.
+    let refused = matches!(res, Err(Error::Usage(_))) || (res.is_err() && !announced.get());
+    if let (Some(st), true, true) = (&store, fresh, refused) {
+        // Bad arguments, or stopped before the transfer: there is nothing to resume.
         st.remove(&record.id);
     } else if let Some(st) = &store {
         record.bytes_total = stats.bytes_total.load(Relaxed);
@@ -396,15 +399,11 @@ fn run_job(
 }
 
 /// Checks the transfer flags shared by push and pull.
-/// Largest chunk size with --compress (a stream assembles a compressed chunk in
-/// memory before sending it: its frame's length comes first).
-const MAX_COMPRESSED_CHUNK: u64 = 64 << 20;
-
 fn check_net(n: &NetArgs) -> Result<(), Error> {
     if !(MIN_CHUNK_SIZE as u64..=MAX_CHUNK_SIZE as u64).contains(&n.chunk_size) {
         return Err(Error::Usage(format!("--chunk-size {} is out of range: use 64K to 1G", size::human(n.chunk_size))));
     }
-    if n.compress && n.chunk_size > MAX_COMPRESSED_CHUNK {
+    if n.compress && n.chunk_size > MAX_COMPRESSED_CHUNK as u64 {
         return Err(Error::Usage(format!(
             "--compress holds a whole compressed chunk per stream in memory: use --chunk-size {}M or less",
             MAX_COMPRESSED_CHUNK >> 20
@@ -552,6 +551,10 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16], announce: &dyn F
     let mut cfg = base_config(&a.net, job_id);
     cfg.sources = paths.into_iter().map(PathBuf::from).collect();
     let mut remote_proc = None;
+    if via_ssh.is_some() {
+        // The ssh login can take a while: the job's id comes first.
+        announce();
+    }
     match &via_ssh {
         Some(t) => {
             let r = ssh::start(&ssh::split_words(&a.net.ssh), &a.net.remote_cmd, t, ssh::RemoteRole::Receive, None)?;
@@ -570,7 +573,9 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16], announce: &dyn F
             daemon_config(&a.daemon, fingerprint, remote, &mut cfg)?;
         }
     }
-    announce();
+    if via_ssh.is_none() {
+        announce();
+    }
     let res = with_progress(&a.net, &stats, || push(&cfg, stats.clone()));
     if let Some(r) = remote_proc {
         r.finish();
@@ -613,6 +618,9 @@ fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16], announce: &dyn F
         .map_err(|e| Error::Usage(e.to_string()))?;
     let is_dir = target.is_empty() || a.dest.as_os_str().as_bytes().ends_with(b"/");
     let mut cfg = base_config(&a.net, job_id);
+    if via_ssh.is_some() {
+        announce();
+    }
     let (source, remote_proc) = match &via_ssh {
         Some(t) => {
             let r = ssh::start(&ssh::split_words(&a.net.ssh), &a.net.remote_cmd, t, ssh::RemoteRole::Send, a.net.rate)?;
@@ -629,7 +637,9 @@ fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16], announce: &dyn F
         }
     };
     let dest = PullDest { root: &root, target, kind, is_dir };
-    announce();
+    if via_ssh.is_none() {
+        announce();
+    }
     let res = with_progress(&a.net, &stats, || pull(&cfg, dest, source, stats.clone()));
     if let Some(r) = remote_proc {
         r.finish();

@@ -574,10 +574,10 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
             sh.stats.mark_first_byte();
             let sent = w.write_all(&head.encode_prefix_flagged(CHUNK_COMPRESSED, z.used as u32)).and_then(|_| {
                 if owned {
-                    // QUIC keeps the buffer until it is acknowledged.
-                    let mut body = std::mem::take(&mut z.out);
-                    body.truncate(z.used);
-                    w.flush().and_then(|_| w.get_mut().write_owned(bytes::Bytes::from(body)))
+                    // QUIC keeps what it is given until it is acknowledged: a copy
+                    // of the compressed bytes, so the body buffer is kept for the next.
+                    let body = bytes::Bytes::copy_from_slice(&z.out[..z.used]);
+                    w.flush().and_then(|_| w.get_mut().write_owned(body))
                 } else {
                     w.write_all(&z.out[..z.used])
                 }

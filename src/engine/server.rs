@@ -7,7 +7,7 @@ use super::stats::Stats;
 use crate::proto::auth::SessionKeys;
 use crate::proto::error::code;
 use crate::proto::frame::TargetKind;
-use crate::proto::frame::{Frame, Limits, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::proto::frame::{Frame, Limits, MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE};
 use crate::proto::path::{components, show};
 use crate::proto::{CAPS, CAP_COMPRESS, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
 use crate::storage::dest::{DestError, DestRoot, SourceRoot};
@@ -298,6 +298,10 @@ impl Server {
         }
         if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
             return refuse(&conn, &mut w, code::PROTOCOL, "chunk size must be 64 KiB..1 GiB");
+        }
+        if caps & CAP_COMPRESS != 0 && chunk_size > MAX_COMPRESSED_CHUNK {
+            let m = format!("compressed sessions take chunks up to {} MiB", MAX_COMPRESSED_CHUNK >> 20);
+            return refuse(&conn, &mut w, code::PROTOCOL, &m);
         }
         let pull = caps & CAP_PULL != 0;
         if pull && !self.cfg.allow_pull {

@@ -490,6 +490,9 @@ impl Session {
                 body = len.checked_sub(4).ok_or(WireError::Decode(crate::proto::error::DecodeError::Short("CHUNK")))?;
                 len = u32::from_be_bytes(rl);
                 self.compressed_in.fetch_add(u64::from(body) + 4, Ordering::Relaxed);
+                if len == 0 || u64::from(len) > self.chunk_size {
+                    return Err(self.lane_protocol(ProtocolError::Unexpected("compressed chunk of a wrong raw length")));
+                }
             }
             let (plan, file) = {
                 let st = self.state.lock().expect("state");

@@ -14,6 +14,9 @@ pub const HASH_LEN: usize = 16;
 pub const CHUNK_HEAD_LEN: usize = 16;
 /// CHUNK flag: the data is compressed blocks (§4.14; capability bit 1).
 pub const CHUNK_COMPRESSED: u8 = 1;
+/// Largest chunk size a compressed session may use (§3.3): the sending side
+/// assembles a compressed chunk in memory before its frame's length is known.
+pub const MAX_COMPRESSED_CHUNK: u32 = 16 << 20;
 /// Raw bytes in every block of a compressed CHUNK but the last (§4.14).
 pub const BLOCK_RAW: usize = 1 << 20;
 /// A block's header in a compressed CHUNK: method u8, raw length u32, stored length u32.
@@ -393,6 +396,10 @@ pub fn decode(buf: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
         return Ok(Decoded::Incomplete(HEADER_LEN));
     };
     let h = Header::decode(hb, limits)?;
+    if h.flags != 0 {
+        // A compressed CHUNK is only read by a lane, block by block.
+        return Err(DecodeError::Flags(h.kind, h.flags));
+    }
     let total = HEADER_LEN + h.len as usize;
     if buf.len() < total {
         return Ok(Decoded::Incomplete(total));

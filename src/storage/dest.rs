@@ -545,7 +545,8 @@ impl SourceRoot {
         let c = cstr(rel.as_os_str().as_bytes())?;
         // SAFETY: open_how is plain data; all-zero is valid (and what unset fields must be).
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
+        // O_NONBLOCK: a FIFO swapped in after the walk must not block the open.
+        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK) as u64;
         how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
         // SAFETY: valid descriptor, NUL-terminated path and an open_how of the size passed.
         let fd = unsafe {
@@ -559,7 +560,7 @@ impl SourceRoot {
         };
         if fd >= 0 {
             // SAFETY: openat2 returned a new descriptor that nothing else owns.
-            return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) }));
+            return regular(File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) }));
         }
         let e = io::Error::last_os_error();
         if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) {
@@ -583,8 +584,22 @@ impl SourceRoot {
         for p in parents {
             dir = openat(&dir, p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
         }
-        Ok(File::from(openat(&dir, name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?))
+        regular(File::from(openat(&dir, name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0)?))
     }
+}
+
+/// Keeps `f` only if it is a regular file, and makes its reads blocking again.
+fn regular(f: File) -> io::Result<File> {
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file (it changed since it was listed)"));
+    }
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(f)
 }
 
 #[cfg(test)]
@@ -603,6 +618,9 @@ mod source_root_tests {
         std::fs::write(base.join("secret"), b"outside").unwrap();
         symlink(base.join("secret"), root.join("link")).unwrap();
         symlink(&base, root.join("dirlink")).unwrap();
+        let fifo = std::ffi::CString::new(root.join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         let r = SourceRoot::open(&root).unwrap();
         for open in [SourceRoot::open_file, SourceRoot::open_by_components] {
             let mut s = String::new();
@@ -612,6 +630,10 @@ mod source_root_tests {
             assert!(open(&r, &root.join("dirlink/secret")).is_err(), "a symlinked directory was followed");
             assert!(open(&r, &root.join("d/../../secret")).is_err(), "'..' left the root");
             assert!(open(&r, &base.join("secret")).is_err(), "a path outside the root was opened");
+            // A FIFO (say, swapped in after the walk) is refused at once, not waited on.
+            let t = std::time::Instant::now();
+            assert!(open(&r, &root.join("fifo")).is_err(), "a FIFO was opened as a file");
+            assert!(t.elapsed() < std::time::Duration::from_secs(5));
         }
         std::fs::remove_dir_all(&base).unwrap();
     }

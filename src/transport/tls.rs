@@ -86,19 +86,7 @@ impl Identity {
         if let Some(dir) = key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        // Daemons started together with one key path agree on one key: creation
-        // holds a lock beside it, and the key appears (renamed into place) only
-        // after its certificate, so a crash midway leaves nothing half made.
-        let lock = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(key_path.with_extension("lock"))?;
-        // SAFETY: flock on a descriptor we own; released when `lock` is closed.
-        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if key_path.exists() {
+        let load = || -> io::Result<Self> {
             let key = std::fs::read(key_path)?;
             let cert = CertificateDer::from(std::fs::read(&cert_path).map_err(|e| {
                 io::Error::new(
@@ -109,7 +97,26 @@ impl Identity {
                     ),
                 )
             })?);
-            return Ok((Identity { fingerprint: Fingerprint::of(&cert), cert, key }, false));
+            Ok(Identity { fingerprint: Fingerprint::of(&cert), cert, key })
+        };
+        // An existing key is only read (it may sit in a read-only place). The key
+        // is put in place after its certificate, so a key means a whole pair.
+        if key_path.exists() {
+            return Ok((load()?, false));
+        }
+        // Daemons started together with one key path agree on one key: creation
+        // holds a lock beside it, and a start that dies midway leaves no key.
+        let lock = {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create(true).truncate(false).mode(0o600).open(key_path.with_extension("lock"))?
+        };
+        // SAFETY: flock on a descriptor we own; released when `lock` is closed.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if key_path.exists() {
+            return Ok((load()?, false));
         }
         let id = Identity::ephemeral()?;
         write_private_file(&cert_path, &id.cert, true)?;
