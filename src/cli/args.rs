@@ -34,7 +34,7 @@ pub(crate) enum Cmd {
 
 /// Flags of `gfast serve`.
 #[derive(Args, Debug)]
-#[command(group = clap::ArgGroup::new("sends").args(["send", "allow_pull"]).multiple(true))]
+#[command(group = clap::ArgGroup::new("sends").args(["send", "allow_pull", "read_only"]).multiple(true))]
 pub(crate) struct ServeArgs {
     /// Directory everything is received into; nothing is ever written outside it.
     #[arg(long, value_name = "DIR", required_unless_present_any = ["discard", "oneshot"])]
@@ -87,6 +87,10 @@ pub(crate) struct ServeArgs {
     /// (`gfast pull gfast://HOST/PATH DEST`); never through a symlink.
     #[arg(long, conflicts_with_all = ["oneshot", "discard"])]
     pub(crate) allow_pull: bool,
+    /// Serve pulls only: refuse every push (implies --allow-pull), e.g. to
+    /// publish a dataset that clients with the token must not change.
+    #[arg(long, conflicts_with_all = ["oneshot", "discard"])]
+    pub(crate) read_only: bool,
     /// With --oneshot --send or --allow-pull: cap the sending rate of each pull in
     /// bits per second (as push --rate).
     #[arg(long, value_name = "BITS", value_parser = super::size::parse_rate, requires = "sends")]

@@ -204,7 +204,8 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
     let cfg = ServeConfig {
         tls,
         allow_plain: a.allow_no_encrypt,
-        allow_pull: a.allow_pull,
+        allow_pull: a.allow_pull || a.read_only,
+        read_only: a.read_only,
         oneshot: false,
         send: None,
         root,
@@ -283,6 +284,7 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
         tls: id.server_config().map_err(|e| Error::Io("TLS setup".into(), e))?,
         allow_plain: false,
         allow_pull: false,
+        read_only: false,
         oneshot: true,
         send,
     };

@@ -45,6 +45,8 @@ pub struct ServeConfig {
     pub allow_plain: bool,
     /// Serve pulls of what is under `root` (`--allow-pull`).
     pub allow_pull: bool,
+    /// Refuse pushes (`--read-only`).
+    pub read_only: bool,
     /// Serve one session only (ssh one-shot mode).
     pub oneshot: bool,
     /// Send this file or tree instead of receiving (the one-shot end of a pull).
@@ -306,6 +308,10 @@ impl Server {
         let pull = caps & CAP_PULL != 0;
         if pull && !self.cfg.allow_pull {
             let m = "this daemon does not serve pulls: its operator can start it with --allow-pull";
+            return refuse(&conn, &mut w, code::PERMISSION, m);
+        }
+        if !pull && self.cfg.read_only {
+            let m = "this daemon only serves pulls (--read-only): nothing can be pushed to it";
             return refuse(&conn, &mut w, code::PERMISSION, m);
         }
         if pull && self.cfg.discard {

@@ -160,6 +160,19 @@ fn a_daemon_serves_pulls_when_allowed_and_never_through_a_symlink() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--allow-pull"), "{}", stderr(&o));
     assert_eq!(list_tree(&out), before);
+    drop(s);
+
+    // A --read-only daemon serves pulls and refuses every push, writing nothing.
+    let s = Server::start(&root, &["--read-only"]);
+    let o = s.pull([s.url("data/sub/small").as_str(), out.join("again").to_str().unwrap()]);
+    assert_ok(&o);
+    assert_eq!(fs::read(out.join("again")).unwrap(), b"small");
+    let before = list_tree(&root);
+    let o = s.push([out.join("again").as_os_str(), s.url("data/").as_ref()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("only serves pulls"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().filter(|l| l.contains("error")).count(), 1, "{}", stderr(&o));
+    assert_eq!(list_tree(&root), before, "a read-only daemon's root changed");
 }
 
 #[test]
