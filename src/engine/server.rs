@@ -422,10 +422,15 @@ impl Server {
             Target::Known(target, kind, is_dir),
             chunk_size,
             resume,
-            stats,
+            stats.clone(),
         ) {
-            Ok(_) => {
+            Ok(files) => {
                 sess.mark_done();
+                if self.cfg.verbose {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let (bytes, what) = (stats.bytes_sent.load(Relaxed), src.display());
+                    say!("gfast serve: session {} done: sent {files} entries of {what}, {bytes} bytes", sess.tag);
+                }
                 Ok(())
             }
             Err(e) => {

@@ -73,7 +73,7 @@ pub(crate) struct Session {
     verbose: bool,
     handed_cv: Condvar,
     id: [u8; 16],
-    tag: String,
+    pub(crate) tag: String,
     keys: Option<SessionKeys>,
     chunk_size: u64,
     state: Mutex<State>,
