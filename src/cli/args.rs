@@ -196,6 +196,12 @@ pub(crate) struct NetArgs {
     /// links slower than about 0.5 GB/s per stream for data that compresses.
     #[arg(short = 'z', long)]
     pub(crate) compress: bool,
+    /// Send only what changed: for each file that already exists under its name
+    /// at the destination, the receiver hashes the chunks it holds and the sender
+    /// sends only the chunks that differ (a fixed chunk grid: an insertion moves
+    /// everything after it).
+    #[arg(long)]
+    pub(crate) delta: bool,
     /// Print one JSON object with the job's statistics on stdout at the end.
     #[arg(long)]
     pub(crate) json: bool,

@@ -220,6 +220,7 @@ fn end_to_end(src: &Path, root: &Path, id: &Identity, size: u64) -> Result<f64, 
         resume: false,
         quic: false,
         compress: false,
+        delta: false,
     };
     let stats = Arc::new(Stats::new(256));
     let t = Instant::now();

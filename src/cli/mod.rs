@@ -455,6 +455,7 @@ fn base_config(n: &NetArgs, job_id: [u8; 16]) -> PushConfig {
         notice: |m| eprintln!("gfast: {m}"),
         resume: n.resume,
         compress: n.compress,
+        delta: n.delta,
         quic: n.transport == args::TransportArg::Quic,
     }
 }

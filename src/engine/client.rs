@@ -8,7 +8,7 @@ use super::server::random;
 use super::stats::Stats;
 use crate::proto::auth::SessionKeys;
 use crate::proto::frame::{Frame, Limits};
-use crate::proto::{CAP_COMPRESS, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
+use crate::proto::{CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
 use crate::transport::conn::{Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{read_frame, write_frame};
 use crate::transport::quic;
@@ -55,6 +55,9 @@ pub struct PushConfig {
     pub quic: bool,
     /// Ask for compressed chunks (zstd), whichever way the session's data flows.
     pub compress: bool,
+    /// Ask for delta: files the receiver already has under their names are
+    /// compared chunk by chunk and only the differing chunks are sent.
+    pub delta: bool,
 }
 
 /// What a finished push reports.
@@ -106,7 +109,7 @@ pub fn pull(cfg: &PushConfig, dest: PullDest, source: Option<Vec<u8>>, stats: Ar
     let d = dial(cfg, &stats, Some(Frame::Pull { target, kind, is_dir, source }))?;
     let w = d.wired;
     stats.mark_first_byte();
-    let modes = (d.resume, w.compress);
+    let modes = (d.resume, w.compress, w.delta);
     let got = super::session::receive_dialed(root, &w.ctl, w.ctl_r, w.ctl_w, w.lanes, cfg.chunk_size as u64, modes);
     end_quic(d.quic.as_ref(), got.is_ok(), &stats);
     let (files, bytes, compressed) = got?;
@@ -179,7 +182,8 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     let offer = CAP_EARLY_DONE
         | if cfg.resume { CAP_RESUME } else { 0 }
         | if from_daemon { CAP_PULL } else { 0 }
-        | if cfg.compress { CAP_COMPRESS } else { 0 };
+        | if cfg.compress { CAP_COMPRESS } else { 0 }
+        | if cfg.delta { CAP_DELTA } else { 0 };
     let t_hello = std::time::Instant::now();
     send(&mut w, &Frame::Hello { min_version: VERSION, max_version: VERSION, caps: offer, nonce: cn })?;
     let Frame::Challenge { version, nonce: sn, caps } = recv(&mut r)? else {
@@ -199,6 +203,10 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     }
     let resume = caps & CAP_RESUME != 0;
     let compress = caps & CAP_COMPRESS != 0;
+    let delta = caps & CAP_DELTA != 0;
+    if cfg.delta && !delta {
+        (cfg.notice)("the server cannot compare chunks (an older gfast): changed files go whole");
+    }
     if cfg.compress && !compress {
         (cfg.notice)("the server cannot take compressed chunks (an older gfast): data goes as it is");
     }
@@ -332,6 +340,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         early_done,
         served: None,
         compress,
+        delta,
     };
     Ok(Dialed { wired, quic: qc, discard, resume })
 }

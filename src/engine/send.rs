@@ -49,6 +49,8 @@ pub struct Wired {
     pub served: Option<SourceRoot>,
     /// Compressed chunks were negotiated (capability bit 1).
     pub compress: bool,
+    /// Delta was negotiated (capability bit 3).
+    pub delta: bool,
 }
 
 /// Where the sources go.
@@ -210,7 +212,7 @@ pub fn run_sender(
         src_dirs.push(md.is_dir());
     }
     let (ctl, mut r, lanes, joined, early_done) = (w.ctl, w.ctl_r, w.lanes, w.joined, w.early_done);
-    let (served, compress) = (w.served, w.compress);
+    let (served, compress, delta) = (w.served, w.compress, w.delta);
     if let Some(bits) = w.rate {
         // Each lane is paced at its share, in bytes per second.
         let share = (bits / 8 / lanes.len().max(1) as u64).max(1);
@@ -246,6 +248,7 @@ pub fn run_sender(
     let mut sender = Sender::new(chunk_size as u64, FILE_WINDOW);
     sender.set_resume(resume);
     sender.set_early_done(early_done);
+    sender.set_delta(delta);
     let shared = Arc::new(Shared {
         sender: Mutex::new(sender),
         cv: Condvar::new(),
@@ -440,7 +443,8 @@ fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
             f @ (Frame::FileReady { .. }
             | Frame::FileDone { .. }
             | Frame::FileFailed { .. }
-            | Frame::FileHave { .. }) => {
+            | Frame::FileHave { .. }
+            | Frame::FileSums { .. }) => {
                 let mut g = sh.lock();
                 if let Err(e) = g.on_frame(&f) {
                     drop(g);
@@ -539,6 +543,26 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
         };
         if task.retry {
             sh.stats.retransmitted.fetch_add(1, Relaxed);
+        }
+        if let Some(expect) = task.expect {
+            // Delta: the receiver's old file has this chunk if the source hashes
+            // the same; then nothing is sent (FILE_SAME says so, in order, before
+            // FILE_END). Otherwise, or if the source cannot be read here, it is sent.
+            if cur.as_ref().map(|c| c.0) != Some(task.id) {
+                let opened = match &sh.served {
+                    Some(root) => root.open_file(&task.source),
+                    None => File::open(&*task.source),
+                };
+                cur = opened.ok().map(|f| (task.id, f));
+            }
+            let hashed = cur.as_ref().and_then(|(_, f)| hash_chunk(f, task.offset, task.len as usize, &mut piece));
+            if hashed == Some(expect) {
+                sh.stats.bytes_unchanged.fetch_add(task.len as u64, Relaxed);
+                let mut g = sh.lock();
+                g.on_chunk_same(task.id, task.offset, expect);
+                sh.cv.notify_all();
+                continue;
+            }
         }
         {
             let mut q = inflight.lock().expect("inflight");
@@ -669,6 +693,20 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
         }
         sh.cv.notify_all();
     }
+}
+
+/// The hash of `len` bytes of `f` at `offset`, read through `buf`; None when
+/// they cannot be read.
+fn hash_chunk(f: &File, offset: u64, len: usize, buf: &mut [u8]) -> Option<[u8; crate::proto::frame::HASH_LEN]> {
+    let mut h = ChunkHasher::new();
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len());
+        f.read_exact_at(&mut buf[..n], offset + done as u64).ok()?;
+        h.update(&buf[..n]);
+        done += n;
+    }
+    Some(h.finish())
 }
 
 /// A lane's compressor: makes a compressed CHUNK's body (protocol-spec §4.14).

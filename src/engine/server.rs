@@ -9,7 +9,7 @@ use crate::proto::error::code;
 use crate::proto::frame::TargetKind;
 use crate::proto::frame::{Frame, Limits, MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE};
 use crate::proto::path::{components, show};
-use crate::proto::{CAPS, CAP_COMPRESS, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
+use crate::proto::{CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
 use crate::storage::dest::{DestError, DestRoot, SourceRoot};
 use crate::transport::conn::{Conn, ConnReader, ConnWriter, TLS_HANDSHAKE_BYTE};
 use crate::transport::framed::{read_frame, write_frame, WireError};
@@ -329,6 +329,7 @@ impl Server {
                 .map_err(WireError::Io)?;
         sess.set_resume(caps & CAP_RESUME != 0);
         sess.set_compress(caps & CAP_COMPRESS != 0);
+        sess.set_delta(caps & CAP_DELTA != 0);
         self.sessions.lock().expect("sessions").insert(id, sess.clone());
         let welcome = Frame::Welcome { proof: keys.server_proof(), session_id: id, discard: self.cfg.discard };
         let res = sess.send_control(&welcome).map_err(WireError::Io).and_then(|_| match mode {
@@ -414,6 +415,7 @@ impl Server {
             early_done: caps & CAP_EARLY_DONE != 0,
             served,
             compress: caps & CAP_COMPRESS != 0,
+            delta: caps & CAP_DELTA != 0,
         };
         let stats = Arc::new(Stats::new(lanes as usize));
         match run_sender(

@@ -68,6 +68,8 @@ pub(crate) struct Session {
     resume: AtomicBool,
     /// Compressed chunks were negotiated (capability bit 1).
     compress: AtomicBool,
+    /// Delta was negotiated (capability bit 3).
+    delta: AtomicBool,
     /// Bytes of compressed chunk bodies received.
     compressed_in: std::sync::atomic::AtomicU64,
     verbose: bool,
@@ -111,6 +113,7 @@ impl Session {
             mode,
             resume: AtomicBool::new(false),
             compress: AtomicBool::new(false),
+            delta: AtomicBool::new(false),
             compressed_in: std::sync::atomic::AtomicU64::new(0),
             verbose,
             handed_cv: Condvar::new(),
@@ -223,6 +226,10 @@ impl Session {
                 let r = self.state.lock().expect("state").rx.on_done(files);
                 r.map_err(Fatal::Protocol).and_then(|_| self.maybe_finish())
             }
+            Frame::FileSame { id, ref chunks } => {
+                let next = self.state.lock().expect("state").rx.on_file_same(id, chunks);
+                next.map_err(Fatal::Protocol).and_then(|n| self.settle(n))
+            }
             Frame::Error { code, message } => Err(Fatal::Peer(code, message)),
             Frame::Notice { .. } => Ok(()),
             Frame::Pull { .. } => Err(Fatal::Code(
@@ -288,6 +295,15 @@ impl Session {
                     }
                 };
                 match res {
+                    Ok(Some(Opened::Partial(temp, have, _)))
+                        if have.is_empty() && self.delta.load(Ordering::Relaxed) && meta.size > 0 =>
+                    {
+                        // Delta: what the file under its name holds goes into the new
+                        // one first; the sender sends only the chunks that differ.
+                        let sums = dest::seed_from_old(&temp, meta.size, self.chunk_size);
+                        st.open.insert(id, OpenFile { temp: Some(temp), meta });
+                        st.rx.on_seeded(id, &sums)
+                    }
                     Ok(Some(Opened::Partial(temp, have, changed))) => {
                         let mut out = Vec::new();
                         if changed {
@@ -398,6 +414,11 @@ impl Session {
     /// Resume was negotiated for this session.
     pub(crate) fn set_resume(&self, on: bool) {
         self.resume.store(on, Ordering::SeqCst);
+    }
+
+    /// Delta was negotiated (capability bit 3 accepted).
+    pub(crate) fn set_delta(&self, on: bool) {
+        self.delta.store(on, Ordering::SeqCst);
     }
 
     /// Compressed chunks may come (capability bit 1 accepted).
@@ -692,12 +713,13 @@ pub(crate) fn receive_dialed(
     ctl_w: BufWriter<ConnWriter>,
     lanes: Vec<Lane>,
     chunk_size: u64,
-    (resume, compress): (bool, bool),
+    (resume, compress, delta): (bool, bool, bool),
 ) -> Result<(u64, u64, u64), Error> {
     let s = Session::new(Mode::Receive, Some(root), false, [0; 16], None, lanes.len() as u16, chunk_size, ctl, ctl_w)
         .map_err(|e| Error::Io(format!("cannot open '{}'", root.display()), e))?;
     s.set_resume(resume);
     s.set_compress(compress);
+    s.set_delta(delta);
     let mut handles = Vec::new();
     for (c, r, w) in lanes {
         s.state.lock().expect("state").lanes.push(c.closer().map_err(|e| Error::Io("socket".into(), e))?);

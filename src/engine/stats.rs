@@ -42,6 +42,8 @@ pub struct Stats {
     pub retransmitted: AtomicU64,
     /// Data bytes not sent because the receiver already had them (resume).
     pub bytes_resumed: AtomicU64,
+    /// Data bytes not sent because the receiver's old file held them (delta).
+    pub bytes_unchanged: AtomicU64,
     /// Files not sent because they were already in place (resume).
     pub files_in_place: AtomicU64,
     rtt_us: Mutex<Histogram<u64>>,
@@ -69,6 +71,7 @@ impl Stats {
             bytes_done: AtomicU64::new(0),
             retransmitted: AtomicU64::new(0),
             bytes_resumed: AtomicU64::new(0),
+            bytes_unchanged: AtomicU64::new(0),
             files_in_place: AtomicU64::new(0),
             server_key: Mutex::new(None),
             rtt_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),

@@ -66,6 +66,8 @@ pub mod kind {
     pub const SESSION_DONE: u8 = 0x19;
     pub const PULL: u8 = 0x1a;
     pub const FILE_HAVE: u8 = 0x30;
+    pub const FILE_SUMS: u8 = 0x40;
+    pub const FILE_SAME: u8 = 0x41;
     pub const NOTICE: u8 = 0x70;
     pub const CHUNK: u8 = 0x20;
     pub const CHUNK_ACK: u8 = 0x21;
@@ -325,6 +327,16 @@ pub enum Frame {
         id: u64,
         chunks: Vec<(u32, [u8; HASH_LEN])>,
     },
+    /// Delta (capability bit 3): hashes of chunks the receiver's old file holds.
+    FileSums {
+        id: u64,
+        chunks: Vec<(u32, [u8; HASH_LEN])>,
+    },
+    /// Delta: chunks whose source equals what FILE_SUMS listed; they are not sent.
+    FileSame {
+        id: u64,
+        chunks: Vec<u32>,
+    },
     Notice {
         code: u16,
         message: String,
@@ -453,7 +465,7 @@ pub fn decode_body(k: u8, p: &[u8]) -> Result<Frame, DecodeError> {
         kind::FILE_ABORT => Frame::FileAbort { id: r.u64()?, code: r.u16()?, message: r.text()? },
         kind::DONE => Frame::Done { files: r.u64()? },
         kind::SESSION_DONE => Frame::SessionDone { files: r.u64()?, bytes: r.u64()? },
-        kind::FILE_HAVE => {
+        kind::FILE_HAVE | kind::FILE_SUMS => {
             let id = r.u64()?;
             let n = r.u32()? as usize;
             // Bounded by the frame length, checked before this allocation.
@@ -464,7 +476,23 @@ pub fn decode_body(k: u8, p: &[u8]) -> Result<Frame, DecodeError> {
             for _ in 0..n {
                 chunks.push((r.u32()?, r.array()?));
             }
-            Frame::FileHave { id, chunks }
+            if k == kind::FILE_HAVE {
+                Frame::FileHave { id, chunks }
+            } else {
+                Frame::FileSums { id, chunks }
+            }
+        }
+        kind::FILE_SAME => {
+            let id = r.u64()?;
+            let n = r.u32()? as usize;
+            if n > r.b.len() / 4 {
+                return Err(DecodeError::Short("FILE_SAME"));
+            }
+            let mut chunks = Vec::with_capacity(n);
+            for _ in 0..n {
+                chunks.push(r.u32()?);
+            }
+            Frame::FileSame { id, chunks }
         }
         kind::PULL => Frame::Pull {
             target: r.bytes16(MAX_PATH_LEN)?.to_vec(),
@@ -513,6 +541,8 @@ impl Frame {
             Frame::SessionDone { .. } => kind::SESSION_DONE,
             Frame::Pull { .. } => kind::PULL,
             Frame::FileHave { .. } => kind::FILE_HAVE,
+            Frame::FileSums { .. } => kind::FILE_SUMS,
+            Frame::FileSame { .. } => kind::FILE_SAME,
             Frame::Chunk { .. } => kind::CHUNK,
             Frame::ChunkAck { .. } => kind::CHUNK_ACK,
             Frame::Error { .. } => kind::ERROR,
@@ -582,7 +612,14 @@ impl Frame {
                 w.extend_from_slice(&files.to_be_bytes());
                 w.extend_from_slice(&bytes.to_be_bytes());
             }
-            Frame::FileHave { id, chunks } => {
+            Frame::FileSame { id, chunks } => {
+                w.extend_from_slice(&id.to_be_bytes());
+                w.extend_from_slice(&(chunks.len() as u32).to_be_bytes());
+                for i in chunks {
+                    w.extend_from_slice(&i.to_be_bytes());
+                }
+            }
+            Frame::FileHave { id, chunks } | Frame::FileSums { id, chunks } => {
                 w.extend_from_slice(&id.to_be_bytes());
                 w.extend_from_slice(&(chunks.len() as u32).to_be_bytes());
                 for (i, h) in chunks {

@@ -20,6 +20,10 @@ pub const VERSION: u16 = 1;
 /// Capability bit: compressed chunks (protocol-spec §2.2, §4.14). Offered by a
 /// client that wants the session's chunks compressed, whichever way they flow.
 pub const CAP_COMPRESS: u64 = 1 << 1;
+/// Capability bit: delta (protocol-spec §2.2, §5.13): the receiver lists the
+/// chunks of the file it already has under the name, and the sender sends only
+/// those that differ.
+pub const CAP_DELTA: u64 = 1 << 3;
 /// Capability bit: resume (protocol-spec §2.2, §5.11).
 pub const CAP_RESUME: u64 = 1 << 2;
 /// Capability bit: DONE once every entry is announced, before all are settled
@@ -30,6 +34,6 @@ pub const CAP_EARLY_DONE: u64 = 1 << 5;
 /// (protocol-spec §2.2, §4.17, §5.9).
 pub const CAP_PULL: u64 = 1 << 6;
 /// Capability bits this build understands (protocol-spec §2.2).
-pub const CAPS: u64 = CAP_COMPRESS | CAP_RESUME | CAP_EARLY_DONE | CAP_PULL;
+pub const CAPS: u64 = CAP_COMPRESS | CAP_DELTA | CAP_RESUME | CAP_EARLY_DONE | CAP_PULL;
 /// Most chunks listed in one FILE_HAVE frame (fits the control frame limit).
 pub const MAX_HAVE_PER_FRAME: usize = 50_000;

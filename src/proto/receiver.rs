@@ -38,6 +38,9 @@ struct FileRx {
     nverified: usize,
     end: Option<[u8; HASH_LEN]>,
     finalizing: bool,
+    /// Delta: hashes of the chunks seeded from the old file, until the sender
+    /// confirms them (FILE_SAME) or sends them.
+    candidates: HashMap<u32, [u8; HASH_LEN]>,
 }
 
 /// Receiver state machine for one session.
@@ -91,6 +94,7 @@ impl Receiver {
                 nverified: 0,
                 end: None,
                 finalizing: false,
+                candidates: HashMap::new(),
             },
         );
         Ok(())
@@ -126,6 +130,42 @@ impl Receiver {
         }
         out.push(self.on_opened(id));
         out
+    }
+
+    /// Delta (protocol-spec §5.13): the engine seeded the temporary file with the
+    /// chunks of the old file listed in `sums`. They are not verified yet: the
+    /// answer is FILE_SUMS (as many as needed) and then FILE_READY.
+    pub fn on_seeded(&mut self, id: u64, sums: &[(u32, [u8; HASH_LEN])]) -> Vec<Frame> {
+        let mut out = Vec::new();
+        if let Some(f) = self.files.get_mut(&id) {
+            let n = f.verified.len();
+            f.candidates = sums.iter().copied().filter(|&(i, _)| (i as usize) < n).collect();
+            let mut listed: Vec<_> = f.candidates.iter().map(|(&i, &h)| (i, h)).collect();
+            listed.sort_unstable_by_key(|c| c.0);
+            for part in listed.chunks(super::MAX_HAVE_PER_FRAME) {
+                out.push(Frame::FileSums { id, chunks: part.to_vec() });
+            }
+        }
+        out.push(self.on_opened(id));
+        out
+    }
+
+    /// Delta: the sender found these seeded chunks equal to its source; they
+    /// count as verified with the hashes listed in FILE_SUMS.
+    pub fn on_file_same(&mut self, id: u64, chunks: &[u32]) -> Result<Next, ProtocolError> {
+        let Some(f) = self.files.get_mut(&id) else {
+            return if id < self.next_id { Ok(Next::Wait) } else { Err(ProtocolError::UnknownFile(id)) };
+        };
+        for i in chunks {
+            let h =
+                f.candidates.remove(i).ok_or(ProtocolError::Unexpected("FILE_SAME for a chunk not in FILE_SUMS"))?;
+            let slot = &mut f.verified[*i as usize];
+            if slot.is_none() {
+                f.nverified += 1;
+            }
+            *slot = Some(h);
+        }
+        Ok(self.check_complete(id))
     }
 
     /// The engine created a directory or symlink: the entry is done.

@@ -26,6 +26,10 @@ pub struct ChunkTask<S> {
     pub source: S,
     /// True when this is a retransmission.
     pub retry: bool,
+    /// Delta: the hash of what the receiver's old file holds here. The lane
+    /// hashes the source chunk first and, when it is the same, reports
+    /// [`Sender::on_chunk_same`] instead of sending it.
+    pub expect: Option<[u8; HASH_LEN]>,
 }
 
 /// A file that did not arrive, with the reason.
@@ -56,6 +60,8 @@ pub struct SenderStats {
     pub bytes_resumed: u64,
     /// Files the receiver already had in place (resume): not sent at all.
     pub files_in_place: u64,
+    /// Data bytes the receiver's old files already held (delta): not sent.
+    pub bytes_unchanged: u64,
 }
 
 struct FileTx<S> {
@@ -67,6 +73,7 @@ struct FileTx<S> {
     hashed: usize,
     retries: HashMap<u64, u8>,
     end_sent: bool,
+    candidates: HashMap<u32, [u8; HASH_LEN]>,
 }
 
 /// Sender state machine; `S` is the engine's handle for a source file.
@@ -86,6 +93,7 @@ pub struct Sender<S> {
     stats: SenderStats,
     resume: bool,
     early_done: bool,
+    delta: bool,
 }
 
 /// Keep at most this many failures with their reasons; the rest are only counted.
@@ -112,6 +120,7 @@ impl<S: Clone> Sender<S> {
             stats: SenderStats::default(),
             resume: false,
             early_done: false,
+            delta: false,
         }
     }
 
@@ -119,6 +128,12 @@ impl<S: Clone> Sender<S> {
     /// an announcement with FILE_HAVE, or with FILE_DONE when the file is in place.
     pub fn set_resume(&mut self, on: bool) {
         self.resume = on;
+    }
+
+    /// The session negotiated delta (protocol-spec §5.13): the receiver may
+    /// answer an announcement with FILE_SUMS.
+    pub fn set_delta(&mut self, on: bool) {
+        self.delta = on;
     }
 
     /// The session negotiated early DONE (protocol-spec §4.13): DONE goes out once
@@ -169,6 +184,7 @@ impl<S: Clone> Sender<S> {
                         hashed: 0,
                         retries: HashMap::new(),
                         end_sent: false,
+                        candidates: HashMap::new(),
                     },
                 );
                 return Some(frame);
@@ -238,6 +254,19 @@ impl<S: Clone> Sender<S> {
                 }
                 Ok(())
             }
+            Frame::FileSums { id, ref chunks } => {
+                let f = self.files.get_mut(&id).ok_or(ProtocolError::UnknownFile(id))?;
+                if !self.delta || f.ready || f.meta.kind != EntryKind::File {
+                    return Err(ProtocolError::Unexpected("FILE_SUMS"));
+                }
+                for &(idx, hash) in chunks {
+                    if idx as usize >= f.hashes.len() {
+                        return Err(ProtocolError::BadChunk { id, offset: idx as u64 * self.chunk_size, len: 0 });
+                    }
+                    f.candidates.insert(idx, hash);
+                }
+                Ok(())
+            }
             Frame::FileFailed { id, code, ref message } => {
                 // A FILE_FAILED may cross our own FILE_ABORT: then the file is gone already.
                 if let Some(f) = self.files.remove(&id) {
@@ -257,7 +286,7 @@ impl<S: Clone> Sender<S> {
         while let Some((id, offset)) = self.retries.pop_front() {
             if let Some(f) = self.files.get(&id) {
                 let len = (f.meta.size - offset).min(self.chunk_size) as u32;
-                return Some(ChunkTask { id, offset, len, source: f.source.clone(), retry: true });
+                return Some(ChunkTask { id, offset, len, source: f.source.clone(), retry: true, expect: None });
             }
         }
         while let Some(&id) = self.ready.front() {
@@ -279,7 +308,8 @@ impl<S: Clone> Sender<S> {
             if f.next_offset >= f.meta.size {
                 self.ready.pop_front();
             }
-            return Some(ChunkTask { id, offset, len: len as u32, source: f.source.clone(), retry: false });
+            let expect = f.candidates.remove(&((offset / self.chunk_size) as u32));
+            return Some(ChunkTask { id, offset, len: len as u32, source: f.source.clone(), retry: false, expect });
         }
         None
     }
@@ -307,6 +337,23 @@ impl<S: Clone> Sender<S> {
                 self.abort(id, code::SOURCE_CHANGED, msg);
             }
             Some(_) => {}
+        }
+    }
+
+    /// Delta: a lane found the source chunk equal to what the receiver's old
+    /// file holds (its hash is `hash`): it is not sent, and FILE_SAME tells the
+    /// receiver to keep it.
+    pub fn on_chunk_same(&mut self, id: u64, offset: u64, hash: [u8; HASH_LEN]) {
+        let cs = self.chunk_size;
+        let Some(f) = self.files.get_mut(&id) else { return };
+        let idx = (offset / cs) as usize;
+        let Some(slot) = f.hashes.get_mut(idx) else { return };
+        if slot.is_none() {
+            *slot = Some(hash);
+            f.hashed += 1;
+            self.stats.bytes_unchanged += (f.meta.size - offset).min(cs);
+            self.outbox.push_back(Frame::FileSame { id, chunks: vec![idx as u32] });
+            self.maybe_end(id);
         }
     }
 

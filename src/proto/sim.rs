@@ -295,3 +295,76 @@ fn a_resumed_file_sends_only_the_missing_chunks() {
     assert_eq!(next, Next::Finalize(0), "the whole-file digest matches");
     assert_eq!(tx.stats().bytes_resumed, 4 * 4096 + 100);
 }
+
+#[test]
+fn delta_sends_only_changed_chunks_and_the_digest_covers_the_kept_ones() {
+    let old: Vec<u8> = (0..8 * 4096 + 50).map(|i| (i * 7 % 253) as u8).collect();
+    let mut new = old.clone();
+    new[3 * 4096 + 9] ^= 1; // chunk 3 changed
+    new.extend_from_slice(&[9u8; 5000]); // the short last chunk grows, and one more
+    let mut tx: Sender<()> = Sender::new(4096, 8);
+    tx.set_delta(true);
+    let mut rx = Receiver::new(4096);
+    let meta = FileMeta {
+        id: 0,
+        kind: EntryKind::File,
+        mode: 0o600,
+        mtime_sec: 5,
+        mtime_nsec: 0,
+        size: new.len() as u64,
+        path: b"f".to_vec(),
+        link: vec![],
+    };
+    tx.push(meta, ());
+    tx.close_input();
+    let Some(Frame::File(m)) = tx.poll_frame().map(|f| wire(&f)) else { panic!("FILE first") };
+    rx.on_file(&m).unwrap();
+    // The receiver seeds the chunks that lie within both sizes: 0..=7 (chunk 8 of
+    // the new file is longer than what the old one holds there).
+    let sums: Vec<(u32, [u8; 16])> =
+        (0u32..8).map(|i| (i, chunk_hash(&old[i as usize * 4096..(i as usize + 1) * 4096]))).collect();
+    for f in rx.on_seeded(0, &sums) {
+        tx.on_frame(&wire(&f)).unwrap();
+    }
+    let (mut sent, mut same) = (Vec::new(), Vec::new());
+    let mut next = Next::Wait;
+    while let Some(t) = tx.next_chunk() {
+        let d = &new[t.offset as usize..(t.offset + t.len as u64) as usize];
+        let h = chunk_hash(d);
+        if t.expect == Some(h) {
+            tx.on_chunk_same(t.id, t.offset, h);
+            same.push(t.offset / 4096);
+            continue;
+        }
+        tx.on_chunk_sent(t.id, t.offset, h);
+        let (_, n) = rx.on_chunk_checked(t.id, t.offset, h, true);
+        if n != Next::Wait {
+            next = n;
+        }
+        sent.push(t.offset / 4096);
+    }
+    assert_eq!(sent, vec![3, 8, 9]);
+    assert_eq!(same, vec![0, 1, 2, 4, 5, 6, 7]);
+    // FILE_SAME frames reach the receiver before FILE_END, in order.
+    let mut saw_same = false;
+    while let Some(f) = tx.poll_frame() {
+        match wire(&f) {
+            Frame::FileSame { id, chunks } => {
+                saw_same = true;
+                next = rx.on_file_same(id, &chunks).unwrap();
+            }
+            Frame::FileEnd { id, digest } => {
+                assert!(saw_same);
+                next = rx.on_file_end(id, digest).unwrap();
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(next, Next::Finalize(0), "the whole-file digest matches");
+    assert_eq!(tx.stats().bytes_unchanged, 7 * 4096);
+    // A FILE_SAME for a chunk the receiver never listed is a protocol error.
+    let mut rx2 = Receiver::new(4096);
+    rx2.on_file(&m).unwrap();
+    rx2.on_seeded(0, &sums[..2]);
+    assert!(rx2.on_file_same(0, &[5]).is_err());
+}

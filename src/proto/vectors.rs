@@ -71,6 +71,8 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ("DONE", Frame::Done { files: 1 }),
         ("SESSION_DONE", Frame::SessionDone { files: 1, bytes: 3 }),
         ("FILE_HAVE", Frame::FileHave { id: 7, chunks: vec![(0, [0x99; 16]), (2, [0xaa; 16])] }),
+        ("FILE_SUMS", Frame::FileSums { id: 7, chunks: vec![(0, [0x99; 16]), (3, [0xbb; 16])] }),
+        ("FILE_SAME", Frame::FileSame { id: 7, chunks: vec![0, 3] }),
         ("PULL", Frame::Pull { target: b"local".to_vec(), kind: TargetKind::Dir, is_dir: true, source: None }),
         (
             "PULL_FROM_DAEMON",

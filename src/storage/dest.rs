@@ -226,6 +226,45 @@ pub struct TempFile {
     pub anon: bool,
 }
 
+/// Delta (protocol-spec §5.13): copies into `t` the chunks of the file now under
+/// its final name that lie within both that file and the new size (the grid of
+/// `chunk_size`, each of the new file's length at its index), and returns their
+/// indexes and hashes. Best effort: no old regular file, or an error on the way,
+/// ends the list there (those chunks are simply sent).
+pub fn seed_from_old(t: &TempFile, new_size: u64, chunk_size: u64) -> Vec<(u32, [u8; crate::proto::frame::HASH_LEN])> {
+    use crate::proto::hash::ChunkHasher;
+    use std::os::unix::fs::FileExt;
+    let mut sums = Vec::new();
+    let Ok(fd) = openat(&t.dir, &t.name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0) else { return sums };
+    let old = File::from(fd);
+    let old_size = match old.metadata() {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return sums,
+    };
+    let mut buf = vec![0u8; (1 << 20).min(chunk_size as usize)];
+    let mut off = 0u64;
+    while off < new_size {
+        let len = (new_size - off).min(chunk_size);
+        if off + len > old_size {
+            break;
+        }
+        let mut h = ChunkHasher::new();
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            if old.read_exact_at(&mut buf[..n], off + done).is_err() || t.file.write_at(&buf[..n], off + done).is_err()
+            {
+                return sums;
+            }
+            h.update(&buf[..n]);
+            done += n as u64;
+        }
+        sums.push(((off / chunk_size) as u32, h.finish()));
+        off += len;
+    }
+    sums
+}
+
 /// What [`DestRoot::open_partial`] found at the destination.
 pub enum Opened {
     /// Resume: the final name already holds this file (same size and mtime).

@@ -235,6 +235,66 @@ fn compressed_chunks_arrive_exact_and_smaller_on_the_wire() {
 }
 
 #[test]
+fn delta_sends_only_the_chunks_that_changed() {
+    let base = TempDir::new("delta");
+    let src = base.path().join("src");
+    let root = base.path().join("root");
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&root).unwrap();
+    let (a, b, c) = (src.join("grows.bin"), src.join("shrinks.bin"), src.join("new.bin"));
+    write_random(&a, (12 << 20) + 5, 1);
+    write_random(&b, 9 << 20, 2);
+    let s = Server::start(&root, &["--allow-pull"]);
+    let push = |args: &[&str]| {
+        let mut c = s.push_cmd();
+        c.args(["--delta", "--chunk-size", "1M", "--json"]).args(args);
+        c.env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts");
+        c.arg(&src).arg(s.url("")).output().unwrap()
+    };
+    assert_ok(&s.push([src.as_os_str(), s.url("").as_ref()]));
+    // Three bytes changed in one chunk of the first file, 1 MiB appended; the
+    // second cut to 5 MiB and one byte changed; a new file.
+    let mut f = fs::OpenOptions::new().write(true).open(&a).unwrap();
+    use std::io::Seek;
+    f.seek(std::io::SeekFrom::Start(5_000_000)).unwrap();
+    f.write_all(b"XYZ").unwrap();
+    f.seek(std::io::SeekFrom::End(0)).unwrap();
+    f.write_all(&Gen(3).bytes(1 << 20)).unwrap();
+    drop(f);
+    let mut old = fs::read(&b).unwrap();
+    old.truncate(5 << 20);
+    old[4 << 20] ^= 0xff;
+    fs::write(&b, &old).unwrap();
+    write_random(&c, 3 << 20, 4);
+    for args in [&[][..], &["-z"][..]] {
+        let o = push(args);
+        assert_ok(&o);
+        assert_same_tree(&src, &root.join("src"));
+        let j = parse_json(&o);
+        let (sent, same) = (j["bytes_sent"].as_u64().unwrap(), j["bytes_unchanged"].as_u64().unwrap());
+        if args.is_empty() {
+            // Sent: the changed chunk of each file, the appended MiB and its
+            // partial neighbour, and the new file; everything else stayed.
+            assert!(sent <= (1 << 20) + (2 << 20) + 5 + (1 << 20) + (3 << 20), "sent {sent}");
+            assert_eq!(sent + same, (13 << 20) + 5 + (5 << 20) + (3 << 20));
+        } else {
+            // Nothing changed since: nothing is sent at all.
+            assert_eq!(sent, 0, "{j}");
+        }
+    }
+    // Pulled back with --delta into a copy that differs in one chunk.
+    let out = base.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let mut stale = fs::read(&a).unwrap();
+    stale[100] ^= 1;
+    fs::write(out.join("grows.bin"), &stale).unwrap();
+    let o = s.pull(["--delta", "--chunk-size", "1M", &s.url("src/grows.bin"), out.to_str().unwrap()]);
+    assert_ok(&o);
+    assert_same_file(&a, &out.join("grows.bin"));
+    assert_eq!(list_tree(&out), vec![out.join("grows.bin")]);
+}
+
+#[test]
 fn three_hundred_level_deep_tree() {
     let src = TempDir::new("deep-src");
     let root = TempDir::new("deep-root");
