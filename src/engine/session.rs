@@ -347,6 +347,11 @@ impl Session {
 
     /// Carries out what the receiver decided for a file.
     fn settle(&self, next: Next) -> Result<(), Fatal> {
+        // The control queue is held from the file's last state change until its
+        // answer is queued, and maybe_finish takes it first as well: SESSION_DONE
+        // can never overtake a FILE_DONE or FILE_FAILED (the sender stops reading
+        // at SESSION_DONE). Lock order: control, then state.
+        let mut ctl = self.control.lock().expect("control");
         let reply = match next {
             Next::Wait => return Ok(()),
             Next::Fail(frame) => {
@@ -355,6 +360,7 @@ impl Session {
                     if let Some(OpenFile { temp: Some(t), .. }) = st.open.remove(&id) {
                         dest::discard(&t);
                     }
+                    st.rx.forget(id);
                     record(&mut st.failures, message);
                 }
                 frame
@@ -380,12 +386,18 @@ impl Session {
                 }
             }
         };
-        self.queue_control(&reply).map_err(io_fatal)?;
+        {
+            let (w, scratch) = ctl.as_mut().ok_or_else(taken).map_err(io_fatal)?;
+            write_frame(w, &reply, scratch).map_err(io_fatal)?;
+        }
+        drop(ctl);
         self.maybe_finish()
     }
 
     /// When DONE arrived and every entry settled: directory metadata, then SESSION_DONE.
     fn maybe_finish(&self) -> Result<(), Fatal> {
+        // See settle: the control queue first, so no file's answer is in flight.
+        let mut ctl = self.control.lock().expect("control");
         let mut st = self.state.lock().expect("state");
         if st.done || !st.rx.is_complete() {
             return Ok(());
@@ -408,7 +420,8 @@ impl Session {
         if self.verbose {
             say!("gfast serve: session {} done: {files} entries, {bytes} bytes", self.tag);
         }
-        self.send_control(&Frame::SessionDone { files, bytes }).map_err(io_fatal)
+        let (w, scratch) = ctl.as_mut().ok_or_else(taken).map_err(io_fatal)?;
+        write_frame(w, &Frame::SessionDone { files, bytes }, scratch).and_then(|_| w.flush()).map_err(io_fatal)
     }
 
     /// Resume was negotiated for this session.
@@ -583,7 +596,7 @@ impl Session {
                 let next = {
                     let mut st = self.state.lock().expect("state");
                     let path = st.open.get(&id).map(|o| show(&o.meta.path)).unwrap_or_default();
-                    Next::Fail(st.rx.on_failed(id, code::IO, format!("cannot write {path}: {e}")))
+                    Next::Fail(st.rx.failing(id, code::IO, format!("cannot write {path}: {e}")))
                 };
                 self.settle(next).map_err(|_| WireError::Io(io::Error::other("session failed")))?;
                 AckStatus::Dropped

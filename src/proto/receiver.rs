@@ -175,6 +175,21 @@ impl Receiver {
         Frame::FileDone { id }
     }
 
+    /// The engine could not complete an open file: the answer is FILE_FAILED,
+    /// once it is queued the engine calls [`Receiver::forget`] (until then the
+    /// file keeps the session from completing, so SESSION_DONE cannot pass it).
+    pub fn failing(&mut self, id: u64, code: u16, message: String) -> Frame {
+        if let Some(f) = self.files.get_mut(&id) {
+            f.finalizing = true;
+        }
+        Frame::FileFailed { id, code, message }
+    }
+
+    /// A failed file's FILE_FAILED is queued: it no longer counts as open.
+    pub fn forget(&mut self, id: u64) {
+        self.files.remove(&id);
+    }
+
     /// The engine could not create or complete the entry: the answer is FILE_FAILED.
     pub fn on_failed(&mut self, id: u64, code: u16, message: String) -> Frame {
         self.files.remove(&id);
@@ -275,7 +290,9 @@ impl Receiver {
         }
         let digest = file_digest(f.verified.iter().map(|h| h.as_ref().expect("all verified")));
         if digest != end {
-            self.files.remove(&id);
+            // Still listed until the engine has queued the FILE_FAILED
+            // ([`Receiver::forget`]): the session cannot end before it goes out.
+            f.finalizing = true;
             let message = "whole-file digest does not match the sender's".to_string();
             return Next::Fail(Frame::FileFailed { id, code: code::INTEGRITY, message });
         }

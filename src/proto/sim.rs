@@ -115,7 +115,12 @@ fn run(
                                 stored.insert(p, d);
                                 s2c.push_back(wire(&rx.on_finalized(id)));
                             }
-                            Next::Fail(fr) => s2c.push_back(wire(&fr)),
+                            Next::Fail(fr) => {
+                                if let Frame::FileFailed { id, .. } = fr {
+                                    rx.forget(id);
+                                }
+                                s2c.push_back(wire(&fr));
+                            }
                             Next::Wait => {}
                         },
                         Frame::FileAbort { id, .. } => {
@@ -143,7 +148,12 @@ fn run(
                                 stored.insert(p, d);
                                 s2c.push_back(wire(&rx.on_finalized(id)));
                             }
-                            Next::Fail(fr) => s2c.push_back(wire(&fr)),
+                            Next::Fail(fr) => {
+                                if let Frame::FileFailed { id, .. } = fr {
+                                    rx.forget(id);
+                                }
+                                s2c.push_back(wire(&fr));
+                            }
                             Next::Wait => {}
                         }
                         finished_rx = rx.is_complete();
