@@ -557,9 +557,10 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
             }
             let hashed = cur.as_ref().and_then(|(_, f)| hash_chunk(f, task.offset, task.len as usize, &mut piece));
             if hashed == Some(expect) {
-                sh.stats.bytes_unchanged.fetch_add(task.len as u64, Relaxed);
                 let mut g = sh.lock();
-                g.on_chunk_same(task.id, task.offset, expect);
+                if g.on_chunk_same(task.id, task.offset, expect) {
+                    sh.stats.bytes_unchanged.fetch_add(task.len as u64, Relaxed);
+                }
                 sh.cv.notify_all();
                 continue;
             }

@@ -272,7 +272,13 @@ impl Server {
         cn: [u8; 32],
     ) -> Result<(), WireError> {
         // Only a daemon is pulled from by name; a one-shot end knows what it sends.
-        let caps = offered & CAPS & if self.cfg.oneshot { !CAP_PULL } else { !0 };
+        let mut caps = offered & CAPS & if self.cfg.oneshot { !CAP_PULL } else { !0 };
+        // Delta on a push lets the client learn hashes of whole chunks of the
+        // daemon's files: only a daemon that lets token holders read them anyway
+        // (--allow-pull) takes it. A one-shot end runs as the ssh user.
+        if caps & CAP_PULL == 0 && !self.cfg.oneshot && !self.cfg.allow_pull {
+            caps &= !CAP_DELTA;
+        }
         let mut w = BufWriter::with_capacity(64 << 10, w);
         if self.cfg.oneshot && self.started.load(Ordering::SeqCst) {
             return refuse(&conn, &mut w, code::BUSY, "this one-shot receiver already serves a session");

@@ -268,6 +268,8 @@ impl Session {
     }
 
     fn on_file(&self, meta: FileMeta) -> Result<(), Fatal> {
+        let mut seed = None;
+        let mut return_after_seed = Vec::new();
         let mut guard = self.state.lock().expect("state");
         let st = &mut *guard;
         st.rx.on_file(&meta).map_err(Fatal::Protocol)?;
@@ -295,15 +297,6 @@ impl Session {
                     }
                 };
                 match res {
-                    Ok(Some(Opened::Partial(temp, have, _)))
-                        if have.is_empty() && self.delta.load(Ordering::Relaxed) && meta.size > 0 =>
-                    {
-                        // Delta: what the file under its name holds goes into the new
-                        // one first; the sender sends only the chunks that differ.
-                        let sums = dest::seed_from_old(&temp, meta.size, self.chunk_size);
-                        st.open.insert(id, OpenFile { temp: Some(temp), meta });
-                        st.rx.on_seeded(id, &sums)
-                    }
                     Ok(Some(Opened::Partial(temp, have, changed))) => {
                         let mut out = Vec::new();
                         if changed {
@@ -313,9 +306,19 @@ impl Session {
                             );
                             out.push(Frame::Notice { code: code::SOURCE_CHANGED, message });
                         }
-                        st.open.insert(id, OpenFile { temp: Some(temp), meta });
-                        out.extend(st.rx.on_resumed(id, &have));
-                        out
+                        if have.is_empty() && self.delta.load(Ordering::Relaxed) && meta.size > 0 {
+                            // Delta: what the file under its name holds goes into the
+                            // new one first (below, outside the session's lock: the
+                            // file is not ready, so no lane touches it meanwhile).
+                            seed = Some((id, temp.dir.clone(), temp.name.clone(), temp.file.clone(), meta.size));
+                            st.open.insert(id, OpenFile { temp: Some(temp), meta });
+                            return_after_seed = out;
+                            Vec::new()
+                        } else {
+                            st.open.insert(id, OpenFile { temp: Some(temp), meta });
+                            out.extend(st.rx.on_resumed(id, &have));
+                            out
+                        }
                     }
                     Ok(Some(Opened::InPlace)) => vec![st.rx.on_created(id)],
                     Ok(None) => {
@@ -339,6 +342,12 @@ impl Session {
             }
         };
         drop(guard);
+        let mut replies = replies;
+        if let Some((id, dir, name, file, size)) = seed {
+            let sums = dest::seed_from_old(&dir, &name, &file, size, self.chunk_size);
+            replies = return_after_seed;
+            replies.extend(self.state.lock().expect("state").rx.on_seeded(id, &sums));
+        }
         for r in &replies {
             self.queue_control(r).map_err(io_fatal)?;
         }

@@ -160,9 +160,10 @@ impl Receiver {
             let h =
                 f.candidates.remove(i).ok_or(ProtocolError::Unexpected("FILE_SAME for a chunk not in FILE_SUMS"))?;
             let slot = &mut f.verified[*i as usize];
-            if slot.is_none() {
-                f.nverified += 1;
+            if slot.is_some() {
+                return Err(ProtocolError::Unexpected("FILE_SAME for a chunk that was sent"));
             }
+            f.nverified += 1;
             *slot = Some(h);
         }
         Ok(self.check_complete(id))

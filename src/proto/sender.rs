@@ -343,18 +343,21 @@ impl<S: Clone> Sender<S> {
     /// Delta: a lane found the source chunk equal to what the receiver's old
     /// file holds (its hash is `hash`): it is not sent, and FILE_SAME tells the
     /// receiver to keep it.
-    pub fn on_chunk_same(&mut self, id: u64, offset: u64, hash: [u8; HASH_LEN]) {
+    /// Returns whether it counted (false: the file is gone, say aborted).
+    pub fn on_chunk_same(&mut self, id: u64, offset: u64, hash: [u8; HASH_LEN]) -> bool {
         let cs = self.chunk_size;
-        let Some(f) = self.files.get_mut(&id) else { return };
+        let Some(f) = self.files.get_mut(&id) else { return false };
         let idx = (offset / cs) as usize;
-        let Some(slot) = f.hashes.get_mut(idx) else { return };
-        if slot.is_none() {
-            *slot = Some(hash);
-            f.hashed += 1;
-            self.stats.bytes_unchanged += (f.meta.size - offset).min(cs);
-            self.outbox.push_back(Frame::FileSame { id, chunks: vec![idx as u32] });
-            self.maybe_end(id);
+        let Some(slot) = f.hashes.get_mut(idx) else { return false };
+        if slot.is_some() {
+            return false;
         }
+        *slot = Some(hash);
+        f.hashed += 1;
+        self.stats.bytes_unchanged += (f.meta.size - offset).min(cs);
+        self.outbox.push_back(Frame::FileSame { id, chunks: vec![idx as u32] });
+        self.maybe_end(id);
+        true
     }
 
     /// Handles CHUNK_ACK. A bad hash schedules the chunk again, up to

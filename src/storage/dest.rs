@@ -226,16 +226,25 @@ pub struct TempFile {
     pub anon: bool,
 }
 
-/// Delta (protocol-spec §5.13): copies into `t` the chunks of the file now under
-/// its final name that lie within both that file and the new size (the grid of
-/// `chunk_size`, each of the new file's length at its index), and returns their
-/// indexes and hashes. Best effort: no old regular file, or an error on the way,
+/// Delta (protocol-spec §5.13): copies into `file` the whole chunks of the file
+/// now under `name` in `dir` that lie within both that file and the new size (on the
+/// grid of `chunk_size`), and returns their indexes and hashes. Best effort: no old regular file, or an error on the way,
 /// ends the list there (those chunks are simply sent).
-pub fn seed_from_old(t: &TempFile, new_size: u64, chunk_size: u64) -> Vec<(u32, [u8; crate::proto::frame::HASH_LEN])> {
+pub fn seed_from_old(
+    dir: &OwnedFd,
+    name: &[u8],
+    file: &SharedFile,
+    new_size: u64,
+    chunk_size: u64,
+) -> Vec<(u32, [u8; crate::proto::frame::HASH_LEN])> {
     use crate::proto::hash::ChunkHasher;
     use std::os::unix::fs::FileExt;
     let mut sums = Vec::new();
-    let Ok(fd) = openat(&t.dir, &t.name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0) else { return sums };
+    // Only a regular file is opened (a device node or FIFO never is).
+    if !lstat_at(dir, name).is_ok_and(|st| kind_of(&st) == TargetKind::File) {
+        return sums;
+    }
+    let Ok(fd) = openat(dir, name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0) else { return sums };
     let old = File::from(fd);
     let old_size = match old.metadata() {
         Ok(m) if m.is_file() => m.len(),
@@ -244,16 +253,18 @@ pub fn seed_from_old(t: &TempFile, new_size: u64, chunk_size: u64) -> Vec<(u32, 
     let mut buf = vec![0u8; (1 << 20).min(chunk_size as usize)];
     let mut off = 0u64;
     while off < new_size {
+        // Whole chunks only: a short one would let the sender, who picks the
+        // announced size, learn the hash of an old file's first bytes (and so
+        // the bytes, a few at a time). The last, short chunk is always sent.
         let len = (new_size - off).min(chunk_size);
-        if off + len > old_size {
+        if len < chunk_size || off + len > old_size {
             break;
         }
         let mut h = ChunkHasher::new();
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(buf.len() as u64) as usize;
-            if old.read_exact_at(&mut buf[..n], off + done).is_err() || t.file.write_at(&buf[..n], off + done).is_err()
-            {
+            if old.read_exact_at(&mut buf[..n], off + done).is_err() || file.write_at(&buf[..n], off + done).is_err() {
                 return sums;
             }
             h.update(&buf[..n]);
@@ -397,8 +408,22 @@ fn own_partial(dir: &OwnedFd, part: &[u8], jname: &[u8], ident: &Identity, resum
     if resume {
         match Journal::open(jfile.try_clone()?, ident)? {
             Found::Resumable(j, claims) if file.metadata()?.len() == ident.size => {
+                let unsealed = claims.unsealed.len();
                 let mut have = claims.sealed;
-                have.extend(super::journal::verify(&file, ident, claims.unsealed)?);
+                let verified = super::journal::verify(&file, ident, claims.unsealed)?;
+                let dropped = unsealed - verified.len();
+                have.extend(verified);
+                if dropped == 0 {
+                    return Ok(Some(Owned { file, journal: j, have, changed: false }));
+                }
+                // Claims that did not verify leave the journal: a later seal must
+                // never vouch for them (the chunks may be rewritten, e.g. by delta).
+                drop(j);
+                jfile.set_len(0)?;
+                let mut j = Journal::create(jfile, ident)?;
+                for &(i, h) in &have {
+                    j.add(i, h)?;
+                }
                 return Ok(Some(Owned { file, journal: j, have, changed: false }));
             }
             Found::Other => changed = true,

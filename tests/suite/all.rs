@@ -278,10 +278,21 @@ fn delta_sends_only_the_chunks_that_changed() {
             assert!(sent <= (1 << 20) + (2 << 20) + 5 + (1 << 20) + (3 << 20), "sent {sent}");
             assert_eq!(sent + same, (13 << 20) + 5 + (5 << 20) + (3 << 20));
         } else {
-            // Nothing changed since: nothing is sent at all.
-            assert_eq!(sent, 0, "{j}");
+            // Nothing changed since: only the short last chunk of a file is sent
+            // (delta lists whole chunks only).
+            assert_eq!(sent, 5, "{j}");
         }
     }
+    // A daemon that does not let token holders read does not take delta: the
+    // push says so and sends everything.
+    let s2 = Server::start(&base.path().join("root"), &[]);
+    let mut c = s2.push_cmd();
+    c.args(["--delta", "--json"]).arg(&src).arg(s2.url("")).env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts");
+    let o = c.output().unwrap();
+    assert_ok(&o);
+    assert!(stderr(&o).contains("changed files go whole"), "{}", stderr(&o));
+    assert_eq!(parse_json(&o)["bytes_unchanged"], 0);
+    drop(s2);
     // Pulled back with --delta into a copy that differs in one chunk.
     let out = base.path().join("out");
     fs::create_dir_all(&out).unwrap();
