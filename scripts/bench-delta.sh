@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mib=${1:-512}; rate=${2:-1000}; delay=${3:-10}; changes=${4:-16}
+SERVE_EXTRA=--allow-pull  # a daemon takes --delta on a push only when token holders may read
 source scripts/netem-env.sh
 
 mkdir -p "$work/new" "$work/rs"

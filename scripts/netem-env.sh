@@ -3,7 +3,8 @@
 # link given by $rate (Mbit/s) and $delay (one-way ms), a gfast daemon into
 # $work/dst in the far namespace and an sshd there for scp and rsync; defines
 # timed (a command's rate over $mib MiB) and check (compare, then remove).
-# Expects $mib, $rate, $delay; sets gf, work, A, B, key, sshopt.
+# Expects $mib, $rate, $delay (and optionally $SERVE_EXTRA, more serve flags);
+# sets gf, work, A, B, key, sshopt.
 cargo build --release --quiet
 gf=$PWD/target/release/gfast
 nm=$PWD/target/release/gfast-netem
@@ -20,7 +21,7 @@ for _ in $(seq 1 100); do grep -q ready "$work/netem.out" 2>/dev/null && break; 
 grep -q ready "$work/netem.out" || { echo "gfast-netem did not start" >&2; cat "$work/netem.err" >&2; exit 1; }
 
 mkdir -p "$work/dst" /run/sshd
-ip netns exec $B "$gf" serve --root "$work/dst" --listen 10.99.0.2:7447 --key-file "$work/k" > "$work/serve.out" 2> "$work/serve.err" &
+ip netns exec $B "$gf" serve --root "$work/dst" --listen 10.99.0.2:7447 --key-file "$work/k" ${SERVE_EXTRA:-} > "$work/serve.out" 2> "$work/serve.err" &
 pids+=($!)
 key=""
 for _ in $(seq 1 100); do key=$(sed -n 's/.*, key \(sha256:[0-9a-f]*\).*/\1/p' "$work/serve.out"); [ -n "$key" ] && break; sleep 0.1; done
