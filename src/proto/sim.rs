@@ -256,11 +256,9 @@ fn a_file_that_never_verifies_fails_loudly_and_is_never_stored() {
     assert_eq!(out.stored.len(), files.len() - 1);
 }
 
-#[test]
-fn a_resumed_file_sends_only_the_missing_chunks() {
-    let data: Vec<u8> = (0..10 * 4096 + 100).map(|i| (i * 31 % 251) as u8).collect();
-    let mut tx: Sender<()> = Sender::new(4096, 8);
-    tx.set_resume(true);
+/// Announces one file of `size` bytes (id 0, chunks of 4096) from `tx` to a new
+/// receiver; returns the receiver and the announcement.
+fn announce_one(tx: &mut Sender<()>, size: u64) -> (Receiver, FileMeta) {
     let mut rx = Receiver::new(4096);
     let meta = FileMeta {
         id: 0,
@@ -268,7 +266,7 @@ fn a_resumed_file_sends_only_the_missing_chunks() {
         mode: 0o600,
         mtime_sec: 5,
         mtime_nsec: 0,
-        size: data.len() as u64,
+        size,
         path: b"f".to_vec(),
         link: vec![],
     };
@@ -276,6 +274,15 @@ fn a_resumed_file_sends_only_the_missing_chunks() {
     tx.close_input();
     let Some(Frame::File(m)) = tx.poll_frame().map(|f| wire(&f)) else { panic!("FILE first") };
     rx.on_file(&m).unwrap();
+    (rx, m)
+}
+
+#[test]
+fn a_resumed_file_sends_only_the_missing_chunks() {
+    let data: Vec<u8> = (0..10 * 4096 + 100).map(|i| (i * 31 % 251) as u8).collect();
+    let mut tx: Sender<()> = Sender::new(4096, 8);
+    tx.set_resume(true);
+    let (mut rx, _) = announce_one(&mut tx, data.len() as u64);
     // The receiver's journal holds chunks 0, 1, 2, 5 and 10 (the short last one).
     let have: Vec<(u32, [u8; 16])> = [0u32, 1, 2, 5, 10]
         .iter()
@@ -314,21 +321,7 @@ fn delta_sends_only_changed_chunks_and_the_digest_covers_the_kept_ones() {
     new.extend_from_slice(&[9u8; 5000]); // the short last chunk grows, and one more
     let mut tx: Sender<()> = Sender::new(4096, 8);
     tx.set_delta(true);
-    let mut rx = Receiver::new(4096);
-    let meta = FileMeta {
-        id: 0,
-        kind: EntryKind::File,
-        mode: 0o600,
-        mtime_sec: 5,
-        mtime_nsec: 0,
-        size: new.len() as u64,
-        path: b"f".to_vec(),
-        link: vec![],
-    };
-    tx.push(meta, ());
-    tx.close_input();
-    let Some(Frame::File(m)) = tx.poll_frame().map(|f| wire(&f)) else { panic!("FILE first") };
-    rx.on_file(&m).unwrap();
+    let (mut rx, m) = announce_one(&mut tx, new.len() as u64);
     // The receiver seeds the chunks that lie within both sizes: 0..=7 (chunk 8 of
     // the new file is longer than what the old one holds there).
     let sums: Vec<(u32, [u8; 16])> =
