@@ -228,6 +228,12 @@ fn compressed_chunks_arrive_exact_and_smaller_on_the_wire() {
     assert_eq!(parse_json(&o)["bytes_compressed"].as_u64().unwrap(), wire, "the puller counts what arrived");
     assert_same_tree(&top, &out.join("data"));
 
+    // A compressed chunk is held whole by the sender: big chunks are refused first.
+    let o = s.push(["-z".as_ref(), "--chunk-size".as_ref(), "32M".as_ref(), top.as_os_str(), s.url("d/").as_ref()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--chunk-size 16M or less"), "{}", stderr(&o));
+    assert!(!root.join("d").exists());
+
     // Without -z nothing is compressed.
     let o = s.push(["--json".as_ref(), top.as_os_str(), s.url("c/").as_ref()]);
     assert_ok(&o);
