@@ -507,6 +507,15 @@ pub fn finalize(t: &TempFile, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io:
         remove_temp(&t.dir, j);
     }
     if t.anon {
+        // A new name: the complete file is linked there directly, so a receiver
+        // killed here leaves nothing behind. Replacing a file goes through a
+        // temporary name and a rename, which is atomic for readers but can
+        // leave that name if the process dies in between.
+        match link_anonymous(&t.file, &t.dir, &t.name) {
+            Ok(()) => return sync_dir(&t.dir, durable),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
         link_anonymous(&t.file, &t.dir, &t.temp)?;
     }
     rename_into_place(&t.dir, &t.temp, &t.name).inspect_err(|_| {
@@ -514,8 +523,13 @@ pub fn finalize(t: &TempFile, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io:
             remove_temp(&t.dir, &t.temp);
         }
     })?;
+    sync_dir(&t.dir, durable)
+}
+
+/// With `durable`, makes the directory's entries durable (fsync).
+fn sync_dir(dir: &OwnedFd, durable: bool) -> io::Result<()> {
     // SAFETY: valid directory descriptor.
-    if durable && unsafe { libc::fsync(t.dir.as_raw_fd()) } < 0 {
+    if durable && unsafe { libc::fsync(dir.as_raw_fd()) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
