@@ -205,7 +205,9 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     let compress = caps & CAP_COMPRESS != 0;
     let delta = caps & CAP_DELTA != 0;
     if cfg.delta && !delta {
-        (cfg.notice)("the server cannot compare chunks (an older gfast): changed files go whole");
+        (cfg.notice)(
+            "the server does not compare chunks (an older gfast, or a daemon without --allow-pull): changed files go whole",
+        );
     }
     if cfg.compress && !compress {
         (cfg.notice)("the server cannot take compressed chunks (an older gfast): data goes as it is");

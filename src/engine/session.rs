@@ -269,7 +269,6 @@ impl Session {
 
     fn on_file(&self, meta: FileMeta) -> Result<(), Fatal> {
         let mut seed = None;
-        let mut return_after_seed = Vec::new();
         let mut guard = self.state.lock().expect("state");
         let st = &mut *guard;
         st.rx.on_file(&meta).map_err(Fatal::Protocol)?;
@@ -312,8 +311,7 @@ impl Session {
                             // file is not ready, so no lane touches it meanwhile).
                             seed = Some((id, temp.dir.clone(), temp.name.clone(), temp.file.clone(), meta.size));
                             st.open.insert(id, OpenFile { temp: Some(temp), meta });
-                            return_after_seed = out;
-                            Vec::new()
+                            out
                         } else {
                             st.open.insert(id, OpenFile { temp: Some(temp), meta });
                             out.extend(st.rx.on_resumed(id, &have));
@@ -345,7 +343,6 @@ impl Session {
         let mut replies = replies;
         if let Some((id, dir, name, file, size)) = seed {
             let sums = dest::seed_from_old(&dir, &name, &file, size, self.chunk_size);
-            replies = return_after_seed;
             replies.extend(self.state.lock().expect("state").rx.on_seeded(id, &sums));
         }
         for r in &replies {
