@@ -2,6 +2,7 @@
 //! `--transport quic` (util::quic() is true in this binary; tests that only make
 //! sense over TCP say so and skip).
 
+mod hostile;
 mod netem;
 mod resume;
 mod security;

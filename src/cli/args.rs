@@ -66,13 +66,21 @@ pub(crate) struct ServeArgs {
     /// Explicit socket buffer size (e.g. 4M); default: the kernel's autotuning.
     #[arg(long, value_name = "SIZE", value_parser = super::size::parse_size)]
     pub(crate) buffer: Option<u64>,
-    /// Seconds a silent client is tolerated (TCP user timeout, QUIC idle timeout:
-    /// over QUIC a client that vanished is only noticed after this).
+    /// Seconds a silent client is tolerated: a session in which nothing moved
+    /// for this long is ended (also the TCP user timeout and QUIC idle timeout).
     #[arg(long, value_name = "SECS", default_value_t = 60, env = "GFAST_TIMEOUT")]
     pub(crate) timeout: u64,
     /// Most data streams one session may open.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub(crate) max_streams: u16,
+    /// Most sessions served at once; a client past it is told the server is busy.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) max_sessions: u32,
+    /// Partial files (kept for a resume) that were not written for this long are
+    /// removed: at start (under --root) and while running. 0 keeps them forever.
+    /// E.g. 3600, 90m, 12h, 7d.
+    #[arg(long, value_name = "TIME", default_value = "7d", value_parser = super::size::parse_duration)]
+    pub(crate) partial_ttl: std::time::Duration,
     /// Print a line per session.
     #[arg(short, long)]
     pub(crate) verbose: bool,

@@ -52,7 +52,7 @@ pub(crate) fn run(dir: &Path, size: u64) -> Result<(), Error> {
     rows.push(("xxh3-128 hashing (one core)", gbps(size, t.elapsed())));
 
     // Disk write (until synced), then read back after dropping the file's cached pages.
-    let path = dir.join(format!(".gfast-bench-{}", std::process::id()));
+    let path = dir.join(format!("gfast-bench-{}.tmp", std::process::id()));
     let t = Instant::now();
     let mut f = File::create(&path).map_err(io("cannot create the benchmark file (is --dir writable?)"))?;
     for _ in 0..size / BLOCK as u64 {
@@ -75,7 +75,7 @@ pub(crate) fn run(dir: &Path, size: u64) -> Result<(), Error> {
     rows.push(("loopback TLS 1.3, 4 connections", loopback(size, Some(&id))?));
 
     // gfast end to end: a daemon in this process writing into `dir`.
-    let root = dir.join(format!(".gfast-bench-root-{}", std::process::id()));
+    let root = dir.join(format!("gfast-bench-root-{}.tmp", std::process::id()));
     std::fs::create_dir_all(&root).map_err(io("creating the benchmark root"))?;
     let e2e = end_to_end(&path, &root, &id, size);
     let _ = std::fs::remove_dir_all(&root);
@@ -200,6 +200,8 @@ fn end_to_end(src: &Path, root: &Path, id: &Identity, size: u64) -> Result<f64, 
         allow_plain: false,
         oneshot: false,
         send: None,
+        max_sessions: 4,
+        partial_ttl: None,
     };
     let server = Server::new(cfg);
     std::thread::spawn(move || server.run(listener));

@@ -112,6 +112,17 @@ fn read_token(path: &Path) -> Result<Vec<u8>, Error> {
     if t.is_empty() {
         return Err(Error::Usage(format!("token file '{}' is empty", path.display())));
     }
+    // Like ssh with a private key, but a warning: the token still works.
+    if let Ok(md) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = md.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            eprintln!(
+                "gfast: warning: token file '{}' can be read by other users (mode {mode:04o}): chmod 600 it",
+                path.display()
+            );
+        }
+    }
     Ok(t)
 }
 
@@ -201,6 +212,14 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
         key_file.display()
     );
     let tls = id.server_config().map_err(|e| Error::Io("TLS setup".into(), e))?;
+    let jkey = key_file.with_file_name("journal.key");
+    if let Err(e) = crate::storage::journal::use_key_file(&jkey) {
+        eprintln!(
+            "gfast serve: warning: cannot load or create the journal key '{}': {e}; \
+             partial files left by earlier runs will be received again from the start",
+            jkey.display()
+        );
+    }
     let cfg = ServeConfig {
         tls,
         allow_plain: a.allow_no_encrypt,
@@ -219,6 +238,8 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
         },
         max_lanes: a.max_streams.max(1),
         verbose: a.verbose,
+        max_sessions: a.max_sessions as usize,
+        partial_ttl: (!a.partial_ttl.is_zero()).then_some(a.partial_ttl),
     };
     let discard = cfg.discard;
     let server = Server::new(cfg);
@@ -242,7 +263,17 @@ fn start_quic(server: &Arc<Server>, local: std::net::SocketAddr, who: &str) {
 }
 
 /// `gfast serve --oneshot`: one session for a client that started us over ssh.
+/// The key that authenticates resume journals of a receiving client or
+/// one-shot end (the daemon keeps its own beside its --key-file). Without one,
+/// partial files of earlier runs are received again from the start.
+fn use_journal_key() {
+    if let Some(d) = config_dir() {
+        let _ = crate::storage::journal::use_key_file(&d.join("journal.key"));
+    }
+}
+
 fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
+    use_journal_key();
     let refuse = |m: String| {
         println!("{} {m}", oneshot::REFUSAL_TAG);
         let _ = std::io::stdout().flush();
@@ -287,6 +318,8 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
         read_only: false,
         oneshot: true,
         send,
+        max_sessions: 1,
+        partial_ttl: None,
     };
     let server = Server::new(cfg);
     start_quic(&server, (ip, port).into(), "gfast serve --oneshot");
@@ -591,6 +624,7 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16], announce: &dyn F
 }
 
 fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16], announce: &dyn Fn()) -> Result<(), Error> {
+    use_journal_key();
     set_io(a.io);
     crate::storage::dest::set_durable(a.fsync);
     use std::os::unix::ffi::OsStrExt;

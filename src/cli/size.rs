@@ -57,9 +57,32 @@ pub fn human(n: u64) -> String {
     }
 }
 
+/// Parses a duration: seconds, or a number with s, m, h or d.
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, mult) = match t.as_bytes().last() {
+        Some(b's') => (&t[..t.len() - 1], 1),
+        Some(b'm') => (&t[..t.len() - 1], 60),
+        Some(b'h') => (&t[..t.len() - 1], 3600),
+        Some(b'd') => (&t[..t.len() - 1], 86_400),
+        _ => (t, 1),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| format!("'{s}' is not a duration: use e.g. 3600, 90m, 12h or 7d"))?;
+    n.checked_mul(mult).map(std::time::Duration::from_secs).ok_or_else(|| format!("'{s}' is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3600"), Ok(std::time::Duration::from_secs(3600)));
+        assert_eq!(parse_duration("90m"), Ok(std::time::Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(std::time::Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("7w").is_err());
+        assert!(parse_duration("").is_err());
+    }
 
     #[test]
     fn sizes() {

@@ -21,6 +21,9 @@ pub fn parse_remote(arg: &std::ffi::OsStr) -> Result<Remote, String> {
     let b = arg.as_bytes();
     let Some(rest) = b.strip_prefix(b"gfast://") else {
         let s = String::from_utf8_lossy(b);
+        if b.starts_with(b"gfast:/") {
+            return Err(format!("'{s}' is not a gfast URL: write two slashes, gfast://HOST[:PORT]/PATH"));
+        }
         return Err(format!(
             "'{s}': the last argument must be the destination: gfast://HOST[:PORT]/PATH or [USER@]HOST:PATH"
         ));

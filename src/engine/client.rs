@@ -7,9 +7,11 @@ use super::send::{run_sender, wire_err, Target, Wired};
 use super::server::random;
 use super::stats::Stats;
 use crate::proto::auth::SessionKeys;
+use crate::proto::error::code;
 use crate::proto::frame::{Frame, Limits};
 use crate::proto::{CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
 use crate::transport::conn::{Conn, ConnReader, ConnWriter};
+use crate::transport::framed::WireError;
 use crate::transport::framed::{read_frame, write_frame};
 use crate::transport::quic;
 use crate::transport::tcp::{self, Tuning};
@@ -144,7 +146,9 @@ pub(crate) struct Dialed {
 /// Connects the control connection, runs the handshake (protocol-spec §5.1, §5.2),
 /// sends `first` right after WELCOME if given (PULL), and opens the lanes.
 pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Result<Dialed, Error> {
-    let timeout = Duration::from_secs(10);
+    // Every wait of the handshake (connect, TLS, CHALLENGE, WELCOME, JOINED)
+    // is bounded by --timeout.
+    let timeout = cfg.tuning.timeout;
     let (pin, tofu) = match (cfg.encrypt, cfg.fingerprint, &cfg.known_hosts) {
         (false, ..) => (None, false),
         (true, Some(f), _) => (Some(f), false),
@@ -164,12 +168,14 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     let mut w = BufWriter::with_capacity(64 << 10, w);
     let mut scratch = Vec::new();
     let mut buf = Vec::new();
-    let limits = Limits::default();
+    // The server has not proved the token yet: its frames are handshake frames,
+    // as small as the daemon takes them (protocol-spec §3.3).
+    let limits = Limits::handshake();
     let mut send = |w: &mut BufWriter<ConnWriter>, f: &Frame| -> Result<(), Error> {
         write_frame(w, f, &mut scratch).and_then(|_| w.flush()).map_err(|e| Error::PeerVanished(e.to_string()))
     };
     let mut recv = |r: &mut BufReader<ConnReader>| -> Result<Frame, Error> {
-        match read_frame(r, &limits, &mut buf).map_err(wire_err)? {
+        match read_frame(r, &limits, &mut buf).map_err(|e| handshake_err(cfg, e))? {
             Frame::Error { code, message } => Err(Error::Remote(code, message)),
             f => Ok(f),
         }
@@ -177,7 +183,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
 
     // Handshake (protocol-spec §5.1, §5.2).
     let cn = random::<32>();
-    ctl.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    ctl.set_read_timeout(Some(timeout)).ok();
     let from_daemon = matches!(first, Some(Frame::Pull { source: Some(_), .. }));
     let offer = CAP_EARLY_DONE
         | if cfg.resume { CAP_RESUME } else { 0 }
@@ -317,9 +323,9 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
                     if !await_joined {
                         return Ok((c, r, w));
                     }
-                    c.set_read_timeout(Some(Duration::from_secs(30))).ok();
+                    c.set_read_timeout(Some(timeout)).ok();
                     let mut b = Vec::new();
-                    match read_frame(&mut r, &Limits::default(), &mut b).map_err(wire_err)? {
+                    match read_frame(&mut r, &Limits::handshake(), &mut b).map_err(wire_err)? {
                         Frame::Joined { lane: l } if l == lane => {}
                         Frame::Error { code, message } => return Err(Error::Remote(code, message)),
                         _ => return Err(Error::Protocol("expected JOINED".into())),
@@ -371,9 +377,11 @@ fn open_conn(
         return Ok((Conn::plain(tcp), None, None));
     }
     let (tls_cfg, verifier) = tls::client_config(pin).map_err(|e| Error::Io("TLS setup".into(), e))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    tcp.set_read_timeout(Some(timeout)).ok();
     let conn = Conn::tls_client(tcp, tls_cfg).map_err(|e| match (pin, verifier.seen()) {
         (Some(want), Some(got)) if want != got => key_changed(cfg, want, got),
+        _ if e.kind() == std::io::ErrorKind::ConnectionRefused => Error::Remote(code::BUSY, e.to_string()),
+        _ if is_timeout(&e) => Error::NoAnswer(cfg.server.clone(), cfg.tuning.timeout.as_secs()),
         _ if e.kind() == std::io::ErrorKind::InvalidData || e.to_string().contains("alert") => {
             Error::Protocol(format!(
             "TLS handshake with {} failed: {e} (is it a gfast server, and does it allow your --no-encrypt setting?)",
@@ -386,7 +394,30 @@ fn open_conn(
     Ok((conn, verifier.seen(), None))
 }
 
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+}
+
+/// A frame of the handshake could not be read: a silent server is reported
+/// as such, and a plaintext peer that is no gfast server as that.
+fn handshake_err(cfg: &PushConfig, e: WireError) -> Error {
+    match e {
+        WireError::Io(e) if is_timeout(&e) => Error::NoAnswer(cfg.server.clone(), cfg.tuning.timeout.as_secs()),
+        WireError::Decode(d) if !cfg.encrypt => {
+            Error::Protocol(format!("{} is not a gfast server, or not one that speaks this protocol ({d})", cfg.server))
+        }
+        e => wire_err(e),
+    }
+}
+
 fn key_changed(cfg: &PushConfig, want: Fingerprint, got: Fingerprint) -> Error {
+    if cfg.fingerprint.is_some() {
+        return Error::Auth(format!(
+            "the server {} presented key {got}, not the {want} that --fingerprint asks for: check the fingerprint \
+             (`gfast serve` prints its key) and that this is the right server",
+            cfg.server
+        ));
+    }
     Error::Auth(format!(
         "the server's key changed: expected {want}, got {got}. If you trust the new key, pass --fingerprint {got} \
          or remove the line for {} from {}",

@@ -23,6 +23,8 @@ pub enum Error {
     Protocol(String),
     /// The connection broke in the middle of the session.
     PeerVanished(String),
+    /// The server did not answer the handshake within --timeout.
+    NoAnswer(String, u64),
     /// A local I/O failure.
     Io(String, io::Error),
     /// The session ended but some files did not arrive.
@@ -41,7 +43,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::Source(..) => 2,
-            Error::Connect(..) => 3,
+            Error::Connect(..) | Error::NoAnswer(..) => 3,
+            Error::Remote(c, _) if *c == code::BUSY => 3,
             Error::Auth(_) => 4,
             Error::Remote(c, _) if *c == code::AUTH_FAILED => 4,
             Error::Remote(c, _) if *c == code::PATH_REFUSED || *c == code::NOT_FOUND => 2,
@@ -67,9 +70,14 @@ impl fmt::Display for Error {
             Error::Remote(c, m) if *c == code::NO_SPACE => {
                 write!(f, "destination is full: {m} (free space on the server, then run the push again)")
             }
+            Error::Remote(c, m) if *c == code::BUSY => write!(f, "{m}"),
             Error::Remote(_, m) => write!(f, "server: {m}"),
             Error::Protocol(m) => write!(f, "protocol error: {m}"),
             Error::PeerVanished(m) => write!(f, "connection to the server lost mid-transfer: {m}"),
+            Error::NoAnswer(t, secs) => write!(
+                f,
+                "{t} did not answer the handshake within {secs} s (is it a gfast server? on a slow link raise --timeout)"
+            ),
             Error::Io(w, e) => write!(f, "{w}: {e}"),
             Error::Incomplete { failed, total, first } => {
                 write!(f, "{failed} of {total} entries did not arrive (first: {first}); fix the cause and push again")

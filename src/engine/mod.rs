@@ -12,6 +12,7 @@ macro_rules! say {
 
 pub mod client;
 pub mod error;
+mod guard;
 pub mod oneshot;
 pub mod send;
 pub mod server;

@@ -65,8 +65,6 @@ pub enum Target {
 
 /// How many walked entries may wait for announcement; bounds memory for huge trees.
 const QUEUE_MAX: usize = 4096;
-/// How many files may be announced and not yet confirmed.
-const FILE_WINDOW: usize = 1024;
 /// Failures listed one per line at the end of a push; the rest are counted.
 const MAX_FAILURES_SHOWN: usize = 20;
 /// Size of the piece a lane reads from the source and writes to the socket at once.
@@ -253,7 +251,7 @@ pub fn run_sender(
             return Err(e);
         }
     };
-    let mut sender = Sender::new(chunk_size as u64, FILE_WINDOW);
+    let mut sender = Sender::new(chunk_size as u64, crate::proto::FILE_WINDOW);
     sender.set_resume(resume);
     sender.set_early_done(early_done);
     sender.set_delta(delta);
@@ -356,7 +354,8 @@ pub fn run_sender(
 }
 
 fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>) {
-    for item in Walker::new(roots) {
+    let walker = if sh.served.is_some() { Walker::serving(roots) } else { Walker::new(roots) };
+    for item in walker {
         if sh.stopped() {
             return;
         }
@@ -386,6 +385,28 @@ fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>) {
     sh.cv.notify_all();
 }
 
+/// Why the source of file `id` no longer matches its announcement (size or
+/// mtime differ: it was written to, appended to or replaced while it was read),
+/// if it does not. Like tar's "file changed as we read it", such a file is not
+/// placed as verified: its transfer fails, and the job exits non-zero.
+fn source_changed(g: &Sender<Arc<PathBuf>>, id: u64) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let (meta, src) = g.open_file(id)?;
+    let now = match std::fs::metadata(src.as_path()) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("source cannot be checked after it was sent: {e}")),
+    };
+    let same =
+        now.len() == meta.size && now.mtime() == meta.mtime_sec && now.mtime_nsec() == i64::from(meta.mtime_nsec);
+    (!same).then(|| {
+        format!(
+            "source file changed while it was being sent ({} -> {} bytes, modified again): not placed; send it again",
+            meta.size,
+            now.len()
+        )
+    })
+}
+
 fn control_writer(sh: &Shared, mut w: BufWriter<ConnWriter>) {
     let mut scratch = Vec::new();
     let mut batch = Vec::new();
@@ -395,6 +416,17 @@ fn control_writer(sh: &Shared, mut w: BufWriter<ConnWriter>) {
             loop {
                 while batch.len() < 256 {
                     match g.poll_frame() {
+                        // Every chunk was read: the file counts as sent only if
+                        // the source still looks as it did when it was announced.
+                        Some(Frame::FileEnd { id, digest }) => match source_changed(&g, id) {
+                            None => batch.push(Frame::FileEnd { id, digest }),
+                            Some(m) => {
+                                if let Some((_, src)) = g.open_file(id) {
+                                    say!("gfast: {}: {m}", src.display());
+                                }
+                                g.on_source_error(id, code::SOURCE_CHANGED, m);
+                            }
+                        },
                         Some(f) => batch.push(f),
                         None => break,
                     }
@@ -828,7 +860,7 @@ impl Squeeze {
 
 fn ack_reader(sh: &Shared, lane: usize, mut r: BufReader<ConnReader>, inflight: &Inflight, joined: bool) {
     let mut buf = Vec::new();
-    let limits = Limits { max_control: 1 << 16, max_chunk: 0 };
+    let limits = Limits { max_control: 1 << 16, max_chunk: 0, handshake: false };
     // A client's lanes send behind JOIN without waiting: JOINED comes first here.
     let mut joined = joined;
     loop {

@@ -1,6 +1,7 @@
 //! `gfast serve`: accepts connections, runs the handshake on control connections and
 //! attaches data lanes to their sessions. A session's failure never ends the daemon.
 
+use super::guard::{Full, Gate, Pass, Throttle, HANDSHAKE_DEADLINE};
 use super::send::{run_sender, Target, Wired};
 use super::session::{self, Mode, Session};
 use super::stats::Stats;
@@ -10,8 +11,8 @@ use crate::proto::frame::TargetKind;
 use crate::proto::frame::{Frame, Limits, MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE};
 use crate::proto::path::{components, show};
 use crate::proto::{CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
-use crate::storage::dest::{DestError, DestRoot, SourceRoot};
-use crate::transport::conn::{Conn, ConnReader, ConnWriter, TLS_HANDSHAKE_BYTE};
+use crate::storage::dest::{DestError, DestRoot, Kept, SourceRoot};
+use crate::transport::conn::{Closer, Conn, ConnReader, ConnWriter, TLS_HANDSHAKE_BYTE};
 use crate::transport::framed::{read_frame, write_frame, WireError};
 use crate::transport::quic;
 use crate::transport::tcp::{self, Tuning};
@@ -20,7 +21,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,13 +52,28 @@ pub struct ServeConfig {
     pub oneshot: bool,
     /// Send this file or tree instead of receiving (the one-shot end of a pull).
     pub send: Option<std::path::PathBuf>,
+    /// Most sessions at once (`--max-sessions`); more are told the server is busy.
+    pub max_sessions: usize,
+    /// Partial files nobody resumed for this long are removed (`--partial-ttl`).
+    pub partial_ttl: Option<Duration>,
 }
 
 /// The running daemon: configuration and live sessions.
 pub struct Server {
     pub(crate) cfg: ServeConfig,
     pub(crate) sessions: Mutex<HashMap<[u8; 16], Arc<Session>>>,
-    pending: AtomicUsize,
+    /// Connections still in their handshake.
+    gate: Arc<Gate>,
+    /// Failed authentications by address.
+    throttle: Throttle,
+    /// Partial files that sessions left for a resume, to expire.
+    kept: Mutex<Vec<Kept>>,
+    /// Permission bits kept of what is pushed: no setuid, setgid or sticky
+    /// bit, and the daemon's umask applied.
+    mode_mask: u32,
+    /// A descriptor given up when accept finds none left, to turn the
+    /// connection away with a word instead of leaving it unanswered.
+    spare_fd: Mutex<Option<std::fs::File>>,
     /// One-shot mode: a session has started; and how it ended, once it has.
     started: AtomicBool,
     ended: Mutex<Option<bool>>,
@@ -72,23 +88,44 @@ pub struct Server {
 const RECENT_FOR: Duration = Duration::from_secs(60);
 const RECENT_MAX: usize = 1024;
 
-/// Connections still in their first frame are limited, so a flood of idle sockets
-/// cannot exhaust threads.
-const MAX_PENDING: usize = 512;
-/// How long a new connection may take to send its first frame.
-const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a pull's lanes may take to join.
+const LANES_TIMEOUT: Duration = Duration::from_secs(15);
+/// A new session is refused while more than this share of the descriptor limit
+/// is in use, so the daemon can always accept and answer.
+const FD_SHARE_IN_USE: f64 = 0.75;
 
 impl Server {
     /// A daemon with this configuration.
     pub fn new(cfg: ServeConfig) -> Arc<Self> {
-        Arc::new(Server {
+        // SAFETY: umask only sets and returns the process's file mode mask.
+        let umask = unsafe {
+            let m = libc::umask(0o022);
+            libc::umask(m);
+            m
+        } as u32;
+        let mode_mask = if cfg.oneshot { 0o7777 } else { 0o777 & !umask };
+        let me = Arc::new(Server {
             cfg,
             sessions: Mutex::new(HashMap::new()),
-            pending: AtomicUsize::new(0),
+            gate: Arc::new(Gate::default()),
+            throttle: Throttle::default(),
+            kept: Mutex::new(Vec::new()),
+            mode_mask,
+            spare_fd: Mutex::new(std::fs::File::open("/dev/null").ok()),
             started: AtomicBool::new(false),
             ended: Mutex::new(None),
             recent: Mutex::new(VecDeque::new()),
-        })
+        });
+        let weak = Arc::downgrade(&me);
+        std::thread::spawn(move || watch(weak));
+        if let (Some(ttl), false, false) = (me.cfg.partial_ttl, me.cfg.discard, me.cfg.oneshot) {
+            let root = me.cfg.root.clone();
+            std::thread::spawn(move || match crate::storage::dest::sweep_partials(&root, ttl) {
+                Ok(0) | Err(_) => {}
+                Ok(n) => say!("gfast serve: removed {n} partial files nobody resumed for {} s", ttl.as_secs()),
+            });
+        }
+        me
     }
 
     /// Binds `addr`.
@@ -138,6 +175,10 @@ impl Server {
                     continue;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                    self.shed_one(&listener);
+                    continue;
+                }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     say!("gfast serve: accept failed: {e}");
@@ -145,14 +186,18 @@ impl Server {
                     continue;
                 }
             };
-            if self.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
-                self.pending.fetch_sub(1, Ordering::SeqCst);
-                continue;
-            }
             let _ = stream.set_nonblocking(false);
+            let Ok(clone) = stream.try_clone() else { continue };
+            let pass = match self.gate.admit(peer.ip(), Closer::Tcp(clone)) {
+                Ok(p) => p,
+                Err(full) => {
+                    turn_away(&stream, full);
+                    continue;
+                }
+            };
             let me = self.clone();
             std::thread::spawn(move || {
-                if let Err(e) = me.handle(stream) {
+                if let Err(e) = me.handle(stream, peer, pass) {
                     if me.cfg.verbose || !matches!(e, WireError::Closed) {
                         say!("gfast serve: session from {peer} ended: {e}");
                     }
@@ -161,9 +206,25 @@ impl Server {
         }
     }
 
-    fn handle(self: &Arc<Self>, stream: TcpStream) -> Result<(), WireError> {
+    /// Out of descriptors: lets one go, accepts a waiting connection with it,
+    /// tells it the server is busy and closes it, then takes the descriptor back.
+    fn shed_one(&self, listener: &TcpListener) {
+        let mut spare = self.spare_fd.lock().expect("spare fd");
+        *spare = None;
+        if let Ok((s, peer)) = listener.accept() {
+            let mut w = &s;
+            let m = "server busy: it has no file descriptors left; try again later";
+            let _ = write_frame(&mut w, &Frame::Error { code: code::BUSY, message: m.into() }, &mut Vec::new());
+            say!("gfast serve: out of file descriptors: turned {peer} away");
+        }
+        *spare = std::fs::File::open("/dev/null").ok();
+        drop(spare);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    fn handle(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, pass: Pass) -> Result<(), WireError> {
         let conn = (|| {
-            stream.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
+            stream.set_read_timeout(Some(HANDSHAKE_DEADLINE))?;
             tcp::tune(&stream, &self.cfg.tuning)?;
             let mut b = [0u8; 1];
             if stream.peek(&mut b)? == 0 {
@@ -175,13 +236,7 @@ impl Server {
                 Conn::plain(stream.try_clone()?)
             })
         })();
-        match conn {
-            Ok(c) => self.handle_conn(c),
-            Err(e) => {
-                self.pending.fetch_sub(1, Ordering::SeqCst);
-                Err(e)
-            }
-        }
+        self.handle_conn(conn?, peer, pass)
     }
 
     /// Listens for QUIC on UDP `addr` (the TCP port's number) and serves every
@@ -203,13 +258,22 @@ impl Server {
                     quic::govern_send_window(&conn);
                     let peer = conn.remote_address();
                     while let Ok((s, r)) = conn.accept_bi().await {
-                        if me.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
-                            me.pending.fetch_sub(1, Ordering::SeqCst);
-                            continue;
-                        }
                         let (me, c) = (me.clone(), conn.clone());
+                        let stream = Conn::quic(quic::Stream::new(c, s, r));
+                        let Ok(closer) = stream.closer() else { continue };
+                        let pass = match me.gate.admit(peer.ip(), closer) {
+                            Ok(p) => p,
+                            Err(full) => {
+                                std::thread::spawn(move || {
+                                    if let Ok((_, mut w)) = stream.split() {
+                                        let _ = refuse(&stream, &mut w, code::BUSY, busy_message(full));
+                                    }
+                                });
+                                continue;
+                            }
+                        };
                         std::thread::spawn(move || {
-                            if let Err(e) = me.handle_conn(Conn::quic(quic::Stream::new(c, s, r))) {
+                            if let Err(e) = me.handle_conn(stream, peer, pass) {
                                 if me.cfg.verbose || !matches!(e, WireError::Closed) {
                                     say!("gfast serve: QUIC session from {peer} ended: {e}");
                                 }
@@ -224,27 +288,28 @@ impl Server {
 
     /// Reads the first frame of a new connection (TCP or a QUIC stream) and runs
     /// what it asks for: a session (HELLO) or a data lane (JOIN).
-    fn handle_conn(self: &Arc<Self>, conn: Conn) -> Result<(), WireError> {
-        let first = (|| {
-            conn.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
+    fn handle_conn(self: &Arc<Self>, conn: Conn, peer: SocketAddr, pass: Pass) -> Result<(), WireError> {
+        // Until AUTH succeeded (or a JOIN is checked) only handshake frames of a
+        // few bytes are read, and the gate's deadline bounds the whole of it.
+        let (r, mut w, first) = (|| {
+            conn.set_read_timeout(Some(HANDSHAKE_DEADLINE))?;
             let (r, w) = conn.split()?;
             let mut r = BufReader::with_capacity(256 << 10, r);
             let mut buf = Vec::new();
-            let f = read_frame(&mut r, &Limits::default(), &mut buf)?;
-            conn.set_read_timeout(None)?;
+            let f = read_frame(&mut r, &Limits::handshake(), &mut buf)?;
             Ok::<_, WireError>((r, w, f))
-        })();
-        self.pending.fetch_sub(1, Ordering::SeqCst);
-        let (r, mut w, first) = first?;
+        })()?;
         if !conn.is_tls() && !self.cfg.allow_plain {
             let m = "this server requires encryption: drop --no-encrypt, or start the server with --allow-no-encrypt";
             return refuse(&conn, &mut w, code::AUTH_FAILED, m);
         }
         match first {
             Frame::Hello { min_version, max_version, nonce, caps } => {
-                self.control(conn, r, w, (min_version, max_version, caps), nonce)
+                self.control(conn, r, w, (min_version, max_version, caps), nonce, (peer, pass))
             }
             Frame::Join { session_id, lane, mac } => {
+                drop(pass);
+                conn.set_read_timeout(None)?;
                 let s = self.sessions.lock().expect("sessions").get(&session_id).cloned();
                 match s {
                     Some(s) => session::run_lane(s, conn, r, w, lane, mac),
@@ -270,6 +335,7 @@ impl Server {
         w: ConnWriter,
         (min_v, max_v, offered): (u16, u16, u64),
         cn: [u8; 32],
+        (peer, pass): (SocketAddr, Pass),
     ) -> Result<(), WireError> {
         // Only a daemon is pulled from by name; a one-shot end knows what it sends.
         let mut caps = offered & CAPS & if self.cfg.oneshot { !CAP_PULL } else { !0 };
@@ -283,6 +349,15 @@ impl Server {
         if self.cfg.oneshot && self.started.load(Ordering::SeqCst) {
             return refuse(&conn, &mut w, code::BUSY, "this one-shot receiver already serves a session");
         }
+        if let Some(wait) = self.throttle.wait_for(peer.ip(), Instant::now()) {
+            let m = format!(
+                "too many failed authentications from {}: try again in {} s (check the token)",
+                peer.ip(),
+                wait.as_secs().max(1)
+            );
+            let _ = refuse(&conn, &mut w, code::AUTH_FAILED, &m);
+            return Ok(());
+        }
         if !(min_v..=max_v).contains(&VERSION) {
             let m = format!("this server speaks protocol version {VERSION}, the client {min_v}..{max_v}");
             return refuse(&conn, &mut w, code::VERSION, &m);
@@ -292,14 +367,31 @@ impl Server {
         write_frame(&mut w, &Frame::Challenge { version: VERSION, caps, nonce: sn }, &mut scratch)?;
         w.flush()?;
         let mut buf = Vec::new();
-        conn.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
-        let Frame::Auth { proof, lanes, chunk_size, .. } = read_frame(&mut r, &Limits::default(), &mut buf)? else {
+        let Frame::Auth { proof, lanes, chunk_size, .. } = read_frame(&mut r, &Limits::handshake(), &mut buf)? else {
             return refuse(&conn, &mut w, code::PROTOCOL, "expected AUTH");
         };
-        conn.set_read_timeout(None)?;
         let keys = SessionKeys::derive(&self.cfg.token, &cn, &sn);
         if !keys.verify_client(&proof) {
-            return refuse(&conn, &mut w, code::AUTH_FAILED, "wrong token");
+            let _ = refuse(&conn, &mut w, code::AUTH_FAILED, "wrong token");
+            // One line a minute per address at most; the rest are counted.
+            let what = format!("wrong token from {}", peer.ip());
+            if let Some(line) = self.throttle.failed(peer.ip(), Instant::now(), &what) {
+                say!("gfast serve: {line}");
+            }
+            return Ok(());
+        }
+        self.throttle.succeeded(peer.ip());
+        drop(pass);
+        conn.set_read_timeout(None)?;
+        if self.sessions.lock().expect("sessions").len() >= self.cfg.max_sessions {
+            let m = format!(
+                "server busy: it serves {} sessions already (its --max-sessions); try again later",
+                self.cfg.max_sessions
+            );
+            return refuse(&conn, &mut w, code::BUSY, &m);
+        }
+        if fds_nearly_exhausted() {
+            return refuse(&conn, &mut w, code::BUSY, "server busy: it is short of file descriptors; try again later");
         }
         if lanes == 0 || lanes > self.cfg.max_lanes {
             return refuse(&conn, &mut w, code::PROTOCOL, &format!("lanes must be 1..={}", self.cfg.max_lanes));
@@ -333,19 +425,21 @@ impl Server {
         let sess =
             Session::new(mode, root, self.cfg.verbose, id, Some(keys.clone()), lanes, chunk_size as u64, &conn, w)
                 .map_err(WireError::Io)?;
+        sess.set_mode_mask(self.mode_mask);
         sess.set_resume(caps & CAP_RESUME != 0);
         sess.set_compress(caps & CAP_COMPRESS != 0);
         sess.set_delta(caps & CAP_DELTA != 0);
         self.sessions.lock().expect("sessions").insert(id, sess.clone());
+        // Whatever ends the session, a panic in its threads included, it leaves
+        // the table and gives back its place under --max-sessions.
+        let _registered = Registered { server: self, id, sess: &sess };
         let welcome = Frame::Welcome { proof: keys.server_proof(), session_id: id, discard: self.cfg.discard };
         let res = sess.send_control(&welcome).map_err(WireError::Io).and_then(|_| match mode {
             Mode::Receive => sess.clone().run_control(r),
             Mode::Send => self.serve_pull(&sess, conn, r, (lanes, chunk_size), caps),
         });
-        self.sessions.lock().expect("sessions").remove(&id);
-        self.note_ended(id);
         let ok = res.is_ok() && sess.completed();
-        sess.cleanup();
+        drop(_registered);
         if let Some(q) = conn_quic {
             // QUIC: the client closes the connection once it has read the end;
             // closing first (or exiting) could cut what it has not read yet.
@@ -355,6 +449,29 @@ impl Server {
             *self.ended.lock().expect("ended") = Some(ok);
         }
         res
+    }
+}
+
+/// A session's entry in the daemon's table, removed (its partial files
+/// cleaned up or kept for a resume) when dropped, also while unwinding.
+struct Registered<'a> {
+    server: &'a Server,
+    id: [u8; 16],
+    sess: &'a Arc<Session>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let s = self.server;
+        s.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        if std::thread::panicking() {
+            // A second panic here would abort the daemon: the session's own
+            // state may be poisoned, so its files are left to --partial-ttl.
+            return;
+        }
+        s.note_ended(self.id);
+        self.sess.cleanup();
+        s.kept.lock().unwrap_or_else(|e| e.into_inner()).extend(self.sess.take_kept());
     }
 }
 
@@ -386,8 +503,8 @@ impl Server {
     ) -> Result<(), WireError> {
         let resume = caps & CAP_RESUME != 0;
         let mut buf = Vec::new();
-        conn.set_read_timeout(Some(FIRST_FRAME_TIMEOUT))?;
-        let Frame::Pull { target, kind, is_dir, source } = read_frame(&mut r, &Limits::default(), &mut buf)? else {
+        conn.set_read_timeout(Some(LANES_TIMEOUT))?;
+        let Frame::Pull { target, kind, is_dir, source } = read_frame(&mut r, &Limits::control(), &mut buf)? else {
             sess.abort("expected PULL: this end only sends files");
             return Err(WireError::Io(std::io::Error::other("expected PULL")));
         };
@@ -397,7 +514,7 @@ impl Server {
             (None, Some(p)) => self.pull_source(&p),
             _ => Err((code::PROTOCOL, "PULL names a source only to a daemon that accepted the pull capability".into())),
         };
-        let Some(lane_conns) = sess.take_lanes(lanes as usize, FIRST_FRAME_TIMEOUT) else {
+        let Some(lane_conns) = sess.take_lanes(lanes as usize, LANES_TIMEOUT) else {
             sess.abort("not every data connection joined in time");
             return Err(WireError::Io(std::io::Error::other("lanes did not join")));
         };
@@ -474,6 +591,79 @@ impl Server {
             self.cfg.root.join(std::ffi::OsStr::from_bytes(source))
         };
         Ok((path, Some(root)))
+    }
+}
+
+/// What a connection turned away at the gate is told.
+fn busy_message(full: Full) -> &'static str {
+    match full {
+        Full::All => "server busy: too many connections are starting at once; try again in a moment",
+        Full::Source => {
+            "server busy: too many connections from your address are starting at once; try again in a moment"
+        }
+    }
+}
+
+/// Tells a connection the gate did not admit why, in one plain ERROR frame
+/// (a TLS client recognises it in place of the server's hello), and closes it.
+fn turn_away(stream: &TcpStream, full: Full) {
+    let _ = stream.set_nonblocking(true);
+    let mut w = stream;
+    let _ =
+        write_frame(&mut w, &Frame::Error { code: code::BUSY, message: busy_message(full).into() }, &mut Vec::new());
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// True when more than [`FD_SHARE_IN_USE`] of the descriptor limit is open.
+fn fds_nearly_exhausted() -> bool {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit with a valid struct pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
+        return false;
+    }
+    let open = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+    open as f64 > rl.rlim_cur as f64 * FD_SHARE_IN_USE
+}
+
+/// The daemon's watchdog, four times a second: cuts handshakes past their
+/// deadline, ends receiving sessions whose client was silent past --timeout,
+/// and once a minute summarises failed authentications and expires partial
+/// files nobody resumed.
+fn watch(server: std::sync::Weak<Server>) {
+    let mut last_minute = Instant::now();
+    let mut last_expiry = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let Some(me) = server.upgrade() else { return };
+        let now = Instant::now();
+        me.gate.cut_overdue(now);
+        let timeout = me.cfg.tuning.timeout;
+        let silent: Vec<_> = me
+            .sessions
+            .lock()
+            .expect("sessions")
+            .values()
+            .filter(|s| s.is_receiving() && !s.has_failed() && s.silent_for() > timeout)
+            .cloned()
+            .collect();
+        for s in silent {
+            let m = format!("the client sent nothing for {} s (the server's --timeout)", timeout.as_secs());
+            say!("gfast serve: session {}: {m}: ended", s.tag);
+            s.abort_with(code::CANCELLED, &m);
+        }
+        if now.duration_since(last_minute) >= Duration::from_secs(60) {
+            last_minute = now;
+            for line in me.throttle.tidy(now) {
+                say!("gfast serve: {line}");
+            }
+        }
+        if let Some(ttl) = me.cfg.partial_ttl {
+            // Checked once a minute, or twice per TTL when it is shorter.
+            if now.duration_since(last_expiry) >= (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60)) {
+                last_expiry = now;
+                me.kept.lock().expect("kept").retain(|k| !k.expire(ttl));
+            }
+        }
     }
 }
 

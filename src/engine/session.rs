@@ -72,6 +72,13 @@ pub(crate) struct Session {
     delta: AtomicBool,
     /// Bytes of compressed chunk bodies received.
     compressed_in: std::sync::atomic::AtomicU64,
+    /// Permission bits kept of what the peer sends (a daemon: no setuid, setgid
+    /// or sticky bit, and its umask applied).
+    mode_mask: std::sync::atomic::AtomicU32,
+    /// When the session was made, and milliseconds since then at its last frame
+    /// from the peer (the daemon ends a session silent past --timeout).
+    born: std::time::Instant,
+    last_heard: std::sync::atomic::AtomicU64,
     verbose: bool,
     handed_cv: Condvar,
     id: [u8; 16],
@@ -85,6 +92,8 @@ pub(crate) struct Session {
     failed: AtomicBool,
     /// The ERROR the peer ended the session with, if it did.
     peer_error: Mutex<Option<(u16, String)>>,
+    /// Partial files left for a resume when the session ended.
+    kept: Mutex<Vec<dest::Kept>>,
 }
 
 impl Session {
@@ -115,6 +124,9 @@ impl Session {
             compress: AtomicBool::new(false),
             delta: AtomicBool::new(false),
             compressed_in: std::sync::atomic::AtomicU64::new(0),
+            mode_mask: std::sync::atomic::AtomicU32::new(0o7777),
+            born: std::time::Instant::now(),
+            last_heard: std::sync::atomic::AtomicU64::new(0),
             verbose,
             handed_cv: Condvar::new(),
             id,
@@ -137,11 +149,40 @@ impl Session {
             control_stream,
             failed: AtomicBool::new(false),
             peer_error: Mutex::new(None),
+            kept: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Keeps only these permission bits of what the peer sends.
+    pub(crate) fn set_mode_mask(&self, mask: u32) {
+        self.mode_mask.store(mask, Ordering::Relaxed);
+    }
+
+    /// True once the session was ended with an ERROR.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Notes progress: a frame from the peer, or an answer to it.
+    fn heard(&self) {
+        self.last_heard.store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the session last made progress (a frame from the peer on
+    /// any of its connections, or an answer to one).
+    pub(crate) fn silent_for(&self) -> std::time::Duration {
+        let last = std::time::Duration::from_millis(self.last_heard.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(last)
+    }
+
+    /// True in the receiving role (its peer must keep sending).
+    pub(crate) fn is_receiving(&self) -> bool {
+        self.mode == Mode::Receive
     }
 
     /// Queues a control frame (not flushed).
     fn queue_control(&self, f: &Frame) -> io::Result<()> {
+        self.heard();
         let mut g = self.control.lock().expect("control");
         let (w, scratch) = g.as_mut().ok_or_else(taken)?;
         write_frame(w, f, scratch)
@@ -149,6 +190,7 @@ impl Session {
 
     /// Sends a control frame now.
     pub(crate) fn send_control(&self, f: &Frame) -> io::Result<()> {
+        self.heard();
         let mut g = self.control.lock().expect("control");
         let (w, scratch) = g.as_mut().ok_or_else(taken)?;
         write_frame(w, f, scratch)?;
@@ -175,10 +217,13 @@ impl Session {
     /// Runs the control loop until the client closes the connection.
     pub(crate) fn run_control(self: Arc<Self>, mut r: BufReader<ConnReader>) -> Result<(), WireError> {
         let mut buf = Vec::new();
-        let limits = Limits::default();
+        let limits = Limits::control();
         loop {
             let f = match read_frame(&mut r, &limits, &mut buf) {
-                Ok(f) => f,
+                Ok(f) => {
+                    self.heard();
+                    f
+                }
                 Err(WireError::Closed) if self.state.lock().expect("state").done => return Ok(()),
                 Err(WireError::Decode(e)) => {
                     self.fail(code::PROTOCOL, &format!("malformed frame: {e}"));
@@ -343,6 +388,8 @@ impl Session {
         let mut replies = replies;
         if let Some((id, dir, name, file, size)) = seed {
             let sums = dest::seed_from_old(&dir, &name, &file, size, self.chunk_size);
+            // The peer waited on this end's copy: that was not its silence.
+            self.heard();
             replies.extend(self.state.lock().expect("state").rx.on_seeded(id, &sums));
         }
         for r in &replies {
@@ -375,7 +422,8 @@ impl Session {
                 let of = self.state.lock().expect("state").open.remove(&id);
                 let res = match &of {
                     Some(OpenFile { temp: Some(t), meta }) => {
-                        dest::finalize(t, meta.mode, meta.mtime_sec, meta.mtime_nsec).map_err(|e| {
+                        let mode = meta.mode & self.mode_mask.load(Ordering::Relaxed);
+                        dest::finalize(t, mode, meta.mtime_sec, meta.mtime_nsec).map_err(|e| {
                             dest::discard(t);
                             format!("cannot put {} in place: {e}", show(&meta.path))
                         })
@@ -393,6 +441,7 @@ impl Session {
             }
         };
         {
+            self.heard();
             let (w, scratch) = ctl.as_mut().ok_or_else(taken).map_err(io_fatal)?;
             write_frame(w, &reply, scratch).map_err(io_fatal)?;
         }
@@ -415,7 +464,8 @@ impl Session {
             for m in dirs.iter().rev() {
                 let Ok(comps) = components(&m.path) else { continue };
                 if let Ok(fd) = d.dir(&comps, false) {
-                    if let Err(e) = dest::set_dir_meta(&fd, m.mode, m.mtime_sec, m.mtime_nsec) {
+                    let mode = m.mode & self.mode_mask.load(Ordering::Relaxed);
+                    if let Err(e) = dest::set_dir_meta(&fd, mode, m.mtime_sec, m.mtime_nsec) {
                         say!("gfast serve: cannot set metadata of {}: {e}", show(&m.path));
                     }
                 }
@@ -484,13 +534,22 @@ impl Session {
         self.state.lock().expect("state").done
     }
 
+    /// The partial files this session left for a resume (once it ended).
+    pub(crate) fn take_kept(&self) -> Vec<dest::Kept> {
+        std::mem::take(&mut *self.kept.lock().expect("kept"))
+    }
+
     /// Removes temporary files of entries that never completed.
     pub(crate) fn cleanup(&self) {
         let mut st = self.state.lock().expect("state");
         for (_, of) in st.open.drain() {
             match of.temp {
                 // A resumable partial file stays, with its journal sealed, for a resume.
-                Some(t) if t.journal.is_some() => dest::keep(&t),
+                Some(t) if t.journal.is_some() => {
+                    if let Some(k) = dest::keep(&t) {
+                        self.kept.lock().expect("kept").push(k);
+                    }
+                }
                 Some(t) => dest::discard(&t),
                 None => {}
             }
@@ -503,7 +562,7 @@ impl Session {
     fn lane_loop(&self, mut r: BufReader<ConnReader>, w: ConnWriter) -> Result<(), WireError> {
         let mut w = BufWriter::with_capacity(16 << 10, w);
         let mut scratch = Vec::new();
-        let limits = Limits { max_control: 1 << 16, max_chunk: self.chunk_size as u32 };
+        let limits = Limits::lane(self.chunk_size as u32);
         let mut pw = PieceWriter::new(PIECE);
         let mut unsqueeze = Unsqueeze::default();
         loop {
@@ -515,6 +574,7 @@ impl Session {
             if h.kind != crate::proto::frame::kind::CHUNK {
                 return Err(self.lane_protocol(ProtocolError::Unexpected("frame on a data lane")));
             }
+            self.heard();
             let compressed = h.flags == CHUNK_COMPRESSED;
             if compressed && !self.compress.load(Ordering::Relaxed) {
                 return Err(self.lane_protocol(ProtocolError::Unexpected("compressed chunk without capability bit 1")));
@@ -568,6 +628,8 @@ impl Session {
                     r.read_exact(&mut pw.buffer()[..n]).map_err(|e| WireError::Io(eof_is_error(e)))?;
                     n
                 };
+                // A large chunk on a slow link is not silence.
+                self.heard();
                 let piece = &mut pw.buffer()[..n];
                 hasher.update(piece);
                 if let (Some((f, _)), None) = (&file, &write_err) {

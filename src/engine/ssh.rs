@@ -37,6 +37,10 @@ impl SshTarget {
             (login, arg[close + 2..].to_vec())
         } else {
             let colon = arg.iter().position(|&c| c == b':')?;
+            // `gfast:/host/path` is a mistyped gfast:// URL, not a host named gfast.
+            if &arg[..colon] == b"gfast" && arg.get(colon + 1) == Some(&b'/') {
+                return None;
+            }
             if arg[..colon].contains(&b'/') || colon == 0 {
                 return None;
             }

@@ -59,7 +59,8 @@ impl Stats {
             bytes_sent: AtomicU64::new(0),
             bytes_compressed: AtomicU64::new(0),
             lane_bytes: (0..lanes).map(|_| AtomicU64::new(0)).collect(),
-            lanes: AtomicU64::new(lanes as u64),
+            // Set once the handshake picked them: a job that never connected used none.
+            lanes: AtomicU64::new(0),
             lane_tcp: Mutex::new(Vec::new()),
             quic: Mutex::new(None),
             handshake_rtt_us: AtomicU64::new(0),

@@ -29,6 +29,9 @@ pub enum DecodeError {
     BadValue(&'static str),
     /// HELLO did not start with the magic `GFST`: the peer does not speak gfast.
     BadMagic,
+    /// A frame type that is not legal in the connection's state: anything but
+    /// the handshake before AUTH succeeded, or CHUNK outside a data lane (§3.3).
+    NotInHandshake(u8),
 }
 
 impl fmt::Display for DecodeError {
@@ -44,6 +47,9 @@ impl fmt::Display for DecodeError {
             DecodeError::Trailing(k) => write!(f, "frame 0x{k:02x} has trailing bytes"),
             DecodeError::BadValue(what) => write!(f, "invalid {what}"),
             DecodeError::BadMagic => write!(f, "peer does not speak the gfast protocol (bad magic)"),
+            DecodeError::NotInHandshake(k) => {
+                write!(f, "frame 0x{k:02x} is not allowed in this state of the connection")
+            }
         }
     }
 }
@@ -78,6 +84,10 @@ pub enum ProtocolError {
     Negotiation(&'static str),
     /// An invalid path in a FILE or TARGET frame.
     BadPath(String),
+    /// A FILE while the window of unsettled entries was full (§5.3).
+    Window,
+    /// A FILE whose size needs more chunks than a chunk index can count (2^32 - 1).
+    TooManyChunks(u64),
 }
 
 impl fmt::Display for ProtocolError {
@@ -93,6 +103,12 @@ impl fmt::Display for ProtocolError {
             ProtocolError::AckOrder => write!(f, "acknowledgement out of order"),
             ProtocolError::Negotiation(w) => write!(f, "invalid {w} in negotiation"),
             ProtocolError::BadPath(p) => write!(f, "invalid path: {p}"),
+            ProtocolError::Window => {
+                write!(f, "FILE beyond the window of {} unsettled entries", super::FILE_WINDOW)
+            }
+            ProtocolError::TooManyChunks(size) => {
+                write!(f, "a file of {size} bytes needs more chunks than a session can count: use larger chunks")
+            }
         }
     }
 }

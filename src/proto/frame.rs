@@ -74,19 +74,53 @@ pub mod kind {
     pub const ERROR: u8 = 0x7f;
 }
 
+/// Largest payload of a frame read before AUTH succeeded (§3.3, §5.1): the
+/// handshake frames are a few dozen bytes; nothing a peer without the token says
+/// can cost the daemon more than this.
+pub const MAX_HANDSHAKE_PAYLOAD: u32 = 4096;
+
 /// Decoding limits; a frame longer than its limit is refused before allocation.
+/// They are a property of the connection's state (§3.3): [`Limits::handshake`]
+/// until AUTH succeeded, [`Limits::control`] on a control connection after it,
+/// and the negotiated chunk size on a data lane.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest payload accepted for any frame other than CHUNK.
     pub max_control: u32,
     /// Largest chunk data length accepted in CHUNK.
     pub max_chunk: u32,
+    /// Only the handshake's frame types are legal (HELLO, CHALLENGE, AUTH,
+    /// WELCOME, JOIN, JOINED, ERROR): the state before AUTH succeeded.
+    pub handshake: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_control: MAX_CONTROL_PAYLOAD, max_chunk: MAX_CHUNK_SIZE }
+        Limits { max_control: MAX_CONTROL_PAYLOAD, max_chunk: MAX_CHUNK_SIZE, handshake: false }
     }
+}
+
+impl Limits {
+    /// Before AUTH succeeded: handshake frames only, at most 4 KiB each.
+    pub const fn handshake() -> Self {
+        Limits { max_control: MAX_HANDSHAKE_PAYLOAD, max_chunk: 0, handshake: true }
+    }
+
+    /// A control connection after the handshake: control frames up to 1 MiB,
+    /// no CHUNK (chunks travel on data lanes).
+    pub const fn control() -> Self {
+        Limits { max_control: MAX_CONTROL_PAYLOAD, max_chunk: 0, handshake: false }
+    }
+
+    /// A data lane of a session with this chunk size.
+    pub const fn lane(chunk_size: u32) -> Self {
+        Limits { max_control: 1 << 16, max_chunk: chunk_size, handshake: false }
+    }
+}
+
+/// True for the frame types legal before AUTH succeeded (§5.1).
+pub fn is_handshake_kind(k: u8) -> bool {
+    matches!(k, kind::HELLO | kind::CHALLENGE | kind::AUTH | kind::WELCOME | kind::JOIN | kind::JOINED | kind::ERROR)
 }
 
 /// The fixed 8-byte header in front of every frame (§3.1).
@@ -115,6 +149,12 @@ impl Header {
         let h = Header { kind: b[0], flags: b[1], len: u32::from_be_bytes([b[4], b[5], b[6], b[7]]) };
         if b[2] != 0 || b[3] != 0 {
             return Err(DecodeError::Reserved);
+        }
+        if limits.handshake && !is_handshake_kind(h.kind) {
+            return Err(DecodeError::NotInHandshake(h.kind));
+        }
+        if h.kind == kind::CHUNK && limits.max_chunk == 0 {
+            return Err(DecodeError::NotInHandshake(h.kind));
         }
         let compressed = h.kind == kind::CHUNK && h.flags == CHUNK_COMPRESSED;
         if h.flags != 0 && !compressed {

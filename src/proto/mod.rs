@@ -37,3 +37,6 @@ pub const CAP_PULL: u64 = 1 << 6;
 pub const CAPS: u64 = CAP_COMPRESS | CAP_DELTA | CAP_RESUME | CAP_EARLY_DONE | CAP_PULL;
 /// Most chunks listed in one FILE_HAVE frame (fits the control frame limit).
 pub const MAX_HAVE_PER_FRAME: usize = 50_000;
+/// Most entries announced and not yet settled (W of protocol-spec §5.3): the
+/// sender keeps to it, and a receiver treats a FILE beyond it as a protocol error.
+pub const FILE_WINDOW: usize = 1024;

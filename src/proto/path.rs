@@ -6,6 +6,15 @@ use super::frame::MAX_PATH_LEN;
 /// Longest single path component, in bytes.
 pub const MAX_COMPONENT_LEN: usize = 255;
 
+/// Names that begin with this are gfast's own (partial files, journals,
+/// temporary links; §3.4, §5.6): no path on the wire may name one.
+pub const RESERVED_PREFIX: &[u8] = b".gfast-";
+
+/// True when a path component is in gfast's reserved namespace.
+pub fn is_reserved(component: &[u8]) -> bool {
+    component.starts_with(RESERVED_PREFIX)
+}
+
 /// Splits a wire path into its components and checks the rules of §3.4: relative,
 /// no empty, `.` or `..` component, no NUL, each component at most 255 bytes.
 /// The empty path names the root itself and yields no components.
@@ -27,6 +36,12 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, ProtocolError> {
             _ if c.contains(&0) => return Err(ProtocolError::BadPath("NUL byte in path".into())),
             _ if c.len() > MAX_COMPONENT_LEN => {
                 return Err(ProtocolError::BadPath("path component longer than 255 bytes".into()))
+            }
+            _ if is_reserved(c) => {
+                return Err(ProtocolError::BadPath(format!(
+                    "{} is reserved: names starting with '.gfast-' are gfast's temporary files",
+                    show(c)
+                )))
             }
             _ => out.push(c),
         }
@@ -67,6 +82,10 @@ mod tests {
             assert!(components(bad).is_err(), "{:?} must be refused", String::from_utf8_lossy(bad));
         }
         assert!(components(&[b'a'; 256]).is_err());
+        for reserved in [&b".gfast-7c660a1adea13c66.part"[..], b"a/.gfast-x.jrnl", b".gfast-/b", b"d/.gfast-1-2.link"] {
+            assert!(components(reserved).is_err(), "{:?} is gfast's namespace", String::from_utf8_lossy(reserved));
+        }
+        assert!(components(b"a/.gfast/x.gfast-").is_ok(), "only the prefix '.gfast-' is reserved");
         assert!(components(&vec![b'a'; MAX_PATH_LEN + 1]).is_err());
     }
 

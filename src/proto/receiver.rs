@@ -8,7 +8,7 @@ use super::error::{code, ProtocolError};
 use super::frame::{AckStatus, EntryKind, FileMeta, Frame, HASH_LEN};
 use super::hash::file_digest;
 use super::path::components;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What to do with a chunk whose head was just read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +34,10 @@ pub enum Next {
 struct FileRx {
     size: u64,
     ready: bool,
-    verified: Vec<Option<[u8; HASH_LEN]>>,
-    nverified: usize,
+    /// Chunks of the file, by index: memory grows with the chunks that arrived,
+    /// never with the size a peer announced.
+    nchunks: u64,
+    verified: BTreeMap<u32, [u8; HASH_LEN]>,
     end: Option<[u8; HASH_LEN]>,
     finalizing: bool,
     /// Delta: hashes of the chunks seeded from the old file, until the sender
@@ -82,16 +84,23 @@ impl Receiver {
         if comps.is_empty() {
             return Err(ProtocolError::BadPath("an entry cannot name the root itself".into()));
         }
+        if self.files.len() >= super::FILE_WINDOW {
+            return Err(ProtocolError::Window);
+        }
+        let n = if meta.kind == EntryKind::File { meta.size.div_ceil(self.chunk_size) } else { 0 };
+        // Chunk indexes are u32 and u32::MAX marks a journal's seal (§5.11).
+        if n >= u64::from(u32::MAX) {
+            return Err(ProtocolError::TooManyChunks(meta.size));
+        }
         self.next_id = meta.id + 1;
         self.announced += 1;
-        let n = if meta.kind == EntryKind::File { meta.size.div_ceil(self.chunk_size) as usize } else { 0 };
         self.files.insert(
             meta.id,
             FileRx {
                 size: meta.size,
                 ready: false,
-                verified: vec![None; n],
-                nverified: 0,
+                nchunks: n,
+                verified: BTreeMap::new(),
                 end: None,
                 finalizing: false,
                 candidates: HashMap::new(),
@@ -116,12 +125,9 @@ impl Receiver {
         if let Some(f) = self.files.get_mut(&id) {
             let mut kept = Vec::new();
             for &(idx, h) in have {
-                if let Some(slot) = f.verified.get_mut(idx as usize) {
-                    if slot.is_none() {
-                        f.nverified += 1;
-                        *slot = Some(h);
-                        kept.push((idx, h));
-                    }
+                if u64::from(idx) < f.nchunks && !f.verified.contains_key(&idx) {
+                    f.verified.insert(idx, h);
+                    kept.push((idx, h));
                 }
             }
             for part in kept.chunks(super::MAX_HAVE_PER_FRAME) {
@@ -138,8 +144,8 @@ impl Receiver {
     pub fn on_seeded(&mut self, id: u64, sums: &[(u32, [u8; HASH_LEN])]) -> Vec<Frame> {
         let mut out = Vec::new();
         if let Some(f) = self.files.get_mut(&id) {
-            let n = f.verified.len();
-            f.candidates = sums.iter().copied().filter(|&(i, _)| (i as usize) < n).collect();
+            let n = f.nchunks;
+            f.candidates = sums.iter().copied().filter(|&(i, _)| u64::from(i) < n).collect();
             let mut listed: Vec<_> = f.candidates.iter().map(|(&i, &h)| (i, h)).collect();
             listed.sort_unstable_by_key(|c| c.0);
             for part in listed.chunks(super::MAX_HAVE_PER_FRAME) {
@@ -159,12 +165,9 @@ impl Receiver {
         for i in chunks {
             let h =
                 f.candidates.remove(i).ok_or(ProtocolError::Unexpected("FILE_SAME for a chunk not in FILE_SUMS"))?;
-            let slot = &mut f.verified[*i as usize];
-            if slot.is_some() {
+            if f.verified.insert(*i, h).is_some() {
                 return Err(ProtocolError::Unexpected("FILE_SAME for a chunk that was sent"));
             }
-            f.nverified += 1;
-            *slot = Some(h);
         }
         Ok(self.check_complete(id))
     }
@@ -219,12 +222,9 @@ impl Receiver {
         if !ok {
             return (AckStatus::BadHash, Next::Wait);
         }
-        let idx = (offset / self.chunk_size) as usize;
-        if let Some(slot) = f.verified.get_mut(idx) {
-            if slot.is_none() {
-                f.nverified += 1;
-            }
-            *slot = Some(hash);
+        let idx = offset / self.chunk_size;
+        if idx < f.nchunks {
+            f.verified.insert(idx as u32, hash);
         }
         (AckStatus::Ok, self.check_complete(id))
     }
@@ -286,10 +286,11 @@ impl Receiver {
     fn check_complete(&mut self, id: u64) -> Next {
         let Some(f) = self.files.get_mut(&id) else { return Next::Wait };
         let Some(end) = f.end else { return Next::Wait };
-        if f.finalizing || f.nverified < f.verified.len() {
+        if f.finalizing || (f.verified.len() as u64) < f.nchunks {
             return Next::Wait;
         }
-        let digest = file_digest(f.verified.iter().map(|h| h.as_ref().expect("all verified")));
+        // Every index below nchunks is present, so the map's order is the file's.
+        let digest = file_digest(f.verified.values());
         if digest != end {
             // Still listed until the engine has queued the FILE_FAILED
             // ([`Receiver::forget`]): the session cannot end before it goes out.
@@ -299,5 +300,133 @@ impl Receiver {
         }
         f.finalizing = true;
         Next::Finalize(id)
+    }
+}
+
+/// Feeds the frames decoded from `data` to a fresh [`Receiver`] the way the
+/// engine does, answering each FILE as opened and each chunk as verified when
+/// its first data byte is odd. Whatever the sequence, the state machine must
+/// return errors, never panic, and never hold more entries than the window.
+/// Shared by the fuzz target `receiver` and a seeded test that runs in CI.
+#[doc(hidden)]
+pub fn drive_with_frames(data: &[u8]) {
+    use super::frame::{decode, Decoded, Limits};
+    let Some((&c, mut rest)) = data.split_first() else { return };
+    let chunk = super::frame::MIN_CHUNK_SIZE as u64 * (1 + u64::from(c % 4));
+    let mut rx = Receiver::new(chunk);
+    let limits = Limits { max_control: 64 << 10, max_chunk: 1 << 20, handshake: false };
+    while let Ok(Decoded::Frame(f, used)) = decode(rest, &limits) {
+        rest = &rest[used..];
+        let res = match f {
+            Frame::File(meta) => rx.on_file(&meta).map(|_| {
+                let _ = rx.on_opened(meta.id);
+            }),
+            Frame::FileEnd { id, digest } => rx.on_file_end(id, digest).map(|_| ()),
+            Frame::FileAbort { id, .. } => rx.on_file_abort(id).map(|_| ()),
+            Frame::FileSame { id, chunks } => rx.on_file_same(id, &chunks).map(|_| ()),
+            Frame::FileHave { id, chunks } => {
+                let _ = rx.on_resumed(id, &chunks);
+                Ok(())
+            }
+            Frame::FileSums { id, chunks } => {
+                let _ = rx.on_seeded(id, &chunks);
+                Ok(())
+            }
+            Frame::Done { files } => rx.on_done(files),
+            Frame::Chunk { head, data, hash } => {
+                rx.on_chunk_head(head.id, head.offset, data.len() as u64).map(|plan| {
+                    let ok = plan == ChunkPlan::Store && data.first().is_some_and(|b| b & 1 == 1);
+                    let _ = rx.on_chunk_checked(head.id, head.offset, hash, ok);
+                })
+            }
+            _ => Ok(()),
+        };
+        assert!(rx.files.len() <= super::FILE_WINDOW, "more open entries than the window");
+        if res.is_err() {
+            return; // the engine ends the session here
+        }
+        let _ = rx.is_complete();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::frame::ChunkHead;
+
+    fn meta(id: u64, size: u64) -> FileMeta {
+        FileMeta {
+            id,
+            kind: EntryKind::File,
+            mode: 0o644,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            size,
+            path: format!("f{id}").into_bytes(),
+            link: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn announced_sizes_cost_no_memory_and_absurd_ones_are_refused() {
+        let mut rx = Receiver::new(64 << 10);
+        assert_eq!(rx.on_file(&meta(0, u64::MAX)), Err(ProtocolError::TooManyChunks(u64::MAX)));
+        // 1 TiB of 64 KiB chunks: 16 M chunks, tracked only as they arrive.
+        rx.on_file(&meta(1, 1 << 40)).unwrap();
+        rx.on_opened(1);
+        assert!(rx.files[&1].verified.is_empty());
+        let (s, _) = rx.on_chunk_checked(1, 64 << 10, [1; HASH_LEN], true);
+        assert_eq!(s, AckStatus::Ok);
+        assert_eq!(rx.files[&1].verified.len(), 1);
+    }
+
+    #[test]
+    fn a_file_beyond_the_window_is_a_protocol_error() {
+        let mut rx = Receiver::new(64 << 10);
+        for id in 0..crate::proto::FILE_WINDOW as u64 {
+            rx.on_file(&meta(id, 10)).unwrap();
+        }
+        assert_eq!(rx.on_file(&meta(5000, 10)), Err(ProtocolError::Window));
+        // A settled entry frees its place.
+        rx.on_file_abort(0).unwrap();
+        rx.on_file(&meta(5001, 10)).unwrap();
+    }
+
+    #[test]
+    fn arbitrary_frame_sequences_never_panic_the_receiver() {
+        // Seeded random sequences of valid frames in random order, plus raw
+        // noise: the same driver as the fuzz target `receiver`.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..400 {
+            let mut bytes = vec![(next() % 4) as u8];
+            for _ in 0..(next() % 40) {
+                let id = next() % 6;
+                let f = match next() % 8 {
+                    0 | 1 => Frame::File(meta(id, next() % (1 << 20))),
+                    2 => Frame::FileEnd { id, digest: [(next() % 3) as u8; HASH_LEN] },
+                    3 => Frame::FileAbort { id, code: 5, message: "x".into() },
+                    4 => Frame::FileSame { id, chunks: vec![(next() % 20) as u32] },
+                    5 => Frame::FileHave { id, chunks: vec![((next() % 20) as u32, [0; HASH_LEN])] },
+                    6 => Frame::Done { files: next() % 6 },
+                    _ => {
+                        let offset = (next() % 20) * (64 << 10);
+                        let data = vec![(next() % 2) as u8; (next() % 4096) as usize];
+                        Frame::Chunk { head: ChunkHead { id, offset }, data, hash: [0; HASH_LEN] }
+                    }
+                };
+                bytes.extend_from_slice(&f.to_vec());
+            }
+            if round % 10 == 0 {
+                let n = bytes.len();
+                bytes[n / 2] ^= next() as u8;
+            }
+            drive_with_frames(&bytes);
+        }
     }
 }

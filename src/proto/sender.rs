@@ -378,6 +378,11 @@ impl<S: Clone> Sender<S> {
         }
     }
 
+    /// An announced entry still open: its manifest record and source handle.
+    pub fn open_file(&self, id: u64) -> Option<(&FileMeta, &S)> {
+        self.files.get(&id).map(|f| (&f.meta, &f.source))
+    }
+
     /// The engine could not read a source file: abort it at the receiver.
     pub fn on_source_error(&mut self, id: u64, code: u16, message: String) {
         self.abort(id, code, message);

@@ -155,7 +155,7 @@ fn mutate(f: Frame, rng: &mut Rng) -> Frame {
 #[test]
 fn arbitrary_bytes_never_panic_and_respect_limits() {
     let mut rng = Rng(12345);
-    let small = Limits { max_control: 64, max_chunk: 64 };
+    let small = Limits { max_control: 64, max_chunk: 64, handshake: false };
     for i in 0..200_000 {
         let len = (rng.next() % 80) as usize;
         let mut buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
@@ -186,3 +186,28 @@ fn oversized_lengths_are_refused_before_reading_the_body() {
 }
 
 use super::error::DecodeError;
+
+#[test]
+fn before_auth_only_small_handshake_frames_are_read() {
+    let hs = Limits::handshake();
+    // Every other frame type is refused at its header, whatever its length.
+    for k in [kind::CHUNK, kind::FILE, kind::TARGET, kind::PULL, kind::DONE, kind::NOTICE] {
+        let h = Header { kind: k, flags: 0, len: 10 }.encode();
+        assert_eq!(decode(&h, &hs), Err(DecodeError::NotInHandshake(k)), "0x{k:02x}");
+    }
+    // A handshake frame over 4 KiB is refused before its body.
+    let h = Header { kind: kind::HELLO, flags: 0, len: MAX_HANDSHAKE_PAYLOAD + 1 }.encode();
+    assert!(matches!(decode(&h, &hs), Err(DecodeError::TooLong { .. })));
+    let h = Header { kind: kind::AUTH, flags: 0, len: 1 << 30 }.encode();
+    assert!(matches!(decode(&h, &hs), Err(DecodeError::TooLong { .. })));
+    // The real handshake frames pass.
+    for (_, f) in samples() {
+        let b = f.to_vec();
+        if is_handshake_kind(b[0]) {
+            assert_eq!(decode(&b, &hs), Ok(Decoded::Frame(f, b.len())));
+        }
+    }
+    // After the handshake a control connection takes no CHUNK either.
+    let h = Header { kind: kind::CHUNK, flags: 0, len: 100 }.encode();
+    assert_eq!(decode(&h, &Limits::control()), Err(DecodeError::NotInHandshake(kind::CHUNK)));
+}

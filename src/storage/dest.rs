@@ -36,7 +36,8 @@ pub enum DestError {
 impl DestError {
     /// True when the file system is out of space or quota: no later file can succeed.
     pub fn is_no_space(&self) -> bool {
-        matches!(self, DestError::Io(_, e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+        matches!(self, DestError::Io(_, e) if e.kind() == io::ErrorKind::StorageFull
+            || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
     }
 }
 
@@ -310,6 +311,11 @@ impl DestRoot {
             }
         }
         let io_err = |e| DestError::Io(format!("cannot create {}", shown()), e);
+        // Nothing is reserved ahead of the data (a FILE of a few bytes must not
+        // take gigabytes of disk): an announced size that cannot fit is refused
+        // now, and the space is taken as the data arrives.
+        check_space(&dir, ident.size)
+            .map_err(|e| DestError::Io(format!("{} announces {} bytes", shown(), ident.size), e))?;
         // A file of one chunk resumes all or nothing: write it into an anonymous
         // file that gets a name only when complete, so a crash leaves nothing
         // behind and no journal or lock is needed (on tmpfs 29.6k -> 49k small
@@ -322,8 +328,6 @@ impl DestRoot {
             }
             if let Ok(fd) = openat(&dir, b".", libc::O_TMPFILE | libc::O_WRONLY, 0o600) {
                 let file = File::from(fd);
-                reserve(&file, ident.size)
-                    .map_err(|e| DestError::Io(format!("cannot reserve {} bytes for {}", ident.size, shown()), e))?;
                 static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let temp = format!(".gfast-{}-{n}.link", std::process::id()).into_bytes();
@@ -406,7 +410,7 @@ fn own_partial(dir: &OwnedFd, part: &[u8], jname: &[u8], ident: &Identity, resum
     let jfile = File::from(jfd);
     let mut changed = false;
     if resume {
-        match Journal::open(jfile.try_clone()?, ident)? {
+        match Journal::open(jfile.try_clone()?, ident, &file)? {
             Found::Resumable(j, claims) if file.metadata()?.len() == ident.size => {
                 let unsealed = claims.unsealed.len();
                 let mut have = claims.sealed;
@@ -420,7 +424,7 @@ fn own_partial(dir: &OwnedFd, part: &[u8], jname: &[u8], ident: &Identity, resum
                 // never vouch for them (the chunks may be rewritten, e.g. by delta).
                 drop(j);
                 jfile.set_len(0)?;
-                let mut j = Journal::create(jfile, ident)?;
+                let mut j = Journal::create(jfile, ident, &file)?;
                 for &(i, h) in &have {
                     j.add(i, h)?;
                 }
@@ -431,14 +435,10 @@ fn own_partial(dir: &OwnedFd, part: &[u8], jname: &[u8], ident: &Identity, resum
         }
     }
     file.set_len(0)?;
-    if let Err(e) = reserve(&file, ident.size) {
-        remove_temp(dir, part);
-        remove_temp(dir, jname);
-        return Err(e);
-    }
     file.set_len(ident.size)?;
     jfile.set_len(0)?;
-    Ok(Some(Owned { file, journal: Journal::create(jfile, ident)?, have: Vec::new(), changed }))
+    let journal = Journal::create(jfile, ident, &file)?;
+    Ok(Some(Owned { file, journal, have: Vec::new(), changed }))
 }
 
 /// A partial file this session owns (holds the lock of).
@@ -450,29 +450,120 @@ struct Owned {
     changed: bool,
 }
 
-/// Reserves `size` bytes so a full disk shows now, not mid-file. File systems
-/// that cannot preallocate are left as they are.
-fn reserve(file: &File, size: u64) -> io::Result<()> {
+/// Refuses a file of `size` bytes that cannot fit in the free space of the file
+/// system holding `dir` (what an unprivileged user may still write), so a full
+/// disk shows at the announcement, not midway through the data.
+fn check_space(dir: &OwnedFd, size: u64) -> io::Result<()> {
     if size == 0 {
         return Ok(());
     }
-    // SAFETY: valid descriptor.
-    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
-            return Err(e);
-        }
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: valid descriptor; `st` is written by the kernel on success.
+    if unsafe { libc::fstatvfs(dir.as_raw_fd(), st.as_mut_ptr()) } < 0 {
+        return Ok(()); // cannot tell: the writes will say
+    }
+    // SAFETY: fstatvfs succeeded.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    if size > free {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!("only {free} bytes are free there (No space left on device)"),
+        ));
     }
     Ok(())
 }
 
 /// Lets go of a partial file that a resume may continue: syncs it and seals its
-/// journal, so the resume trusts what arrived without reading it back.
-pub fn keep(t: &TempFile) {
-    if let Some((j, _)) = &t.journal {
-        let _ = j.lock().expect("journal").seal(&t.file);
+/// journal, so the resume trusts what arrived without reading it back. Returns
+/// where it was kept, for its expiry ([`Kept::expire`]).
+pub fn keep(t: &TempFile) -> Option<Kept> {
+    let (j, jname) = t.journal.as_ref()?;
+    let _ = j.lock().expect("journal").seal(&t.file);
+    Some(Kept { dir: t.dir.clone(), part: t.temp.clone(), journal: jname.clone() })
+}
+
+/// A partial file and its journal left for a resume.
+pub struct Kept {
+    dir: Arc<OwnedFd>,
+    part: Vec<u8>,
+    journal: Vec<u8>,
+}
+
+impl Kept {
+    /// Removes the partial file and its journal if neither was written for
+    /// `ttl` and no session holds the partial file now. Returns true when they
+    /// are gone (or were already).
+    pub fn expire(&self, ttl: Duration) -> bool {
+        expire_pair(&self.dir, &self.part, &self.journal, ttl)
     }
+}
+
+fn older_than(st: &libc::stat, ttl: Duration) -> bool {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    now.saturating_sub(st.st_mtime) >= ttl.as_secs() as i64
+}
+
+fn expire_pair(dir: &OwnedFd, part: &[u8], journal: &[u8], ttl: Duration) -> bool {
+    let Ok(fd) = openat(dir, part, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0) else {
+        if lstat_at(dir, journal).is_ok_and(|st| older_than(&st, ttl)) {
+            remove_temp(dir, journal);
+        }
+        return lstat_at(dir, journal).is_err();
+    };
+    // SAFETY: valid descriptor; a non-blocking exclusive advisory lock, released on close.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return false; // a session writes it right now
+    }
+    let fresh = |name: &[u8]| lstat_at(dir, name).is_ok_and(|st| !older_than(&st, ttl));
+    if fresh(part) || fresh(journal) {
+        return false;
+    }
+    remove_temp(dir, journal);
+    remove_temp(dir, part);
+    true
+}
+
+/// Removes, under `root`, the partial files and journals (`.gfast-*.part`,
+/// `.gfast-*.jrnl`) that were not written for `ttl`: what a daemon that was
+/// stopped left behind. Directories are opened without following symlinks.
+/// Returns how many files went.
+pub fn sweep_partials(root: &Path, ttl: Duration) -> io::Result<u64> {
+    let mut root = DestRoot::open(root)?;
+    // Relative paths, not descriptors: a wide tree must not use up descriptors.
+    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut removed = 0;
+    while let Some(rel) = stack.pop() {
+        let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+        let Ok(dir) = root.dir(&comps, false) else { continue };
+        let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else { continue };
+        let mut parts = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().into_encoded_bytes();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push([&rel[..], if rel.is_empty() { b"" } else { b"/" }, &name].concat());
+            } else if ft.is_file() && crate::proto::path::is_reserved(&name) {
+                parts.push(name);
+            }
+        }
+        for name in &parts {
+            if let Some(stem) = name.strip_suffix(b".part") {
+                let journal = [stem, b".jrnl"].concat();
+                if expire_pair(&dir, name, &journal, ttl) {
+                    removed += 1;
+                }
+            } else if name.ends_with(b".jrnl") {
+                let part = [&name[..name.len() - 5], b".part"].concat();
+                if lstat_at(&dir, &part).is_err() && lstat_at(&dir, name).is_ok_and(|st| older_than(&st, ttl)) {
+                    remove_temp(&dir, name);
+                    removed += 1;
+                }
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Removes a partial file and its journal (it will not be resumed).
@@ -492,7 +583,10 @@ pub fn set_durable(on: bool) {
 }
 
 /// Sets mode and mtime on the temporary file and renames it over the final name
-/// (with `--fsync`: its data synced first, the directory after).
+/// (with `--fsync`: its data synced first, the directory after). `mode` is
+/// applied as given: the caller has masked it (a daemon strips setuid, setgid
+/// and sticky bits and applies its umask). The name renamed is checked to still
+/// be the verified inode, so nothing else can be put in place under its name.
 pub fn finalize(t: &TempFile, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     t.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
@@ -518,12 +612,22 @@ pub fn finalize(t: &TempFile, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io:
         }
         link_anonymous(&t.file, &t.dir, &t.temp)?;
     }
+    if !names_inode(&t.dir, &t.temp, &t.file)? {
+        return Err(io::Error::other("its partial file was replaced by something else meanwhile"));
+    }
     rename_into_place(&t.dir, &t.temp, &t.name).inspect_err(|_| {
         if t.anon {
             remove_temp(&t.dir, &t.temp);
         }
     })?;
     sync_dir(&t.dir, durable)
+}
+
+/// True when `name` in `dir` is the very inode `file` has open.
+fn names_inode(dir: &OwnedFd, name: &[u8], file: &SharedFile) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let md = file.metadata()?;
+    Ok(lstat_at(dir, name).is_ok_and(|st| st.st_ino == md.ino() && st.st_dev == md.dev()))
 }
 
 /// With `durable`, makes the directory's entries durable (fsync).

@@ -8,6 +8,12 @@
 //! a claim, not a proof: each is read back and hashed before it is offered (see
 //! [`verify`]). So there is no sync on the data path, no re-read after a broken
 //! link, and after a crash or power loss nothing unverified is ever kept.
+//!
+//! A journal is authenticated: its header and every record carry a MAC under a
+//! key only this receiver holds ([`use_key_file`]), and the header names the
+//! partial file's inode. A journal someone else wrote (planted through the file
+//! system, or copied from another partial file) is not resumed: the file is
+//! received again from the start.
 
 use crate::proto::frame::HASH_LEN;
 use std::fs::File;
@@ -15,8 +21,56 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use xxhash_rust::xxh3::Xxh3;
 
-const MAGIC: &[u8; 4] = b"GFJ1";
-const RECORD: usize = 4 + HASH_LEN;
+const MAGIC: &[u8; 4] = b"GFJ2";
+/// MACs are HMAC-SHA256 cut to this length.
+const MAC_LEN: usize = 16;
+const RECORD: usize = 4 + HASH_LEN + MAC_LEN;
+
+static KEY: std::sync::OnceLock<ring::hmac::Key> = std::sync::OnceLock::new();
+
+/// Uses the 32-byte journal key kept at `path`, creating it (mode 0600) if it
+/// does not exist. Call once, before any journal is opened; without it a key is
+/// made up for this process alone, so journals of earlier runs are not trusted
+/// (their files are sent again).
+pub fn use_key_file(path: &std::path::Path) -> io::Result<()> {
+    if !path.exists() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let k: [u8; 32] = crate::engine::server::random();
+        super::write_private_file(path, &k, false)?;
+    }
+    let k = std::fs::read(path)?;
+    if k.len() != 32 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a 32-byte key", path.display())));
+    }
+    let _ = KEY.set(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k));
+    Ok(())
+}
+
+fn key() -> &'static ring::hmac::Key {
+    KEY.get_or_init(|| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &crate::engine::server::random::<32>()))
+}
+
+fn mac(parts: &[&[u8]]) -> [u8; MAC_LEN] {
+    let mut c = ring::hmac::Context::with_key(key());
+    for p in parts {
+        c.update(p);
+    }
+    let mut out = [0u8; MAC_LEN];
+    out.copy_from_slice(&c.sign().as_ref()[..MAC_LEN]);
+    out
+}
+
+/// The partial file a journal belongs to: its device and inode.
+fn inode_of(part: &File) -> io::Result<[u8; 16]> {
+    use std::os::unix::fs::MetadataExt;
+    let md = part.metadata()?;
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&md.dev().to_be_bytes());
+    b[8..].copy_from_slice(&md.ino().to_be_bytes());
+    Ok(b)
+}
 
 /// What a partial file is the partial of: journals with a different identity
 /// are not resumed.
@@ -45,7 +99,9 @@ impl Identity {
         (format!(".gfast-{tag}.part").into_bytes(), format!(".gfast-{tag}.jrnl").into_bytes())
     }
 
-    fn header(&self) -> Vec<u8> {
+    /// The header: magic, chunk size, size, mtime, name, the partial file's
+    /// inode, and a MAC over all of it.
+    fn header(&self, inode: &[u8; 16]) -> Vec<u8> {
         let mut v = MAGIC.to_vec();
         v.extend_from_slice(&self.chunk_size.to_be_bytes());
         v.extend_from_slice(&self.size.to_be_bytes());
@@ -53,6 +109,9 @@ impl Identity {
         v.extend_from_slice(&self.mtime_nsec.to_be_bytes());
         v.extend_from_slice(&(self.name.len() as u16).to_be_bytes());
         v.extend_from_slice(&self.name);
+        v.extend_from_slice(inode);
+        let m = mac(&[&v]);
+        v.extend_from_slice(&m);
         v
     }
 }
@@ -87,29 +146,45 @@ pub enum Found {
 /// An open journal for one partial file.
 pub struct Journal {
     file: File,
+    /// The header's MAC: every record's MAC covers it, binding the record to
+    /// this journal and partial file.
+    head_mac: [u8; MAC_LEN],
+    /// Records written so far (each record's MAC covers its position).
+    records: u64,
 }
 
 impl Journal {
-    /// Starts a fresh journal (the file given must be empty or truncated).
-    pub fn create(mut file: File, id: &Identity) -> io::Result<Journal> {
-        file.write_all(&id.header())?;
-        Ok(Journal { file })
+    /// Starts a fresh journal of the partial file `part` (the journal file given
+    /// must be empty or truncated).
+    pub fn create(mut file: File, id: &Identity, part: &File) -> io::Result<Journal> {
+        let h = id.header(&inode_of(part)?);
+        file.write_all(&h)?;
+        Ok(Journal { file, head_mac: tail_mac(&h), records: 0 })
     }
 
-    /// Reads an existing journal. A torn last record (a crash mid-append) is ignored.
-    pub fn open(mut file: File, id: &Identity) -> io::Result<Found> {
-        let want = id.header();
+    /// Reads an existing journal of the partial file `part`. A torn last record
+    /// (a crash mid-append) is ignored, and so is everything from the first
+    /// record whose MAC does not verify.
+    pub fn open(mut file: File, id: &Identity, part: &File) -> io::Result<Found> {
+        let want = id.header(&inode_of(part)?);
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
         if buf.len() < want.len() || buf[..want.len()] != want[..] {
-            // Same name, other size, mtime or chunk size: the source changed.
+            // Same name, other size, mtime or chunk size: the source changed (or
+            // the journal is not this receiver's: either way, start over).
             let other = buf.len() >= 4 && &buf[..4] == MAGIC;
             return Ok(if other { Found::Other } else { Found::Nothing });
         }
+        let head_mac = tail_mac(&want);
         let nchunks = id.size.div_ceil(id.chunk_size);
         let mut have = Vec::new();
         let mut durable = 0;
+        let mut records = 0u64;
         for r in buf[want.len()..].chunks_exact(RECORD) {
+            if r[4 + HASH_LEN..] != record_mac(&head_mac, records, &r[..4 + HASH_LEN]) {
+                break;
+            }
+            records += 1;
             let idx = u32::from_be_bytes([r[0], r[1], r[2], r[3]]);
             if idx == SEALED {
                 durable = have.len();
@@ -119,15 +194,15 @@ impl Journal {
                 return Ok(Found::Nothing);
             }
             let mut h = [0u8; HASH_LEN];
-            h.copy_from_slice(&r[4..]);
+            h.copy_from_slice(&r[4..4 + HASH_LEN]);
             have.push((idx, h));
         }
-        let good = want.len() + (buf.len() - want.len()) / RECORD * RECORD;
+        let good = want.len() + records as usize * RECORD;
         if good < buf.len() {
             file.set_len(good as u64)?;
         }
         Ok(Found::Resumable(
-            Journal { file },
+            Journal { file, head_mac, records },
             Claims { sealed: have[..durable].to_vec(), unsealed: have[durable..].to_vec() },
         ))
     }
@@ -145,9 +220,26 @@ impl Journal {
     pub fn add(&mut self, idx: u32, hash: [u8; HASH_LEN]) -> io::Result<()> {
         let mut rec = [0u8; RECORD];
         rec[..4].copy_from_slice(&idx.to_be_bytes());
-        rec[4..].copy_from_slice(&hash);
-        self.file.write_all(&rec)
+        rec[4..4 + HASH_LEN].copy_from_slice(&hash);
+        let m = record_mac(&self.head_mac, self.records, &rec[..4 + HASH_LEN]);
+        rec[4 + HASH_LEN..].copy_from_slice(&m);
+        self.file.write_all(&rec)?;
+        self.records += 1;
+        Ok(())
     }
+}
+
+fn tail_mac(header: &[u8]) -> [u8; MAC_LEN] {
+    let mut m = [0u8; MAC_LEN];
+    m.copy_from_slice(&header[header.len() - MAC_LEN..]);
+    m
+}
+
+/// A record's MAC: over the header's MAC, the record's position and its body,
+/// so a record can be neither moved (a seal placed later) nor copied from
+/// another journal.
+fn record_mac(head_mac: &[u8; MAC_LEN], position: u64, body: &[u8]) -> [u8; MAC_LEN] {
+    mac(&[head_mac, &position.to_be_bytes(), body])
 }
 
 /// Keeps only the chunks whose data in `part` still hashes as recorded.
@@ -187,7 +279,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let (jp, dp) = (dir.join("j"), dir.join("d"));
         let open = || OpenOptions::new().read(true).append(true).create(true).open(&jp).unwrap();
-        let mut j = Journal::create(open(), &id()).unwrap();
+        let data = File::create(&dp).unwrap();
+        let mut j = Journal::create(open(), &id(), &data).unwrap();
         j.add(3, [3; 16]).unwrap();
         j.add(1, [1; 16]).unwrap();
         let held = |f: Found| match f {
@@ -197,19 +290,18 @@ mod tests {
             }
             _ => panic!("resumable"),
         };
-        assert_eq!(held(Journal::open(open(), &id()).unwrap()), vec![(3, [3; 16]), (1, [1; 16])]);
+        assert_eq!(held(Journal::open(open(), &id(), &data).unwrap()), vec![(3, [3; 16]), (1, [1; 16])]);
         // A torn record is cut off.
         open().write_all(&[0, 0, 0]).unwrap();
-        assert_eq!(held(Journal::open(open(), &id()).unwrap()).len(), 2);
+        assert_eq!(held(Journal::open(open(), &id(), &data).unwrap()).len(), 2);
         // Sealed records are trusted; later ones are not.
-        let mut j2 = match Journal::open(open(), &id()).unwrap() {
+        let mut j2 = match Journal::open(open(), &id(), &data).unwrap() {
             Found::Resumable(j, _) => j,
             _ => panic!("resumable"),
         };
-        let data = File::create(&dp).unwrap();
         j2.seal(&data).unwrap();
         j2.add(5, [5; 16]).unwrap();
-        match Journal::open(open(), &id()).unwrap() {
+        match Journal::open(open(), &id(), &data).unwrap() {
             Found::Resumable(_, c) => {
                 assert_eq!(c.sealed, vec![(3, [3; 16]), (1, [1; 16])]);
                 assert_eq!(c.unsealed, vec![(5, [5; 16])]);
@@ -218,8 +310,30 @@ mod tests {
         }
         // A changed source (same name) is recognised, and not resumed.
         let other = Identity { mtime_sec: 9, ..id() };
-        assert!(matches!(Journal::open(open(), &other).unwrap(), Found::Other));
+        assert!(matches!(Journal::open(open(), &other, &data).unwrap(), Found::Other));
         assert_eq!(id().file_names(), other.file_names());
+        // A journal is bound to its partial file: another inode does not resume it.
+        let elsewhere = File::create(dir.join("other")).unwrap();
+        assert!(matches!(Journal::open(open(), &id(), &elsewhere).unwrap(), Found::Other));
+        // A record that was tampered with ends what is trusted: a seal copied
+        // to the end would vouch for the records before it.
+        let before = std::fs::read(&jp).unwrap();
+        let mut moved = before.clone();
+        let seal_at = before.len() - 2 * RECORD;
+        moved.extend_from_slice(&before[seal_at..seal_at + RECORD]);
+        std::fs::write(&jp, &moved).unwrap();
+        match Journal::open(open(), &id(), &data).unwrap() {
+            Found::Resumable(_, c) => assert_eq!(c.unsealed, vec![(5, [5; 16])], "the moved seal was not trusted"),
+            _ => panic!("resumable"),
+        }
+        let mut forged = before.clone();
+        let n = forged.len();
+        forged[n - RECORD + 5] ^= 1; // the last record's hash
+        std::fs::write(&jp, &forged).unwrap();
+        match Journal::open(open(), &id(), &data).unwrap() {
+            Found::Resumable(_, c) => assert!(c.unsealed.is_empty(), "a forged record was trusted"),
+            _ => panic!("resumable"),
+        }
         // Only chunks whose data still matches survive verification.
         let part = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&dp).unwrap();
         part.set_len(10 << 20).unwrap();

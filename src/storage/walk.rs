@@ -2,6 +2,7 @@
 //! memory does not grow with the size of the tree (only with its depth).
 
 use crate::proto::frame::{EntryKind, FileMeta};
+use crate::proto::path::is_reserved;
 use std::collections::VecDeque;
 use std::fs::{self, Metadata, ReadDir};
 use std::io;
@@ -32,6 +33,9 @@ pub struct WalkError {
 pub struct Walker {
     roots: VecDeque<(PathBuf, Vec<u8>)>,
     stack: Vec<(ReadDir, PathBuf, Vec<u8>)>,
+    /// Skip names in gfast's namespace without a word (a daemon serving a pull:
+    /// they are its own partial files); otherwise each is reported.
+    quiet_reserved: bool,
 }
 
 /// Builds the manifest record for `md` at destination path `dest`.
@@ -71,10 +75,20 @@ fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
 impl Walker {
     /// A walker over `(local path, destination path)` pairs, in order.
     pub fn new(roots: Vec<(PathBuf, Vec<u8>)>) -> Self {
-        Walker { roots: roots.into(), stack: Vec::new() }
+        Walker { roots: roots.into(), stack: Vec::new(), quiet_reserved: false }
+    }
+
+    /// A walker of a tree that gfast itself writes into (a daemon's root): its
+    /// partial files and journals (`.gfast-*`) are left out silently.
+    pub fn serving(roots: Vec<(PathBuf, Vec<u8>)>) -> Self {
+        Walker { roots: roots.into(), stack: Vec::new(), quiet_reserved: true }
     }
 
     fn entry(&mut self, path: PathBuf, dest: Vec<u8>, md: Metadata) -> Option<Result<Item, WalkError>> {
+        if dest.rsplit(|&b| b == b'/').next().is_some_and(is_reserved) {
+            let what = "names starting with '.gfast-' are reserved for gfast's temporary files: rename it to send it";
+            return Some(Err(WalkError { path, error: io::Error::new(io::ErrorKind::InvalidInput, what) }));
+        }
         let link = if md.file_type().is_symlink() {
             match fs::read_link(&path) {
                 Ok(t) => t.into_os_string().into_vec(),
@@ -120,6 +134,9 @@ impl Iterator for Walker {
                         return Some(Err(WalkError { path, error }));
                     }
                     Some(Ok(de)) => {
+                        if self.quiet_reserved && is_reserved(de.file_name().as_bytes()) {
+                            continue;
+                        }
                         let path = de.path();
                         let d = join(dest, de.file_name().as_bytes());
                         return match fs::symlink_metadata(&path) {

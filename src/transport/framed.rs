@@ -54,18 +54,37 @@ pub fn read_header(r: &mut impl Read, limits: &Limits) -> Result<Header, WireErr
     Header::decode(&hb, limits).map_err(WireError::Decode)
 }
 
-/// Reads one whole frame. The length is checked against `limits` before the body
-/// buffer grows; `buf` is reused between calls.
+/// Reads one whole frame. The length is checked against `limits` first, and the
+/// body is read into `buf` as it arrives: the buffer never grows from a length
+/// the peer announced, only with bytes it actually sent (§3.3). `buf` is reused
+/// between calls.
 pub fn read_frame(r: &mut impl Read, limits: &Limits, buf: &mut Vec<u8>) -> Result<Frame, WireError> {
     let h = read_header(r, limits)?;
     if h.flags != 0 {
         // Only a lane's reader takes compressed chunks, block by block.
         return Err(WireError::Decode(crate::proto::error::DecodeError::Flags(h.kind, h.flags)));
     }
-    buf.clear();
-    buf.resize(h.len as usize, 0);
-    r.read_exact(buf).map_err(|e| WireError::Io(eof_is_error(e)))?;
+    read_body(r, h.len as usize, buf)?;
     decode_body(h.kind, buf).map_err(WireError::Decode)
+}
+
+/// Reads exactly `len` bytes into `buf`, growing it by at most 64 KiB ahead of
+/// what has arrived.
+fn read_body(r: &mut impl Read, len: usize, buf: &mut Vec<u8>) -> Result<(), WireError> {
+    const STEP: usize = 64 << 10;
+    buf.clear();
+    while buf.len() < len {
+        let have = buf.len();
+        let want = (len - have).min(STEP);
+        buf.resize(have + want, 0);
+        match r.read(&mut buf[have..]) {
+            Ok(0) => return Err(WireError::Io(eof_is_error(io::ErrorKind::UnexpectedEof.into()))),
+            Ok(n) => buf.truncate(have + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(have),
+            Err(e) => return Err(WireError::Io(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Writes one frame (not flushed).
@@ -81,5 +100,24 @@ pub fn eof_is_error(e: io::Error) -> io::Error {
         io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed in the middle of a frame")
     } else {
         e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::frame::kind;
+
+    #[test]
+    fn a_frame_body_is_read_as_it_arrives() {
+        // A header that announces 1 MiB followed by 10 bytes: the reader fails at
+        // the end of the stream with a buffer that holds what arrived, not 1 MiB.
+        let mut bytes = Header { kind: kind::FILE, flags: 0, len: 1 << 20 }.encode().to_vec();
+        bytes.extend_from_slice(&[0u8; 10]);
+        let mut buf = Vec::new();
+        let r = read_frame(&mut &bytes[..], &Limits::control(), &mut buf);
+        assert!(r.is_err());
+        // At most one 64 KiB step ahead of what arrived (twice that in capacity).
+        assert!(buf.capacity() <= 2 * ((64 << 10) + 10), "the buffer grew to {} bytes", buf.capacity());
     }
 }

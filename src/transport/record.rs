@@ -190,8 +190,26 @@ impl Handshake {
             )),
             n => {
                 self.used += n;
-                Ok(())
+                self.refused()
             }
+        }
+    }
+
+    /// A server that turns a connection away before its TLS handshake (busy)
+    /// says why in one plain ERROR frame (protocol-spec §5.14): its first byte,
+    /// 0x7F, is no TLS record type. Once it has arrived whole, the handshake
+    /// ends with the server's message (ConnectionRefused).
+    fn refused(&self) -> io::Result<()> {
+        use crate::proto::frame::{decode, kind, Decoded, Frame, Limits};
+        if self.inb[0] != kind::ERROR {
+            return Ok(());
+        }
+        match decode(&self.inb[..self.used], &Limits::handshake()) {
+            Ok(Decoded::Frame(Frame::Error { message, .. }, _)) => {
+                Err(io::Error::new(io::ErrorKind::ConnectionRefused, message))
+            }
+            Ok(Decoded::Incomplete(_)) => Ok(()),
+            _ => Err(io::Error::new(io::ErrorKind::InvalidData, "the peer does not speak TLS")),
         }
     }
 

@@ -67,7 +67,7 @@ fn a_wrong_fingerprint_is_refused_before_any_data() {
     let wrong = format!("sha256:{}", "ab".repeat(32));
     let o = push(["--fingerprint".as_ref(), wrong.as_ref(), f.as_os_str(), s.url("").as_ref()]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("key changed"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--fingerprint asks for"), "{}", stderr(&o));
     assert!(list_tree(root.path()).is_empty());
 }
 

@@ -1,0 +1,678 @@
+//! Hostile input against the real daemon (issue: a daemon that no one can
+//! crash, starve, fool or use to gain privileges; ../shared/SECURITY-REVIEW.md).
+//! A small crafted-frame client speaks protocol v1 with the project's own codec;
+//! every test checks that the daemon stays up with bounded memory, serves a
+//! legitimate push during or after the attack, and that nothing outside what
+//! was asked is written or lost.
+//!
+//! Attack traffic comes from 127.0.0.2 and up, the legitimate client from
+//! 127.0.0.1, so limits per source address can be seen to spare the latter.
+
+use crate::util::*;
+use gfast::proto::auth::SessionKeys;
+use gfast::proto::frame::{kind, EntryKind, FileMeta, Frame, Limits, HEADER_LEN};
+use gfast::proto::{CAP_RESUME, VERSION};
+use gfast::transport::framed::read_frame;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A TCP connection from `src` (a loopback address) to `addr`.
+fn connect_from(src: [u8; 4], addr: &str) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::from((src, 0)).into()).unwrap();
+    sock.connect_timeout(&addr.parse::<SocketAddr>().unwrap().into(), Duration::from_secs(5)).unwrap();
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// A crafted client in plain mode (the daemon runs with --allow-no-encrypt).
+struct Raw {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    fn new(src: [u8; 4], addr: &str) -> Raw {
+        Raw { s: connect_from(src, addr), buf: Vec::new() }
+    }
+
+    fn send(&mut self, f: &Frame) -> std::io::Result<()> {
+        self.s.write_all(&f.to_vec())
+    }
+
+    fn recv(&mut self) -> Result<Frame, String> {
+        read_frame(&mut self.s, &Limits::default(), &mut self.buf).map_err(|e| e.to_string())
+    }
+
+    /// HELLO, CHALLENGE, AUTH, WELCOME with `token`; the server's last frame
+    /// (WELCOME or ERROR).
+    fn login(&mut self, token: &[u8], caps: u64, chunk_size: u32) -> Result<Frame, String> {
+        let cn = [7u8; 32];
+        self.send(&Frame::Hello { min_version: VERSION, max_version: VERSION, caps, nonce: cn }).unwrap();
+        let sn = match self.recv()? {
+            Frame::Challenge { nonce, .. } => nonce,
+            other => return Ok(other),
+        };
+        let keys = SessionKeys::derive(token, &cn, &sn);
+        let auth = Frame::Auth { proof: keys.client_proof(), lanes: 1, chunk_size, job_id: [0; 16] };
+        self.send(&auth).map_err(|e| e.to_string())?;
+        self.recv()
+    }
+
+    fn welcome(src: [u8; 4], addr: &str, caps: u64, chunk_size: u32) -> Raw {
+        let mut r = Raw::new(src, addr);
+        match r.login(TOKEN.as_bytes(), caps, chunk_size) {
+            Ok(Frame::Welcome { .. }) => r,
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+    }
+}
+
+fn file(id: u64, path: &str, size: u64) -> Frame {
+    Frame::File(FileMeta {
+        id,
+        kind: EntryKind::File,
+        mode: 0o644,
+        mtime_sec: 1_700_000_000,
+        mtime_nsec: 0,
+        size,
+        path: path.as_bytes().to_vec(),
+        link: Vec::new(),
+    })
+}
+
+/// Resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 =
+        s.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb / 1024
+}
+
+fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// A legitimate push of a small file, checked byte for byte.
+fn legit_push(s: &Server, work: &Path, name: &str) {
+    let f = work.join(format!("{name}.src"));
+    write_random(&f, 3 << 20, name.len() as u64 + 11);
+    let o = s.push([f.as_os_str(), s.url(name).as_ref()]);
+    assert_ok(&o);
+    assert_same_file(&f, &s.root.join(name));
+}
+
+/// Until `cond` holds or `limit` passes (bounded polling).
+fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
+#[test]
+fn frames_before_authentication_cost_the_daemon_nothing() {
+    if tcp_only("the QUIC variant is quic_frames_before_authentication_cost_nothing") {
+        return;
+    }
+    let work = TempDir::new("preauth");
+    let root = TempDir::new("preauth-root");
+    let mut s = Server::start(root.path(), &["--allow-no-encrypt"]);
+    let pid = s.child.id();
+    let before = rss_mib(pid);
+    // Headers announcing a CHUNK of 1 GiB and a HELLO of 1 MiB as the first
+    // frame, from a client without a token: refused at the header.
+    let mut held = Vec::new();
+    for i in 0..8u8 {
+        let mut c = connect_from([127, 0, 0, 2], &s.addr);
+        let (k, len) = if i % 2 == 0 { (kind::CHUNK, (1u32 << 30) + 32) } else { (kind::HELLO, 1 << 20) };
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = k;
+        h[4..].copy_from_slice(&len.to_be_bytes());
+        c.write_all(&h).unwrap();
+        held.push(c);
+    }
+    // In place of AUTH: a 1 MiB AUTH header after a genuine HELLO.
+    let mut r = Raw::new([127, 0, 0, 2], &s.addr);
+    r.send(&Frame::Hello { min_version: VERSION, max_version: VERSION, caps: 0, nonce: [1; 32] }).unwrap();
+    assert!(matches!(r.recv(), Ok(Frame::Challenge { .. })));
+    let mut h = [0u8; HEADER_LEN];
+    h[0] = kind::AUTH;
+    h[4..].copy_from_slice(&(1u32 << 20).to_be_bytes());
+    r.s.write_all(&h).unwrap();
+    // Every one is closed by the daemon at once, without waiting for the body.
+    for c in held.iter_mut().chain(std::iter::once(&mut r.s)) {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 64];
+        let closed = match c.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        };
+        assert!(closed, "the daemon kept a connection that announced an oversized frame");
+    }
+    let after = rss_mib(pid);
+    assert!(after < before + 32, "daemon RSS grew from {before} to {after} MiB");
+    legit_push(&s, work.path(), "after-preauth");
+    assert!(s.is_alive());
+    // A daemon that requires TLS reads no plaintext frame body either.
+    let tls_root = TempDir::new("preauth-tls-root");
+    let mut t = Server::start(tls_root.path(), &[]);
+    let before = rss_mib(t.child.id());
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        let mut c = connect_from([127, 0, 0, 2], &t.addr);
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = kind::CHUNK;
+        h[4..].copy_from_slice(&((1u32 << 30) + 32).to_be_bytes());
+        c.write_all(&h).unwrap();
+        conns.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_mib(t.child.id());
+    assert!(after < before + 32, "TLS-only daemon RSS grew from {before} to {after} MiB");
+    legit_push(&t, work.path(), "after-preauth-tls");
+    assert!(t.is_alive());
+}
+
+#[test]
+fn quic_frames_before_authentication_cost_nothing() {
+    if !quic() {
+        eprintln!("SKIP over TCP: the QUIC variant runs in the transfer_quic suite");
+        return;
+    }
+    use gfast::transport::{conn::Conn, quic as q, tls};
+    let work = TempDir::new("preauth-quic");
+    let root = TempDir::new("preauth-quic-root");
+    let mut s = Server::start(root.path(), &[]);
+    let before = rss_mib(s.child.id());
+    let (cfg, _) = tls::client_config(None).unwrap();
+    let client = q::connect(&s.addr, &cfg, Duration::from_secs(10)).unwrap();
+    let mut streams = Vec::new();
+    for i in 0..6u8 {
+        let c = Conn::quic(q::Stream::open(&client.conn).unwrap());
+        let (_, mut w) = c.split().unwrap();
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = if i % 2 == 0 { kind::CHUNK } else { kind::HELLO };
+        h[4..].copy_from_slice(&((1u32 << 30) + 32).to_be_bytes());
+        w.write_all(&h).unwrap();
+        w.flush().unwrap();
+        streams.push((c, w));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    let after = rss_mib(s.child.id());
+    assert!(after < before + 32, "daemon RSS grew from {before} to {after} MiB over QUIC");
+    legit_push(&s, work.path(), "after-quic-preauth");
+    assert!(s.is_alive());
+}
+
+#[test]
+fn pushed_files_lose_setuid_setgid_and_sticky_bits_and_take_the_umask() {
+    if tcp_only("modes are the same code over QUIC") {
+        return;
+    }
+    let work = TempDir::new("modes");
+    let root = TempDir::new("modes-root");
+    let src = work.path().join("tree");
+    fs::create_dir_all(src.join("d1777")).unwrap();
+    fs::create_dir_all(src.join("d2777")).unwrap();
+    for (name, mode) in [("suid", 0o4755), ("sgid", 0o2755), ("s6777", 0o6777), ("world", 0o777), ("plain", 0o640)] {
+        let p = src.join(name);
+        fs::write(&p, b"#!/bin/sh\nid\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    fs::set_permissions(src.join("d1777"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::set_permissions(src.join("d2777"), fs::Permissions::from_mode(0o2777)).unwrap();
+    // nextest runs each test in its own process: the daemon inherits this umask.
+    // SAFETY: umask only sets the process's file mode mask.
+    let old = unsafe { libc::umask(0o027) };
+    let s = Server::start(root.path(), &[]);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let o = s.push([src.as_os_str(), s.url("").as_ref()]);
+    assert_ok(&o);
+    let mode = |p: &str| fs::symlink_metadata(root.path().join("tree").join(p)).unwrap().permissions().mode() & 0o7777;
+    for (name, want) in [
+        ("suid", 0o750),
+        ("sgid", 0o750),
+        ("s6777", 0o750),
+        ("world", 0o750),
+        ("plain", 0o640),
+        ("d1777", 0o750),
+        ("d2777", 0o750),
+    ] {
+        assert_eq!(mode(name), want, "{name}: {:o}", mode(name));
+    }
+    assert_eq!(fs::read(root.path().join("tree/suid")).unwrap(), b"#!/bin/sh\nid\n");
+}
+
+#[test]
+fn a_file_announcing_any_size_never_crashes_or_bloats_the_daemon() {
+    if tcp_only("the crafted client speaks plain TCP") {
+        return;
+    }
+    let work = TempDir::new("huge");
+    let root = TempDir::new("huge-root");
+    let mut s = Server::start(root.path(), &["--allow-no-encrypt"]);
+    let pid = s.child.id();
+    let before = rss_mib(pid);
+    // 2^64-1 bytes: more chunks than a session counts.
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, 0, 64 << 10);
+    r.send(&file(0, "huge", u64::MAX)).unwrap();
+    match r.recv() {
+        Ok(Frame::Error { message, .. }) => assert!(message.contains("chunks"), "{message}"),
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    // 1 PiB: more than the disk holds, refused at once with nothing created.
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, 0, 64 << 20);
+    r.send(&file(0, "pib", 1 << 50)).unwrap();
+    match r.recv() {
+        Ok(Frame::Error { code, message }) => {
+            assert_eq!(code, gfast::proto::error::code::NO_SPACE, "{message}");
+            assert!(message.contains("bytes are free"), "{message}");
+        }
+        other => panic!("expected ERROR NO_SPACE, got {other:?}"),
+    }
+    assert!(list_tree(root.path()).is_empty(), "{:?}", list_tree(root.path()));
+    assert!(rss_mib(pid) < before + 32);
+    legit_push(&s, work.path(), "after-huge");
+    assert!(s.is_alive());
+    // A --discard daemon takes four 1 TiB files of 64 KiB chunks without
+    // memory for their chunk tables (the review measured 1,094 MiB).
+    let mut d = Server::start(root.path(), &["--allow-no-encrypt", "--discard"]);
+    let before = rss_mib(d.child.id());
+    let mut r = Raw::welcome([127, 0, 0, 2], &d.addr, 0, 64 << 10);
+    for id in 0..4 {
+        r.send(&file(id, &format!("tib{id}"), 1 << 40)).unwrap();
+    }
+    for _ in 0..4 {
+        assert!(matches!(r.recv(), Ok(Frame::FileReady { .. })));
+    }
+    let after = rss_mib(d.child.id());
+    assert!(after < before + 32, "discard daemon RSS grew from {before} to {after} MiB");
+    assert!(d.is_alive());
+}
+
+#[test]
+fn gfast_names_cannot_be_pushed_and_planted_journals_are_not_trusted() {
+    if tcp_only("the same path rules over QUIC") {
+        return;
+    }
+    let work = TempDir::new("names");
+    let root = TempDir::new("names-root");
+    let s = Server::start(root.path(), &["--allow-no-encrypt"]);
+    // The review's collision: a file named like another's partial file.
+    let coll = work.path().join("coll");
+    fs::create_dir_all(&coll).unwrap();
+    write_random(&coll.join("big"), 6 << 20, 5);
+    let h = xxhash_rust::xxh3::xxh3_64(b"big");
+    let part = format!(".gfast-{h:016x}.part");
+    fs::write(coll.join(&part), b"EVIL CONTENT\n").unwrap();
+    fs::create_dir_all(root.path().join("in")).unwrap();
+    let o = s.push(["--chunk-size".as_ref(), "1M".as_ref(), coll.as_os_str(), s.url("in/").as_ref()]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(stderr(&o).contains("reserved for gfast"), "{}", stderr(&o));
+    assert_same_file(&coll.join("big"), &root.path().join("in/coll/big"));
+    assert!(!root.path().join("in/coll").join(&part).exists());
+    // A crafted FILE or TARGET with such a name is a protocol error.
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, 0, 1 << 20);
+    r.send(&file(0, "in/.gfast-1234.jrnl", 10)).unwrap();
+    match r.recv() {
+        Ok(Frame::Error { message, .. }) => assert!(message.contains("reserved"), "{message}"),
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    let o = s.push([coll.join("big").as_os_str(), s.url(".gfast-x.part").as_ref()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // A partial file and journal planted in the destination (by someone with
+    // write access there) are not resumed: the victim's file arrives whole.
+    let victim = work.path().join("dataset.bin");
+    write_random(&victim, 3 << 20, 77);
+    let mtime = fs::metadata(&victim).unwrap().modified().unwrap();
+    let secs = mtime.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let vh = xxhash_rust::xxh3::xxh3_64(b"dataset.bin");
+    let dir = root.path().join("in");
+    let planted = dir.join(format!(".gfast-{vh:016x}.part"));
+    fs::write(&planted, vec![b'E'; 3 << 20]).unwrap();
+    let mut j = b"GFJ2".to_vec();
+    j.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    j.extend_from_slice(&(3u64 << 20).to_be_bytes());
+    j.extend_from_slice(&(secs.as_secs() as i64).to_be_bytes());
+    j.extend_from_slice(&secs.subsec_nanos().to_be_bytes());
+    j.extend_from_slice(&(11u16).to_be_bytes());
+    j.extend_from_slice(b"dataset.bin");
+    j.extend_from_slice(&[0u8; 32]); // inode and MAC: the planter knows no key
+    let evil = gfast::proto::hash::chunk_hash(&vec![b'E'; 1 << 20]);
+    for i in 0..3u32 {
+        j.extend_from_slice(&i.to_be_bytes());
+        j.extend_from_slice(&evil);
+        j.extend_from_slice(&[0u8; 16]);
+    }
+    j.extend_from_slice(&u32::MAX.to_be_bytes());
+    j.extend_from_slice(&[0u8; 32]);
+    fs::write(dir.join(format!(".gfast-{vh:016x}.jrnl")), &j).unwrap();
+    let o = s.push([
+        "--resume".as_ref(),
+        "--json".as_ref(),
+        "--chunk-size".as_ref(),
+        "1M".as_ref(),
+        victim.as_os_str(),
+        s.url("in/").as_ref(),
+    ]);
+    assert_ok(&o);
+    assert_eq!(parse_json(&o)["bytes_resumed"], 0, "{}", stderr(&o));
+    assert_same_file(&victim, &dir.join("dataset.bin"));
+}
+
+#[test]
+fn slow_and_idle_connections_cannot_lock_clients_out() {
+    if tcp_only("the crafted connections are TCP") {
+        return;
+    }
+    let work = TempDir::new("slow");
+    let root = TempDir::new("slow-root");
+    let mut s = Server::start(root.path(), &[]);
+    // Far past the per-address limit from one address: the rest of the world
+    // is still served.
+    // Each starts a valid HELLO whose body then comes one byte a second.
+    let hello = Frame::Hello { min_version: VERSION, max_version: VERSION, caps: 0, nonce: [3; 32] }.to_vec();
+    let mut drip: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut c = connect_from([127, 0, 0, 2], &s.addr);
+            c.write_all(&hello[..HEADER_LEN]).unwrap();
+            c
+        })
+        .collect();
+    legit_push(&s, work.path(), "during-drip");
+    // The daemon told the connections past the limit so.
+    let mut busy = 0;
+    for c in drip.iter_mut() {
+        c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut b = [0u8; 256];
+        if let Ok(n) = c.read(&mut b) {
+            if n > 0 && String::from_utf8_lossy(&b[..n]).contains("server busy") {
+                busy += 1;
+            }
+        }
+    }
+    assert_eq!(busy, 40 - 32, "connections past the per-address limit are told the server is busy");
+    // A byte every second does not keep a handshake alive past its deadline.
+    let t = Instant::now();
+    let mut open = drip.len();
+    let mut sent = HEADER_LEN;
+    while t.elapsed() < Duration::from_secs(25) && open > 0 && sent < hello.len() {
+        open = 0;
+        for c in drip.iter_mut() {
+            if c.write_all(&hello[sent..sent + 1]).is_ok() {
+                let mut b = [0u8; 1];
+                c.set_nonblocking(true).unwrap();
+                let alive = matches!(c.read(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock);
+                c.set_nonblocking(false).unwrap();
+                open += alive as usize;
+            }
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(sent < hello.len(), "the HELLO was complete before the deadline");
+    assert_eq!(open, 0, "dripping connections outlived the handshake deadline");
+    drop(drip);
+    // Every handshake slot taken (32 from each of 16 addresses): a real client
+    // is told the server is busy, in one line, and served once they are gone.
+    let mut idle = Vec::new();
+    for a in 0..16u8 {
+        for _ in 0..32 {
+            idle.push(connect_from([127, 0, 1, 10 + a], &s.addr));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let f = work.path().join("refused");
+    fs::write(&f, b"x").unwrap();
+    let o = s.push([f.as_os_str(), s.url("refused").as_ref()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("server busy"), "{}", stderr(&o));
+    drop(idle);
+    assert!(eventually(Duration::from_secs(10), || s
+        .push([f.as_os_str(), s.url("refused").as_ref()])
+        .status
+        .success()));
+    assert!(s.is_alive());
+}
+
+#[test]
+fn a_token_holder_cannot_exhaust_descriptors_or_sessions() {
+    if tcp_only("the crafted client speaks plain TCP") {
+        return;
+    }
+    let work = TempDir::new("fds");
+    let root = TempDir::new("fds-root");
+    let mut s = Server::start(root.path(), &["--allow-no-encrypt", "--max-sessions", "3"]);
+    let pid = s.child.id();
+    let fds_before = open_fds(pid);
+    // FILE frames past the window of 1,024 unsettled entries end the session.
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, 0, 64 << 10);
+    let mut frames = Vec::new();
+    for id in 0..1100u64 {
+        frames.extend_from_slice(&file(id, &format!("f{id}"), 100_000).to_vec());
+    }
+    r.s.write_all(&frames).unwrap();
+    let mut ready = 0;
+    let end = loop {
+        match r.recv() {
+            Ok(Frame::FileReady { .. }) => ready += 1,
+            Ok(Frame::Error { message, .. }) => break message,
+            other => panic!("expected FILE_READY or ERROR, got {other:?}"),
+        }
+    };
+    assert!(end.contains("window"), "{end}");
+    assert!(ready <= 1024, "{ready} files opened");
+    assert!(eventually(Duration::from_secs(10), || open_fds(pid) < fds_before + 20), "descriptors were not released");
+    // Sessions past --max-sessions are told the server is busy.
+    let held: Vec<Raw> = (0..3).map(|_| Raw::welcome([127, 0, 0, 2], &s.addr, 0, 1 << 20)).collect();
+    let f = work.path().join("x");
+    fs::write(&f, b"x").unwrap();
+    let o = s.push([f.as_os_str(), s.url("x").as_ref()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--max-sessions"), "{}", stderr(&o));
+    drop(held);
+    assert!(eventually(Duration::from_secs(10), || s.push([f.as_os_str(), s.url("x").as_ref()]).status.success()));
+    legit_push(&s, work.path(), "after-fds");
+    assert!(s.is_alive());
+}
+
+#[test]
+fn announcements_reserve_no_disk_and_unresumed_partials_expire() {
+    if tcp_only("the crafted client speaks plain TCP") {
+        return;
+    }
+    let root = TempDir::new("fill-root");
+    // A partial file and journal left by an earlier daemon, untouched for an hour.
+    fs::create_dir_all(root.path().join("old")).unwrap();
+    let stale = root.path().join("old/.gfast-00000000000000aa.part");
+    fs::write(&stale, b"left over").unwrap();
+    fs::write(root.path().join("old/.gfast-00000000000000aa.jrnl"), b"GFJ2").unwrap();
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for p in [stale.clone(), root.path().join("old/.gfast-00000000000000aa.jrnl")] {
+        fs::File::options().write(true).open(&p).unwrap().set_modified(hour_ago).unwrap();
+    }
+    let keep = root.path().join("old/keep.txt");
+    fs::write(&keep, b"user data").unwrap();
+    let mut s = Server::start(root.path(), &["--allow-no-encrypt", "--partial-ttl", "2"]);
+    assert!(eventually(Duration::from_secs(10), || !stale.exists()), "the stale partial was not removed at start");
+    assert_eq!(fs::read(&keep).unwrap(), b"user data");
+    // Three announced files of 200 MB, no data, then a disconnect: nothing is
+    // preallocated, and the partials kept for a resume expire.
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, CAP_RESUME, 1 << 20);
+    for id in 0..3 {
+        r.send(&file(id, &format!("big{id}"), 200_000_000)).unwrap();
+    }
+    for _ in 0..3 {
+        assert!(matches!(r.recv(), Ok(Frame::FileReady { .. })));
+    }
+    let used: u64 = list_tree(root.path())
+        .iter()
+        .filter_map(|p| fs::symlink_metadata(p).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .sum();
+    assert!(used < 1 << 20, "{used} bytes allocated for announcements without data");
+    drop(r);
+    std::thread::sleep(Duration::from_millis(500));
+    let partials = || list_tree(root.path()).iter().filter(|p| p.to_string_lossy().contains(".gfast-")).count();
+    assert!(eventually(Duration::from_secs(3), || partials() > 0), "the partials were kept for a resume");
+    assert!(eventually(Duration::from_secs(15), || partials() == 0), "kept partials did not expire");
+    assert!(s.is_alive());
+}
+
+#[test]
+fn every_wait_has_a_deadline_on_both_sides() {
+    if tcp_only("QUIC has its own idle timeout (tested with kills in the resume tests)") {
+        return;
+    }
+    let work = TempDir::new("timeouts");
+    let root = TempDir::new("timeouts-root");
+    let mut s = Server::start(root.path(), &["--allow-no-encrypt", "--timeout", "2"]);
+    // An authenticated client that goes silent is ended by --timeout.
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, 0, 1 << 20);
+    r.send(&file(0, "half", 5 << 20)).unwrap();
+    assert!(matches!(r.recv(), Ok(Frame::FileReady { .. })));
+    match r.recv() {
+        Ok(Frame::Error { message, .. }) => assert!(message.contains("--timeout"), "{message}"),
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    assert!(s.is_alive());
+    legit_push(&s, work.path(), "after-silence");
+    // A server that accepts and never answers: the client gives up after its
+    // --timeout, and says so.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = mute.local_addr().unwrap();
+    let hold = std::thread::spawn(move || {
+        let c = mute.accept();
+        std::thread::sleep(Duration::from_secs(8));
+        drop(c);
+    });
+    let f = work.path().join("x");
+    fs::write(&f, b"x").unwrap();
+    let o = push(["--timeout".as_ref(), "2".as_ref(), f.as_os_str(), format!("gfast://{addr}/x").as_ref()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("did not answer the handshake within 2 s"), "{}", stderr(&o));
+    hold.join().unwrap();
+}
+
+#[test]
+fn a_source_that_changes_while_it_is_sent_is_not_placed() {
+    if tcp_only("the push is stretched with --rate, and QUIC has no pacing") {
+        return;
+    }
+    let work = TempDir::new("changing");
+    let root = TempDir::new("changing-root");
+    let s = Server::start(root.path(), &[]);
+    for (case, grow) in [("appended", true), ("overwritten", false)] {
+        let f = work.path().join(case);
+        write_random(&f, 24 << 20, 3);
+        let child = s
+            .push_cmd()
+            .args(["--rate", "60M", "--chunk-size", "1M"])
+            .arg(&f)
+            .arg(s.url(case))
+            .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        if grow {
+            fs::OpenOptions::new().append(true).open(&f).unwrap().write_all(&[9u8; 1 << 20]).unwrap();
+        } else {
+            use std::os::unix::fs::FileExt;
+            fs::OpenOptions::new().write(true).open(&f).unwrap().write_all_at(&[9u8; 8 << 20], 4 << 20).unwrap();
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(5), "{case}: {}", stderr(&o));
+        assert!(stderr(&o).contains("changed while it was being sent"), "{case}: {}", stderr(&o));
+        assert!(!root.path().join(case).exists(), "{case}: a file that never existed at the source was placed");
+    }
+}
+
+#[test]
+fn guessing_tokens_is_slowed_per_address_and_logged_in_summary() {
+    if tcp_only("the crafted client speaks plain TCP") {
+        return;
+    }
+    let work = TempDir::new("guess");
+    let root = TempDir::new("guess-root");
+    let s = Server::start(root.path(), &["--allow-no-encrypt"]);
+    let mut wrong = 0;
+    let mut slowed = None;
+    for i in 0..40 {
+        let mut r = Raw::new([127, 0, 0, 2], &s.addr);
+        match r.login(format!("guess-{i}").as_bytes(), 0, 1 << 20) {
+            Ok(Frame::Error { message, .. }) if message == "wrong token" => wrong += 1,
+            Ok(Frame::Error { message, .. }) if message.contains("too many failed") => {
+                slowed = Some(message);
+                break;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(wrong, 5, "five free attempts, then the address waits");
+    assert!(slowed.unwrap().contains("try again in"));
+    // The right token from another address is not held back.
+    legit_push(&s, work.path(), "during-guessing");
+    let log = s.stop();
+    let lines = log.lines().filter(|l| l.contains("wrong token")).count();
+    assert_eq!(lines, 1, "one log line, the rest counted: {log}");
+}
+
+#[test]
+fn small_mistakes_get_clear_words() {
+    if tcp_only("CLI checks, the same over QUIC") {
+        return;
+    }
+    let work = TempDir::new("minor");
+    let root = TempDir::new("minor-root");
+    let s = Server::start(root.path(), &[]);
+    let f = work.path().join("x");
+    fs::write(&f, b"x").unwrap();
+    // A typo of gfast:// never runs ssh.
+    let o = push([f.as_os_str(), "gfast:/127.0.0.1/x".as_ref()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("two slashes"), "{}", stderr(&o));
+    // A token file others can read works, with a warning.
+    let tok = work.path().join("token");
+    fs::write(&tok, TOKEN).unwrap();
+    fs::set_permissions(&tok, fs::Permissions::from_mode(0o644)).unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["push", "--fingerprint", &s.key, "--token-file"])
+        .arg(&tok)
+        .arg(&f)
+        .arg(s.url("x"))
+        .env_remove("GFAST_TOKEN")
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
+    // --no-encrypt against something that is no gfast server.
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = http.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        if let Ok((mut c, _)) = http.accept() {
+            let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let o = push(["--no-encrypt".as_ref(), f.as_os_str(), format!("gfast://{addr}/x").as_ref()]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("is not a gfast server"), "{}", stderr(&o));
+    t.join().unwrap();
+    // --json on a usage error reports no streams.
+    let o = push(["--json".as_ref(), "--chunk-size".as_ref(), "1K".as_ref(), f.as_os_str(), s.url("x").as_ref()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(parse_json(&o)["streams"], 0);
+}
