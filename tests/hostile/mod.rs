@@ -98,11 +98,11 @@ fn open_fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
-/// A legitimate push of a small file, checked byte for byte.
-fn legit_push(s: &Server, work: &Path, name: &str) {
+/// A legitimate push of a small file over `t`, checked byte for byte.
+fn legit_push(t: &Transport, s: &Server, work: &Path, name: &str) {
     let f = work.join(format!("{name}.src"));
     write_random(&f, 3 << 20, name.len() as u64 + 11);
-    let o = s.push([f.as_os_str(), s.url(name).as_ref()]);
+    let o = Gfast::push(t).pin(s).arg(&f).arg(s.url(name)).output();
     assert_ok(&o);
     assert_same_file(&f, &s.root.join(name));
 }
@@ -119,14 +119,11 @@ fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-#[test]
-fn frames_before_authentication_cost_the_daemon_nothing() {
-    if tcp_only("the QUIC variant is quic_frames_before_authentication_cost_nothing") {
-        return;
-    }
+// Over TCP only: the QUIC variant is quic_frames_before_authentication_cost_nothing.
+tcp_test!(frames_before_authentication_cost_the_daemon_nothing, |t| {
     let work = TempDir::new("preauth");
     let root = TempDir::new("preauth-root");
-    let mut s = Server::start(root.path(), &["--allow-no-encrypt"]);
+    let mut s = Server::start(&t, root.path(), &["--allow-no-encrypt"]);
     let pid = s.child.id();
     let before = rss_mib(pid);
     // Headers announcing a CHUNK of 1 GiB and a HELLO of 1 MiB as the first
@@ -162,15 +159,15 @@ fn frames_before_authentication_cost_the_daemon_nothing() {
     }
     let after = rss_mib(pid);
     assert!(after < before + 32, "daemon RSS grew from {before} to {after} MiB");
-    legit_push(&s, work.path(), "after-preauth");
+    legit_push(&t, &s, work.path(), "after-preauth");
     assert!(s.is_alive());
     // A daemon that requires TLS reads no plaintext frame body either.
     let tls_root = TempDir::new("preauth-tls-root");
-    let mut t = Server::start(tls_root.path(), &[]);
-    let before = rss_mib(t.child.id());
+    let mut tls = Server::start(&t, tls_root.path(), &[]);
+    let before = rss_mib(tls.child.id());
     let mut conns = Vec::new();
     for _ in 0..4 {
-        let mut c = connect_from([127, 0, 0, 2], &t.addr);
+        let mut c = connect_from([127, 0, 0, 2], &tls.addr);
         let mut h = [0u8; HEADER_LEN];
         h[0] = kind::CHUNK;
         h[4..].copy_from_slice(&((1u32 << 30) + 32).to_be_bytes());
@@ -178,22 +175,19 @@ fn frames_before_authentication_cost_the_daemon_nothing() {
         conns.push(c);
     }
     std::thread::sleep(Duration::from_millis(500));
-    let after = rss_mib(t.child.id());
+    let after = rss_mib(tls.child.id());
     assert!(after < before + 32, "TLS-only daemon RSS grew from {before} to {after} MiB");
-    legit_push(&t, work.path(), "after-preauth-tls");
-    assert!(t.is_alive());
-}
+    legit_push(&t, &tls, work.path(), "after-preauth-tls");
+    assert!(tls.is_alive());
+});
 
-#[test]
-fn quic_frames_before_authentication_cost_nothing() {
-    if !quic() {
-        eprintln!("SKIP over TCP: the QUIC variant runs in the transfer_quic suite");
-        return;
-    }
+// Over QUIC only: the variant of frames_before_authentication_cost_the_daemon_nothing
+// for QUIC streams.
+quic_test!(quic_frames_before_authentication_cost_nothing, |t| {
     use gfast::transport::{conn::Conn, quic as q, tls};
     let work = TempDir::new("preauth-quic");
     let root = TempDir::new("preauth-quic-root");
-    let mut s = Server::start(root.path(), &[]);
+    let mut s = Server::start(&t, root.path(), &[]);
     let before = rss_mib(s.child.id());
     let (cfg, _) = tls::client_config(None).unwrap();
     let client = q::connect(&s.addr, &cfg, Duration::from_secs(10)).unwrap();
@@ -211,15 +205,12 @@ fn quic_frames_before_authentication_cost_nothing() {
     std::thread::sleep(Duration::from_millis(800));
     let after = rss_mib(s.child.id());
     assert!(after < before + 32, "daemon RSS grew from {before} to {after} MiB over QUIC");
-    legit_push(&s, work.path(), "after-quic-preauth");
+    legit_push(&t, &s, work.path(), "after-quic-preauth");
     assert!(s.is_alive());
-}
+});
 
-#[test]
-fn pushed_files_lose_setuid_setgid_and_sticky_bits_and_take_the_umask() {
-    if tcp_only("modes are the same code over QUIC") {
-        return;
-    }
+// Over TCP only: modes are the same code over QUIC.
+tcp_test!(pushed_files_lose_setuid_setgid_and_sticky_bits_and_take_the_umask, |t| {
     let work = TempDir::new("modes");
     let root = TempDir::new("modes-root");
     let src = work.path().join("tree");
@@ -235,10 +226,10 @@ fn pushed_files_lose_setuid_setgid_and_sticky_bits_and_take_the_umask() {
     // nextest runs each test in its own process: the daemon inherits this umask.
     // SAFETY: umask only sets the process's file mode mask.
     let old = unsafe { libc::umask(0o027) };
-    let s = Server::start(root.path(), &[]);
+    let s = Server::start(&t, root.path(), &[]);
     // SAFETY: as above.
     unsafe { libc::umask(old) };
-    let o = s.push([src.as_os_str(), s.url("").as_ref()]);
+    let o = Gfast::push(&t).pin(&s).arg(&src).arg(s.url("")).output();
     assert_ok(&o);
     let mode = |p: &str| fs::symlink_metadata(root.path().join("tree").join(p)).unwrap().permissions().mode() & 0o7777;
     for (name, want) in [
@@ -253,16 +244,13 @@ fn pushed_files_lose_setuid_setgid_and_sticky_bits_and_take_the_umask() {
         assert_eq!(mode(name), want, "{name}: {:o}", mode(name));
     }
     assert_eq!(fs::read(root.path().join("tree/suid")).unwrap(), b"#!/bin/sh\nid\n");
-}
+});
 
-#[test]
-fn a_file_announcing_any_size_never_crashes_or_bloats_the_daemon() {
-    if tcp_only("the crafted client speaks plain TCP") {
-        return;
-    }
+// Over TCP only: the crafted client speaks plain TCP.
+tcp_test!(a_file_announcing_any_size_never_crashes_or_bloats_the_daemon, |t| {
     let work = TempDir::new("huge");
     let root = TempDir::new("huge-root");
-    let mut s = Server::start(root.path(), &["--allow-no-encrypt"]);
+    let mut s = Server::start(&t, root.path(), &["--allow-no-encrypt"]);
     let pid = s.child.id();
     let before = rss_mib(pid);
     // 2^64-1 bytes: more chunks than a session counts.
@@ -284,11 +272,11 @@ fn a_file_announcing_any_size_never_crashes_or_bloats_the_daemon() {
     }
     assert!(list_tree(root.path()).is_empty(), "{:?}", list_tree(root.path()));
     assert!(rss_mib(pid) < before + 32);
-    legit_push(&s, work.path(), "after-huge");
+    legit_push(&t, &s, work.path(), "after-huge");
     assert!(s.is_alive());
     // A --discard daemon takes four 1 TiB files of 64 KiB chunks without
     // memory for their chunk tables (the review measured 1,094 MiB).
-    let mut d = Server::start(root.path(), &["--allow-no-encrypt", "--discard"]);
+    let mut d = Server::start(&t, root.path(), &["--allow-no-encrypt", "--discard"]);
     let before = rss_mib(d.child.id());
     let mut r = Raw::welcome([127, 0, 0, 2], &d.addr, 0, 64 << 10);
     for id in 0..4 {
@@ -300,16 +288,13 @@ fn a_file_announcing_any_size_never_crashes_or_bloats_the_daemon() {
     let after = rss_mib(d.child.id());
     assert!(after < before + 32, "discard daemon RSS grew from {before} to {after} MiB");
     assert!(d.is_alive());
-}
+});
 
-#[test]
-fn gfast_names_cannot_be_pushed_and_planted_journals_are_not_trusted() {
-    if tcp_only("the same path rules over QUIC") {
-        return;
-    }
+// Over TCP only: the same path rules over QUIC.
+tcp_test!(gfast_names_cannot_be_pushed_and_planted_journals_are_not_trusted, |t| {
     let work = TempDir::new("names");
     let root = TempDir::new("names-root");
-    let s = Server::start(root.path(), &["--allow-no-encrypt"]);
+    let s = Server::start(&t, root.path(), &["--allow-no-encrypt"]);
     // The review's collision: a file named like another's partial file.
     let coll = work.path().join("coll");
     fs::create_dir_all(&coll).unwrap();
@@ -318,7 +303,7 @@ fn gfast_names_cannot_be_pushed_and_planted_journals_are_not_trusted() {
     let part = format!(".gfast-{h:016x}.part");
     fs::write(coll.join(&part), b"EVIL CONTENT\n").unwrap();
     fs::create_dir_all(root.path().join("in")).unwrap();
-    let o = s.push(["--chunk-size".as_ref(), "1M".as_ref(), coll.as_os_str(), s.url("in/").as_ref()]);
+    let o = Gfast::push(&t).pin(&s).args(["--chunk-size", "1M"]).arg(&coll).arg(s.url("in/")).output();
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(stderr(&o).contains("reserved for gfast"), "{}", stderr(&o));
     assert_same_file(&coll.join("big"), &root.path().join("in/coll/big"));
@@ -330,7 +315,7 @@ fn gfast_names_cannot_be_pushed_and_planted_journals_are_not_trusted() {
         Ok(Frame::Error { message, .. }) => assert!(message.contains("reserved"), "{message}"),
         other => panic!("expected ERROR, got {other:?}"),
     }
-    let o = s.push([coll.join("big").as_os_str(), s.url(".gfast-x.part").as_ref()]);
+    let o = Gfast::push(&t).pin(&s).arg(coll.join("big")).arg(s.url(".gfast-x.part")).output();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     // A partial file and journal planted in the destination (by someone with
     // write access there) are not resumed: the victim's file arrives whole.
@@ -359,27 +344,22 @@ fn gfast_names_cannot_be_pushed_and_planted_journals_are_not_trusted() {
     j.extend_from_slice(&u32::MAX.to_be_bytes());
     j.extend_from_slice(&[0u8; 32]);
     fs::write(dir.join(format!(".gfast-{vh:016x}.jrnl")), &j).unwrap();
-    let o = s.push([
-        "--resume".as_ref(),
-        "--json".as_ref(),
-        "--chunk-size".as_ref(),
-        "1M".as_ref(),
-        victim.as_os_str(),
-        s.url("in/").as_ref(),
-    ]);
+    let o = Gfast::push(&t)
+        .pin(&s)
+        .args(["--resume", "--json", "--chunk-size", "1M"])
+        .arg(&victim)
+        .arg(s.url("in/"))
+        .output();
     assert_ok(&o);
     assert_eq!(parse_json(&o)["bytes_resumed"], 0, "{}", stderr(&o));
     assert_same_file(&victim, &dir.join("dataset.bin"));
-}
+});
 
-#[test]
-fn slow_and_idle_connections_cannot_lock_clients_out() {
-    if tcp_only("the crafted connections are TCP") {
-        return;
-    }
+// Over TCP only: the crafted connections are TCP.
+tcp_test!(slow_and_idle_connections_cannot_lock_clients_out, |t| {
     let work = TempDir::new("slow");
     let root = TempDir::new("slow-root");
-    let mut s = Server::start(root.path(), &[]);
+    let mut s = Server::start(&t, root.path(), &[]);
     // Far past the per-address limit from one address: the rest of the world
     // is still served.
     // Each starts a valid HELLO whose body then comes one byte a second.
@@ -391,7 +371,7 @@ fn slow_and_idle_connections_cannot_lock_clients_out() {
             c
         })
         .collect();
-    legit_push(&s, work.path(), "during-drip");
+    legit_push(&t, &s, work.path(), "during-drip");
     // The daemon told the connections past the limit so.
     let mut busy = 0;
     for c in drip.iter_mut() {
@@ -405,10 +385,10 @@ fn slow_and_idle_connections_cannot_lock_clients_out() {
     }
     assert_eq!(busy, 40 - 32, "connections past the per-address limit are told the server is busy");
     // A byte every second does not keep a handshake alive past its deadline.
-    let t = Instant::now();
+    let t0 = Instant::now();
     let mut open = drip.len();
     let mut sent = HEADER_LEN;
-    while t.elapsed() < Duration::from_secs(25) && open > 0 && sent < hello.len() {
+    while t0.elapsed() < Duration::from_secs(25) && open > 0 && sent < hello.len() {
         open = 0;
         for c in drip.iter_mut() {
             if c.write_all(&hello[sent..sent + 1]).is_ok() {
@@ -436,25 +416,25 @@ fn slow_and_idle_connections_cannot_lock_clients_out() {
     std::thread::sleep(Duration::from_millis(300));
     let f = work.path().join("refused");
     fs::write(&f, b"x").unwrap();
-    let o = s.push([f.as_os_str(), s.url("refused").as_ref()]);
+    let o = Gfast::push(&t).pin(&s).arg(&f).arg(s.url("refused")).output();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("server busy"), "{}", stderr(&o));
     drop(idle);
-    assert!(eventually(Duration::from_secs(10), || s
-        .push([f.as_os_str(), s.url("refused").as_ref()])
+    assert!(eventually(Duration::from_secs(10), || Gfast::push(&t)
+        .pin(&s)
+        .arg(&f)
+        .arg(s.url("refused"))
+        .output()
         .status
         .success()));
     assert!(s.is_alive());
-}
+});
 
-#[test]
-fn a_token_holder_cannot_exhaust_descriptors_or_sessions() {
-    if tcp_only("the crafted client speaks plain TCP") {
-        return;
-    }
+// Over TCP only: the crafted client speaks plain TCP.
+tcp_test!(a_token_holder_cannot_exhaust_descriptors_or_sessions, |t| {
     let work = TempDir::new("fds");
     let root = TempDir::new("fds-root");
-    let mut s = Server::start(root.path(), &["--allow-no-encrypt", "--max-sessions", "3"]);
+    let mut s = Server::start(&t, root.path(), &["--allow-no-encrypt", "--max-sessions", "3"]);
     let pid = s.child.id();
     let fds_before = open_fds(pid);
     // FILE frames past the window of 1,024 unsettled entries end the session.
@@ -479,20 +459,23 @@ fn a_token_holder_cannot_exhaust_descriptors_or_sessions() {
     let held: Vec<Raw> = (0..3).map(|_| Raw::welcome([127, 0, 0, 2], &s.addr, 0, 1 << 20)).collect();
     let f = work.path().join("x");
     fs::write(&f, b"x").unwrap();
-    let o = s.push([f.as_os_str(), s.url("x").as_ref()]);
+    let o = Gfast::push(&t).pin(&s).arg(&f).arg(s.url("x")).output();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("--max-sessions"), "{}", stderr(&o));
     drop(held);
-    assert!(eventually(Duration::from_secs(10), || s.push([f.as_os_str(), s.url("x").as_ref()]).status.success()));
-    legit_push(&s, work.path(), "after-fds");
+    assert!(eventually(Duration::from_secs(10), || Gfast::push(&t)
+        .pin(&s)
+        .arg(&f)
+        .arg(s.url("x"))
+        .output()
+        .status
+        .success()));
+    legit_push(&t, &s, work.path(), "after-fds");
     assert!(s.is_alive());
-}
+});
 
-#[test]
-fn announcements_reserve_no_disk_and_unresumed_partials_expire() {
-    if tcp_only("the crafted client speaks plain TCP") {
-        return;
-    }
+// Over TCP only: the crafted client speaks plain TCP.
+tcp_test!(announcements_reserve_no_disk_and_unresumed_partials_expire, |t| {
     let root = TempDir::new("fill-root");
     // A partial file and journal left by an earlier daemon, untouched for an hour.
     fs::create_dir_all(root.path().join("old")).unwrap();
@@ -505,7 +488,7 @@ fn announcements_reserve_no_disk_and_unresumed_partials_expire() {
     }
     let keep = root.path().join("old/keep.txt");
     fs::write(&keep, b"user data").unwrap();
-    let mut s = Server::start(root.path(), &["--allow-no-encrypt", "--partial-ttl", "2"]);
+    let mut s = Server::start(&t, root.path(), &["--allow-no-encrypt", "--partial-ttl", "2"]);
     assert!(eventually(Duration::from_secs(10), || !stale.exists()), "the stale partial was not removed at start");
     assert_eq!(fs::read(&keep).unwrap(), b"user data");
     // Three announced files of 200 MB, no data, then a disconnect: nothing is
@@ -529,16 +512,13 @@ fn announcements_reserve_no_disk_and_unresumed_partials_expire() {
     assert!(eventually(Duration::from_secs(3), || partials() > 0), "the partials were kept for a resume");
     assert!(eventually(Duration::from_secs(15), || partials() == 0), "kept partials did not expire");
     assert!(s.is_alive());
-}
+});
 
-#[test]
-fn every_wait_has_a_deadline_on_both_sides() {
-    if tcp_only("QUIC has its own idle timeout (tested with kills in the resume tests)") {
-        return;
-    }
+// Over TCP only: QUIC has its own idle timeout (tested with kills in the resume tests).
+tcp_test!(every_wait_has_a_deadline_on_both_sides, |t| {
     let work = TempDir::new("timeouts");
     let root = TempDir::new("timeouts-root");
-    let mut s = Server::start(root.path(), &["--allow-no-encrypt", "--timeout", "2"]);
+    let mut s = Server::start(&t, root.path(), &["--allow-no-encrypt", "--timeout", "2"]);
     // An authenticated client that goes silent is ended by --timeout.
     let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, 0, 1 << 20);
     r.send(&file(0, "half", 5 << 20)).unwrap();
@@ -548,7 +528,7 @@ fn every_wait_has_a_deadline_on_both_sides() {
         other => panic!("expected ERROR, got {other:?}"),
     }
     assert!(s.is_alive());
-    legit_push(&s, work.path(), "after-silence");
+    legit_push(&t, &s, work.path(), "after-silence");
     // A server that accepts and never answers: the client gives up after its
     // --timeout, and says so.
     let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -560,32 +540,27 @@ fn every_wait_has_a_deadline_on_both_sides() {
     });
     let f = work.path().join("x");
     fs::write(&f, b"x").unwrap();
-    let o = push(["--timeout".as_ref(), "2".as_ref(), f.as_os_str(), format!("gfast://{addr}/x").as_ref()]);
+    let o = Gfast::push(&t).args(["--timeout", "2"]).arg(&f).arg(format!("gfast://{addr}/x")).output();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("did not answer the handshake within 2 s"), "{}", stderr(&o));
     hold.join().unwrap();
-}
+});
 
-#[test]
-fn a_source_that_changes_while_it_is_sent_is_not_placed() {
-    if tcp_only("the push is stretched with --rate, and QUIC has no pacing") {
-        return;
-    }
+// Over TCP only: the push is stretched with --rate, and QUIC has no pacing.
+tcp_test!(a_source_that_changes_while_it_is_sent_is_not_placed, |t| {
     let work = TempDir::new("changing");
     let root = TempDir::new("changing-root");
-    let s = Server::start(root.path(), &[]);
+    let s = Server::start(&t, root.path(), &[]);
     for (case, grow) in [("appended", true), ("overwritten", false)] {
         let f = work.path().join(case);
         write_random(&f, 24 << 20, 3);
-        let child = s
-            .push_cmd()
+        let child = Gfast::push(&t)
+            .pin(&s)
             .args(["--rate", "60M", "--chunk-size", "1M"])
             .arg(&f)
             .arg(s.url(case))
-            .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts")
             .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .spawn();
         std::thread::sleep(Duration::from_millis(700));
         if grow {
             fs::OpenOptions::new().append(true).open(&f).unwrap().write_all(&[9u8; 1 << 20]).unwrap();
@@ -598,16 +573,13 @@ fn a_source_that_changes_while_it_is_sent_is_not_placed() {
         assert!(stderr(&o).contains("changed while it was being sent"), "{case}: {}", stderr(&o));
         assert!(!root.path().join(case).exists(), "{case}: a file that never existed at the source was placed");
     }
-}
+});
 
-#[test]
-fn guessing_tokens_is_slowed_per_address_and_logged_in_summary() {
-    if tcp_only("the crafted client speaks plain TCP") {
-        return;
-    }
+// Over TCP only: the crafted client speaks plain TCP.
+tcp_test!(guessing_tokens_is_slowed_per_address_and_logged_in_summary, |t| {
     let work = TempDir::new("guess");
     let root = TempDir::new("guess-root");
-    let s = Server::start(root.path(), &["--allow-no-encrypt"]);
+    let s = Server::start(&t, root.path(), &["--allow-no-encrypt"]);
     let mut wrong = 0;
     let mut slowed = None;
     for i in 0..40 {
@@ -624,55 +596,52 @@ fn guessing_tokens_is_slowed_per_address_and_logged_in_summary() {
     assert_eq!(wrong, 5, "five free attempts, then the address waits");
     assert!(slowed.unwrap().contains("try again in"));
     // The right token from another address is not held back.
-    legit_push(&s, work.path(), "during-guessing");
+    legit_push(&t, &s, work.path(), "during-guessing");
     let log = s.stop();
     let lines = log.lines().filter(|l| l.contains("wrong token")).count();
     assert_eq!(lines, 1, "one log line, the rest counted: {log}");
-}
+});
 
-#[test]
-fn small_mistakes_get_clear_words() {
-    if tcp_only("CLI checks, the same over QUIC") {
-        return;
-    }
+// Over TCP only: CLI checks, the same over QUIC.
+tcp_test!(small_mistakes_get_clear_words, |t| {
     let work = TempDir::new("minor");
     let root = TempDir::new("minor-root");
-    let s = Server::start(root.path(), &[]);
+    let s = Server::start(&t, root.path(), &[]);
     let f = work.path().join("x");
     fs::write(&f, b"x").unwrap();
     // A typo of gfast:// never runs ssh.
-    let o = push([f.as_os_str(), "gfast:/127.0.0.1/x".as_ref()]);
+    let o = Gfast::push(&t).arg(&f).arg("gfast:/127.0.0.1/x").output();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("two slashes"), "{}", stderr(&o));
     // A token file others can read works, with a warning.
     let tok = work.path().join("token");
     fs::write(&tok, TOKEN).unwrap();
     fs::set_permissions(&tok, fs::Permissions::from_mode(0o644)).unwrap();
-    let o = std::process::Command::new(bin())
-        .args(["push", "--fingerprint", &s.key, "--token-file"])
+    let o = Gfast::push(&t)
+        .pin(&s)
+        .arg("--token-file")
         .arg(&tok)
         .arg(&f)
         .arg(s.url("x"))
         .env_remove("GFAST_TOKEN")
-        .output()
-        .unwrap();
+        .output();
     assert_ok(&o);
     assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
     // --no-encrypt against something that is no gfast server.
     let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = http.local_addr().unwrap();
-    let t = std::thread::spawn(move || {
+    let answer = std::thread::spawn(move || {
         if let Ok((mut c, _)) = http.accept() {
             let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
             std::thread::sleep(Duration::from_millis(500));
         }
     });
-    let o = push(["--no-encrypt".as_ref(), f.as_os_str(), format!("gfast://{addr}/x").as_ref()]);
+    let o = Gfast::push(&t).arg("--no-encrypt").arg(&f).arg(format!("gfast://{addr}/x")).output();
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("is not a gfast server"), "{}", stderr(&o));
-    t.join().unwrap();
+    answer.join().unwrap();
     // --json on a usage error reports no streams.
-    let o = push(["--json".as_ref(), "--chunk-size".as_ref(), "1K".as_ref(), f.as_os_str(), s.url("x").as_ref()]);
+    let o = Gfast::push(&t).args(["--json", "--chunk-size", "1K"]).arg(&f).arg(s.url("x")).output();
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(parse_json(&o)["streams"], 0);
-}
+});

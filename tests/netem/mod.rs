@@ -7,9 +7,12 @@ use crate::util::*;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// Where the server in namespace B listens (pushes run in namespace A).
+const B_URL: &str = "gfast://10.99.0.2:7447/";
 
 struct Netem {
     child: Child,
@@ -43,26 +46,19 @@ impl Netem {
         Some(Netem { child, a, b })
     }
 
-    /// `gfast ARGS` inside namespace A (the sending side).
-    fn gfast_a(&self, args: &[&std::ffi::OsStr]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.a, bin()]).args(args).env("GFAST_TOKEN", TOKEN);
-        c
-    }
-
-    /// `gfast serve` inside namespace B on 10.99.0.2:7447; returns it and its key.
-    fn serve_b(&self, root: &Path) -> (Child, String) {
+    /// `gfast serve` for clients over `t` inside namespace B on 10.99.0.2:7447;
+    /// returns it and its key.
+    fn serve_b(&self, t: &Transport, root: &Path) -> (Child, String) {
         let keydir = root.with_extension("key");
-        let mut c = Command::new("ip")
-            .args(["netns", "exec", &self.b, bin(), "serve", "--listen", "10.99.0.2:7447", "--root"])
+        let mut c = Gfast::serve(t)
+            .netns(&self.b)
+            .args(["--listen", "10.99.0.2:7447", "--root"])
             .arg(root)
             .arg("--key-file")
             .arg(keydir.join("server.key"))
-            .env("GFAST_TOKEN", TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .spawn();
         let mut line = String::new();
         BufReader::new(c.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let (_, key) = parse_listening(&line);
@@ -78,15 +74,6 @@ impl Drop for Netem {
     }
 }
 
-fn push(n: &Netem, key: &str, extra: &[&str], src: &Path) -> Output {
-    let mut args: Vec<&std::ffi::OsStr> =
-        vec!["push".as_ref(), "--json".as_ref(), "--fingerprint".as_ref(), key.as_ref()];
-    args.extend(extra.iter().map(|s| std::ffi::OsStr::new(*s)));
-    args.push(src.as_os_str());
-    args.push("gfast://10.99.0.2:7447/".as_ref());
-    n.gfast_a(&args).output().unwrap()
-}
-
 fn tree(dir: &Path, big: u64, seed: u64) {
     fs::create_dir_all(dir.join("small")).unwrap();
     write_random(&dir.join("big"), big, seed);
@@ -97,54 +84,72 @@ fn tree(dir: &Path, big: u64, seed: u64) {
     }
 }
 
-#[test]
-fn lossy_jittery_link_delivers_every_byte() {
+both_transports!(lossy_jittery_link_delivers_every_byte, |t| {
     let link = ["--delay-ms", "15", "--jitter-ms", "4", "--rate-mbit", "300", "--loss", "0.005"];
     let Some(n) = Netem::start("lossy_jittery_link_delivers_every_byte", &link) else { return };
     let src = TempDir::new("netem-src");
     let root = TempDir::new("netem-root");
     let data = src.path().join("data");
     tree(&data, 24 << 20, 3);
-    let (mut srv, key) = n.serve_b(root.path());
-    let o = push(&n, &key, &["--chunk-size", "1M"], &data);
+    let (mut srv, key) = n.serve_b(&t, root.path());
+    let o = Gfast::push(&t)
+        .netns(&n.a)
+        .arg("--json")
+        .fingerprint(&key)
+        .args(["--chunk-size", "1M"])
+        .arg(&data)
+        .arg(B_URL)
+        .output();
     let _ = srv.kill();
     let _ = srv.wait();
     assert_ok(&o);
     assert_same_tree(&data, &root.path().join("data"));
-}
+});
 
-#[test]
-fn a_link_dark_for_five_seconds_recovers_on_its_own() {
+both_transports!(a_link_dark_for_five_seconds_recovers_on_its_own, |t| {
     let link = ["--delay-ms", "10", "--rate-mbit", "100", "--dark-at", "1.5", "--dark-for", "5"];
     let Some(n) = Netem::start("a_link_dark_for_five_seconds_recovers_on_its_own", &link) else { return };
     let src = TempDir::new("dark-src");
     let root = TempDir::new("dark-root");
     let data = src.path().join("data");
     tree(&data, 48 << 20, 5);
-    let (mut srv, key) = n.serve_b(root.path());
+    let (mut srv, key) = n.serve_b(&t, root.path());
     let t0 = Instant::now();
     // A generous timeout: under a loaded CI box the recovery after the dark
     // period (TCP backoff) has taken up to ~30 s; the point is that it recovers.
-    let o = push(&n, &key, &["--timeout", "120"], &data);
+    let o = Gfast::push(&t)
+        .netns(&n.a)
+        .arg("--json")
+        .fingerprint(&key)
+        .args(["--timeout", "120"])
+        .arg(&data)
+        .arg(B_URL)
+        .output();
     let took = t0.elapsed();
     let _ = srv.kill();
     let _ = srv.wait();
     assert_ok(&o);
     assert!(took > Duration::from_secs(6), "the transfer ran across the dark period ({took:?})");
     assert_same_tree(&data, &root.path().join("data"));
-}
+});
 
-#[test]
-fn a_link_dark_longer_than_the_timeout_fails_clearly() {
+both_transports!(a_link_dark_longer_than_the_timeout_fails_clearly, |t| {
     let link = ["--delay-ms", "10", "--rate-mbit", "100", "--dark-at", "1", "--dark-for", "60"];
     let Some(n) = Netem::start("a_link_dark_longer_than_the_timeout_fails_clearly", &link) else { return };
     let src = TempDir::new("dark2-src");
     let root = TempDir::new("dark2-root");
     let data = src.path().join("data");
     tree(&data, 48 << 20, 6);
-    let (mut srv, key) = n.serve_b(root.path());
+    let (mut srv, key) = n.serve_b(&t, root.path());
     let t0 = Instant::now();
-    let o = push(&n, &key, &["--timeout", "4"], &data);
+    let o = Gfast::push(&t)
+        .netns(&n.a)
+        .arg("--json")
+        .fingerprint(&key)
+        .args(["--timeout", "4"])
+        .arg(&data)
+        .arg(B_URL)
+        .output();
     let took = t0.elapsed();
     let _ = srv.kill();
     let _ = srv.wait();
@@ -153,4 +158,4 @@ fn a_link_dark_longer_than_the_timeout_fails_clearly() {
     let e = stderr(&o);
     assert!(e.contains("lost mid-transfer") || e.contains("timed out"), "{e}");
     assert!(!root.path().join("data/big").exists(), "no partial file under the final name");
-}
+});

@@ -4,7 +4,7 @@
 
 use crate::util::*;
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const CHUNK: u64 = 1 << 20;
@@ -20,8 +20,7 @@ fn seed() -> u64 {
     std::env::var("GFAST_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_2026)
 }
 
-#[test]
-fn sigkill_loop_resumes_to_an_identical_tree() {
+both_transports!(sigkill_loop_resumes_to_an_identical_tree, |t| {
     let seed = seed();
     eprintln!("kill loop seed: {seed} (rerun with GFAST_KILL_SEED={seed})");
     let mut rng = Gen(seed);
@@ -45,7 +44,8 @@ fn sigkill_loop_resumes_to_an_identical_tree() {
     total += small;
 
     let keyfile = keydir.path().join("server.key");
-    let start_server = |addr: &str| Server::start_keyed(root.path(), addr, &keyfile, TempDir::new("unused-key"), &[]);
+    let start_server =
+        |addr: &str| Server::start_keyed(&t, root.path(), addr, &keyfile, TempDir::new("unused-key"), &[]);
     let mut server = start_server(&stable_addr());
     let addr = server.addr.clone();
     let key = server.key.clone();
@@ -55,20 +55,18 @@ fn sigkill_loop_resumes_to_an_identical_tree() {
     let mut receiver_kills = 0;
     // Over QUIC each receiver kill costs the idle timeout (no RST tells the
     // sender): fewer kills keep the loop within its time.
-    let wanted = if quic() { 8 } else { 20 };
+    let wanted = if t.is_quic() { 8 } else { 20 };
     let t0 = Instant::now();
     loop {
         assert!(t0.elapsed() < Duration::from_secs(300), "the loop took too long");
-        let mut push = Command::new(bin())
-            .args(["push", "--resume", "--json", "-q", "--chunk-size", "1M", "-n", &STREAMS.to_string()])
-            .args(["--fingerprint", &key])
+        let mut push = Gfast::push(&t)
+            .args(["--resume", "--json", "-q", "--chunk-size", "1M", "-n", &STREAMS.to_string()])
+            .fingerprint(&key)
             .arg(&tree)
             .arg(format!("gfast://{addr}/"))
-            .env("GFAST_TOKEN", TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .spawn();
         let kill_now = kills < wanted;
         let kill_receiver = kill_now && rng.next() % 3 != 0;
         if kill_now {
@@ -121,10 +119,9 @@ fn sigkill_loop_resumes_to_an_identical_tree() {
         "re-sent {resent} bytes over {receiver_kills} receiver kills; bound {} each",
         lost_bound(small)
     );
-}
+});
 
-#[test]
-fn jobs_are_listed_and_resumed_by_id() {
+both_transports!(jobs_are_listed_and_resumed_by_id, |t| {
     let src = TempDir::new("jobs-src");
     let root = TempDir::new("jobs-root");
     let store = TempDir::new("jobs-store");
@@ -132,26 +129,19 @@ fn jobs_are_listed_and_resumed_by_id() {
     write_random(&f, 256 << 20, 21);
     let keydir = TempDir::new("jobs-key");
     let keyfile = keydir.path().join("server.key");
-    let mut s = Server::start_keyed(root.path(), &stable_addr(), &keyfile, TempDir::new("k1"), &[]);
-    let gf = |args: &[&str]| {
-        Command::new(bin())
-            .args(args)
-            .env("GFAST_TOKEN", TOKEN)
-            .env("GFAST_JOBS_DIR", store.path())
-            .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts")
-            .output()
-            .unwrap()
-    };
+    let mut s = Server::start_keyed(&t, root.path(), &stable_addr(), &keyfile, TempDir::new("k1"), &[]);
+    // `gfast jobs` and `gfast resume` with the test's job store.
+    let gf =
+        |verb: &'static str, args: &[&str]| Gfast::new(verb).args(args).env("GFAST_JOBS_DIR", store.path()).output();
     // A push whose server dies halfway.
-    let push = Command::new(bin())
-        .args(["push", "--chunk-size", "1M", "-n", "2", "--fingerprint", &s.key])
+    let push = Gfast::push(&t)
+        .args(["--chunk-size", "1M", "-n", "2"])
+        .pin(&s)
         .arg(&f)
         .arg(s.url(""))
-        .env("GFAST_TOKEN", TOKEN)
         .env("GFAST_JOBS_DIR", store.path())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn();
     let t0 = Instant::now();
     while !fs::read_dir(root.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".jrnl")) {
         assert!(t0.elapsed() < Duration::from_secs(20));
@@ -162,37 +152,35 @@ fn jobs_are_listed_and_resumed_by_id() {
     let o = push.wait_with_output().unwrap();
     let e = stderr(&o);
     let id = e.split("resume with: gfast resume ").nth(1).map(|r| r.split(')').next().unwrap().to_string());
-    let listed = gf(&["jobs"]);
+    let listed = gf("jobs", &[]);
     let listing = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert!(!o.status.success(), "the server was killed mid-transfer");
     let id = id.unwrap_or_else(|| panic!("push printed its job id: {e}"));
     assert!(listing.contains("failed") && listing.contains(&id), "{listing}");
 
     // Same address, same key: resume by id sends only what is missing.
-    let _s2 = Server::start_keyed(root.path(), &s.addr, &keyfile, TempDir::new("k2"), &[]);
-    let o = gf(&["resume", &id]);
+    let _s2 = Server::start_keyed(&t, root.path(), &s.addr, &keyfile, TempDir::new("k2"), &[]);
+    let o = gf("resume", &[&id]);
     assert_ok(&o);
     assert_same_file(&f, &root.path().join("big"));
-    let listing = String::from_utf8_lossy(&gf(&["jobs"]).stdout).into_owned();
+    let listing = String::from_utf8_lossy(&gf("jobs", &[]).stdout).into_owned();
     assert!(listing.contains("done"), "{listing}");
-    assert_eq!(String::from_utf8_lossy(&gf(&["jobs", "--prune"]).stdout).trim(), "removed 1 finished job(s)");
-    assert!(String::from_utf8_lossy(&gf(&["jobs"]).stdout).trim().is_empty());
-    let o = gf(&["resume", "ffff"]);
+    assert_eq!(String::from_utf8_lossy(&gf("jobs", &["--prune"]).stdout).trim(), "removed 1 finished job(s)");
+    assert!(String::from_utf8_lossy(&gf("jobs", &[]).stdout).trim().is_empty());
+    let o = gf("resume", &["ffff"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("gfast jobs"), "{}", stderr(&o));
-}
+});
 
-#[test]
-fn a_source_changed_since_the_interruption_starts_over_with_a_note() {
+both_transports!(a_source_changed_since_the_interruption_starts_over_with_a_note, |t| {
     let src = TempDir::new("chg-src");
     let root = TempDir::new("chg-root");
     let keydir = TempDir::new("chg-key");
     let keyfile = keydir.path().join("server.key");
     let f = src.path().join("f");
     fs::File::create(&f).unwrap().set_len(512 << 20).unwrap();
-    let mut s = Server::start_keyed(root.path(), &stable_addr(), &keyfile, TempDir::new("k1"), &[]);
-    let push =
-        s.push_cmd().args(["-q".as_ref(), f.as_os_str(), s.url("").as_ref()]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut s = Server::start_keyed(&t, root.path(), &stable_addr(), &keyfile, TempDir::new("k1"), &[]);
+    let push = Gfast::push(&t).pin(&s).arg("-q").arg(&f).arg(s.url("")).stderr(Stdio::piped()).spawn();
     let t0 = Instant::now();
     while !fs::read_dir(root.path()).unwrap().any(|e| {
         let e = e.unwrap();
@@ -206,50 +194,44 @@ fn a_source_changed_since_the_interruption_starts_over_with_a_note() {
     assert!(!push.wait_with_output().unwrap().status.success());
     // The source changes before the resume.
     write_random(&f, 3 << 20, 77);
-    let s2 = Server::start_keyed(root.path(), &s.addr, &keyfile, TempDir::new("k2"), &[]);
-    let o = s2.push(["--resume".as_ref(), "--json".as_ref(), f.as_os_str(), s2.url("").as_ref()]);
+    let s2 = Server::start_keyed(&t, root.path(), &s.addr, &keyfile, TempDir::new("k2"), &[]);
+    let o = Gfast::push(&t).pin(&s2).args(["--resume", "--json"]).arg(&f).arg(s2.url("")).output();
     assert_ok(&o);
     assert!(stderr(&o).contains("changed since the interrupted transfer"), "{}", stderr(&o));
     assert_eq!(parse_json(&o)["bytes_resumed"], 0);
     assert_same_file(&f, &root.path().join("f"));
     assert_eq!(list_tree(root.path()), vec![root.path().join("f")], "the old partial is gone");
-}
+});
 
-#[test]
-fn a_push_refused_for_its_arguments_leaves_no_job() {
+both_transports!(a_push_refused_for_its_arguments_leaves_no_job, |t| {
     let src = TempDir::new("nojob-src");
     let store = TempDir::new("nojob-store");
     let f = src.path().join("f");
     fs::write(&f, b"x").unwrap();
     // No token anywhere: a usage error (exit 2) before anything is sent.
-    let o = Command::new(bin())
-        .args(["push"])
+    let o = Gfast::push(&t)
         .arg(&f)
         .arg("gfast://127.0.0.1:9/")
         .env_remove("GFAST_TOKEN")
         .env("GFAST_JOBS_DIR", store.path())
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("no token"), "{}", stderr(&o));
     assert_eq!(stderr(&o).trim().lines().count(), 1, "one line, no job id to resume: {}", stderr(&o));
     assert!(list_tree(store.path()).is_empty(), "nothing to resume, so no job: {:?}", list_tree(store.path()));
     // A push that got going and failed (nothing listening) is kept for a resume.
-    let o = Command::new(bin())
-        .args(["push", "--timeout", "2"])
+    let o = Gfast::push(&t)
+        .args(["--timeout", "2"])
         .arg(&f)
         .arg("gfast://127.0.0.1:9/")
-        .env("GFAST_TOKEN", TOKEN)
         .env("GFAST_JOBS_DIR", store.path())
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("resume with: gfast resume "), "{}", stderr(&o));
     assert_eq!(list_tree(store.path()).len(), 1, "{:?}", list_tree(store.path()));
-}
+});
 
-#[test]
-fn a_daemon_pull_killed_midway_resumes_to_the_same_file() {
+both_transports!(a_daemon_pull_killed_midway_resumes_to_the_same_file, |t| {
     let base = TempDir::new("dpres");
     let root = base.path().join("root");
     let out = base.path().join("out");
@@ -257,18 +239,16 @@ fn a_daemon_pull_killed_midway_resumes_to_the_same_file() {
     fs::create_dir_all(&out).unwrap();
     let f = root.join("big");
     write_random(&f, 256 << 20, 33);
-    let s = Server::start(&root, &["--allow-pull"]);
+    let s = Server::start(&t, &root, &["--allow-pull"]);
     let pull = || {
-        let mut c = Command::new(bin());
-        c.args(["pull", "--resume", "--chunk-size", "1M", "-n", "2", "--fingerprint", &s.key])
+        Gfast::pull(&t)
+            .args(["--resume", "--chunk-size", "1M", "-n", "2"])
+            .pin(&s)
             .arg(s.url("big"))
             .arg(format!("{}/", out.display()))
-            .env("GFAST_TOKEN", TOKEN)
-            .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts");
-        c
     };
     // The pulling end dies once part of the file is in (its journal has entries).
-    let mut child = pull().stderr(Stdio::null()).spawn().unwrap();
+    let mut child = pull().stderr(Stdio::null()).spawn();
     let t0 = Instant::now();
     let journal = || {
         fs::read_dir(&out)
@@ -289,8 +269,8 @@ fn a_daemon_pull_killed_midway_resumes_to_the_same_file() {
     assert!(!out.join("big").exists());
     assert!(list_tree(&out).iter().any(|p| p.to_string_lossy().ends_with(".part")), "{:?}", list_tree(&out));
     // Resumed: the same bytes, and nothing left beside them.
-    let o = pull().output().unwrap();
+    let o = pull().output();
     assert_ok(&o);
     assert_same_file(&f, &out.join("big"));
     assert_eq!(list_tree(&out), vec![out.join("big")]);
-}
+});

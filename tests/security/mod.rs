@@ -8,98 +8,85 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-fn push_tofu(known_hosts: &std::path::Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
-    std::process::Command::new(bin())
-        .arg("push")
-        .args(args)
-        .env("GFAST_TOKEN", TOKEN)
-        .env("GFAST_KNOWN_HOSTS", known_hosts)
-        .output()
-        .unwrap()
-}
-
-#[test]
-fn first_use_trust_is_remembered_and_a_changed_key_is_refused() {
+both_transports!(first_use_trust_is_remembered_and_a_changed_key_is_refused, |t| {
     let work = TempDir::new("tofu");
     let root = TempDir::new("tofu-root");
     let kh = work.path().join("known_hosts");
     let f = work.path().join("file");
     fs::write(&f, b"pinned").unwrap();
+    // Pushes that trust on first use and remember keys in `kh`.
+    let tofu = || Gfast::push(&t).env("GFAST_KNOWN_HOSTS", &kh);
 
     // A port below the ephemeral range: nothing else can take it before B binds it.
-    let a = Server::start_with(root.path(), &stable_addr(), TempDir::new("key-a"), &[]);
+    let a = Server::start_with(&t, root.path(), &stable_addr(), TempDir::new("key-a"), &[]);
     let addr = a.addr.clone();
-    let o = push_tofu(&kh, &[f.as_os_str(), a.url("one").as_ref()]);
+    let o = tofu().arg(&f).arg(a.url("one")).output();
     assert_ok(&o);
     assert!(stderr(&o).contains("trusting its key"), "{}", stderr(&o));
     let line = fs::read_to_string(&kh).unwrap();
     assert_eq!(line.trim(), format!("{addr} {}", a.key));
 
-    let o = push_tofu(&kh, &[f.as_os_str(), a.url("two").as_ref()]);
+    let o = tofu().arg(&f).arg(a.url("two")).output();
     assert_ok(&o);
     assert!(!stderr(&o).contains("trusting"), "known key, no notice: {}", stderr(&o));
     let _ = a.stop();
 
     // Another server (new key) on the same address: refused, nothing written.
     let root_b = TempDir::new("tofu-root-b");
-    let b = Server::start_with(root_b.path(), &addr, TempDir::new("key-b"), &[]);
+    let b = Server::start_with(&t, root_b.path(), &addr, TempDir::new("key-b"), &[]);
     assert_ne!(b.key, fs::read_to_string(&kh).unwrap().split(' ').nth(1).unwrap().trim());
-    let o = push_tofu(&kh, &[f.as_os_str(), b.url("three").as_ref()]);
+    let o = tofu().arg(&f).arg(b.url("three")).output();
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("key changed"), "{}", stderr(&o));
     assert!(list_tree(root_b.path()).is_empty());
 
     // Pinning the new key explicitly is the way through.
     let fp = b.key.clone();
-    let o =
-        push_tofu(&kh, &[std::ffi::OsStr::new("--fingerprint"), fp.as_ref(), f.as_os_str(), b.url("four").as_ref()]);
+    let o = tofu().fingerprint(&fp).arg(&f).arg(b.url("four")).output();
     assert_ok(&o);
     assert_eq!(fs::read(root_b.path().join("four")).unwrap(), b"pinned");
-}
+});
 
-#[test]
-fn a_wrong_fingerprint_is_refused_before_any_data() {
+both_transports!(a_wrong_fingerprint_is_refused_before_any_data, |t| {
     let work = TempDir::new("wrongfp");
     let root = TempDir::new("wrongfp-root");
     let f = work.path().join("file");
     fs::write(&f, b"x").unwrap();
-    let s = Server::start(root.path(), &[]);
+    let s = Server::start(&t, root.path(), &[]);
     let wrong = format!("sha256:{}", "ab".repeat(32));
-    let o = push(["--fingerprint".as_ref(), wrong.as_ref(), f.as_os_str(), s.url("").as_ref()]);
+    let o = Gfast::push(&t).fingerprint(&wrong).arg(&f).arg(s.url("")).output();
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("--fingerprint asks for"), "{}", stderr(&o));
     assert!(list_tree(root.path()).is_empty());
-}
+});
 
-#[test]
-fn no_encrypt_needs_both_sides_to_agree() {
-    if tcp_only("QUIC always encrypts (--no-encrypt is refused with it: tested in quic_refuses_tcp_only_flags)") {
-        return;
-    }
+// Over TCP only: QUIC always encrypts (--no-encrypt is refused with it: tested in
+// suite::quic_refuses_flags_that_only_mean_something_over_tcp).
+tcp_test!(no_encrypt_needs_both_sides_to_agree, |t| {
     let work = TempDir::new("plain");
     let f = work.path().join("file");
     fs::write(&f, b"in the clear").unwrap();
 
     let root = TempDir::new("plain-root");
-    let strict = Server::start(root.path(), &[]);
-    let o = push(["--no-encrypt".as_ref(), f.as_os_str(), strict.url("").as_ref()]);
+    let strict = Server::start(&t, root.path(), &[]);
+    let o = Gfast::push(&t).arg("--no-encrypt").arg(&f).arg(strict.url("")).output();
     assert!(!o.status.success());
     assert!(stderr(&o).contains("requires encryption"), "{}", stderr(&o));
     assert!(list_tree(root.path()).is_empty());
 
     let root2 = TempDir::new("plain-root2");
-    let lax = Server::start(root2.path(), &["--allow-no-encrypt"]);
-    let o = push(["--no-encrypt".as_ref(), "--json".as_ref(), f.as_os_str(), lax.url("").as_ref()]);
+    let lax = Server::start(&t, root2.path(), &["--allow-no-encrypt"]);
+    let o = Gfast::push(&t).args(["--no-encrypt", "--json"]).arg(&f).arg(lax.url("")).output();
     assert_ok(&o);
     let j = parse_json(&o);
     assert_eq!(j["encrypted"], false);
     assert_eq!(fs::read(root2.path().join("file")).unwrap(), b"in the clear");
     // An encrypting client still gets TLS from a lax server.
-    let o = lax.push(["--json".as_ref(), f.as_os_str(), lax.url("again").as_ref()]);
+    let o = Gfast::push(&t).pin(&lax).arg("--json").arg(&f).arg(lax.url("again")).output();
     assert_ok(&o);
     assert_eq!(parse_json(&o)["encrypted"], true);
     assert_eq!(parse_json(&o)["server_key"], lax.key.as_str());
-}
+});
 
 /// A man in the middle that relays to `target` and flips one bit of the
 /// client-to-server stream at byte `flip_at` of each connection (never, if None).
@@ -156,20 +143,17 @@ fn relay(
     copied
 }
 
-#[test]
-fn a_bit_flipping_man_in_the_middle_is_detected_and_nothing_is_written() {
-    if tcp_only("the tampering proxy relays TCP (QUIC packets are authenticated by QUIC itself)") {
-        return;
-    }
+// Over TCP only: the tampering proxy relays TCP (QUIC packets are authenticated by QUIC itself).
+tcp_test!(a_bit_flipping_man_in_the_middle_is_detected_and_nothing_is_written, |t| {
     let work = TempDir::new("mitm");
     let root = TempDir::new("mitm-root");
     let f = work.path().join("data");
     write_random(&f, 4 << 20, 11);
-    let s = Server::start(root.path(), &[]);
+    let s = Server::start(&t, root.path(), &[]);
     // Every connection gets one flipped bit, 3000 bytes in: inside the handshake
     // or early data of the control connection and inside chunk data of a lane.
     let (proxy, flipped) = mitm(s.addr.clone(), Some(3000));
-    let o = s.push([f.as_os_str(), format!("gfast://{proxy}/").as_ref()]);
+    let o = Gfast::push(&t).pin(&s).arg(&f).arg(format!("gfast://{proxy}/")).output();
     assert!(flipped.load(Ordering::SeqCst), "the proxy did flip a bit");
     assert!(!o.status.success(), "a tampered session must fail");
     assert_eq!(stderr(&o).trim().lines().count(), 1, "one line: {}", stderr(&o));
@@ -177,28 +161,25 @@ fn a_bit_flipping_man_in_the_middle_is_detected_and_nothing_is_written() {
 
     // The same proxy without tampering works: the pin is end to end.
     let (clean, _) = mitm(s.addr.clone(), None);
-    assert_ok(&s.push([f.as_os_str(), format!("gfast://{clean}/").as_ref()]));
+    assert_ok(&Gfast::push(&t).pin(&s).arg(&f).arg(format!("gfast://{clean}/")).output());
     assert_same_file(&f, &root.path().join("data"));
-}
+});
 
-#[test]
-fn an_impersonating_server_is_refused() {
-    if tcp_only("the impostor proxy relays TCP; over QUIC the pinned key is checked by the same verifier") {
-        return;
-    }
+// Over TCP only: the impostor proxy relays TCP; over QUIC the pinned key is checked by the same verifier.
+tcp_test!(an_impersonating_server_is_refused, |t| {
     let work = TempDir::new("imp");
     let f = work.path().join("secret");
     fs::write(&f, b"for the real server only").unwrap();
     let real_root = TempDir::new("imp-real");
-    let real = Server::start(real_root.path(), &[]);
+    let real = Server::start(&t, real_root.path(), &[]);
     // The attacker runs its own gfast (it even knows the token) and relays to it.
     let evil_root = TempDir::new("imp-evil");
-    let evil = Server::start(evil_root.path(), &[]);
+    let evil = Server::start(&t, evil_root.path(), &[]);
     let (proxy, _) = mitm(evil.addr.clone(), None);
-    let o = real.push([f.as_os_str(), format!("gfast://{proxy}/").as_ref()]);
+    let o = Gfast::push(&t).pin(&real).arg(&f).arg(format!("gfast://{proxy}/")).output();
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(list_tree(evil_root.path()).is_empty(), "nothing reached the impostor");
-}
+});
 
 /// Connections a [`recorder`] accepted, and what each client sent once it
 /// ended: (arrival index, bytes).
@@ -228,11 +209,8 @@ fn recorder(target: String) -> (String, Recorded) {
     (addr, all)
 }
 
-#[test]
-fn a_replayed_session_is_refused_and_nothing_is_written() {
-    if tcp_only("the recording proxy relays TCP (QUIC's handshake is QUIC's own)") {
-        return;
-    }
+// Over TCP only: the recording proxy relays TCP (QUIC's handshake is QUIC's own).
+tcp_test!(a_replayed_session_is_refused_and_nothing_is_written, |t| {
     // In the clear the replay meets the token's challenge-response; with TLS it
     // meets the TLS handshake first.
     for plain in [true, false] {
@@ -240,15 +218,13 @@ fn a_replayed_session_is_refused_and_nothing_is_written() {
         let root = TempDir::new("replay-root");
         let f = work.path().join("data");
         write_random(&f, 3 << 20, 5);
-        let mut s = Server::start(root.path(), if plain { &["--allow-no-encrypt"] } else { &[] });
+        let mut s = Server::start(&t, root.path(), if plain { &["--allow-no-encrypt"] } else { &[] });
         let (proxy, recorded) = recorder(s.addr.clone());
         // --no-encrypt has no key to pin; with TLS the key is pinned.
         let mut args: Vec<std::ffi::OsString> =
             if plain { vec!["--no-encrypt".into()] } else { vec!["--fingerprint".into(), s.key.clone().into()] };
         args.extend([f.clone().into_os_string(), format!("gfast://{proxy}/").into()]);
-        let run = |args: &[std::ffi::OsString]| {
-            std::process::Command::new(bin()).arg("push").args(args).env("GFAST_TOKEN", TOKEN).output().unwrap()
-        };
+        let run = |args: &[std::ffi::OsString]| Gfast::push(&t).args(args).output();
         assert_ok(&run(&args));
         assert_same_file(&f, &root.path().join("data"));
         fs::remove_file(root.path().join("data")).unwrap();
@@ -298,4 +274,4 @@ fn a_replayed_session_is_refused_and_nothing_is_written() {
         // its idle lanes joined.
         assert!(!log.contains("unknown session"), "{log}");
     }
-}
+});

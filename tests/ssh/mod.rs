@@ -6,7 +6,7 @@ use crate::util::*;
 use std::fs;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SSHD: &str = "/usr/sbin/sshd";
@@ -90,25 +90,6 @@ impl Sshd {
             self.dir.path().join(key).display()
         )
     }
-
-    fn push(&self, args: &[&std::ffi::OsStr]) -> Output {
-        self.push_cmd("user_key").args(args).output().unwrap()
-    }
-
-    fn pull(&self, args: &[&std::ffi::OsStr]) -> Output {
-        Command::new(bin())
-            .arg("pull")
-            .args(["--ssh", &self.ssh_cmd("user_key"), "--remote-cmd", bin()])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn push_cmd(&self, key: &str) -> Command {
-        let mut c = Command::new(bin());
-        c.arg("push").args(["--ssh", &self.ssh_cmd(key), "--remote-cmd", bin()]).env_remove("GFAST_TOKEN");
-        c
-    }
 }
 
 fn remote(p: &Path) -> String {
@@ -141,8 +122,7 @@ fn wait_gone(needle: &str) -> bool {
     false
 }
 
-#[test]
-fn ssh_push_of_trees_and_odd_names() {
+both_transports!(ssh_push_of_trees_and_odd_names, |t| {
     let Some(sshd) = Sshd::start("ssh_push_of_trees_and_odd_names") else { return };
     let src = TempDir::new("ssh-src");
     let dst = TempDir::new("ssh-dst");
@@ -154,7 +134,13 @@ fn ssh_push_of_trees_and_odd_names() {
     let single = src.path().join("single.txt");
     fs::write(&single, b"one file").unwrap();
 
-    let o = sshd.push(&["--json".as_ref(), tree.as_os_str(), single.as_os_str(), remote(dst.path()).as_ref()]);
+    let o = Gfast::push(&t)
+        .ssh(&sshd.ssh_cmd("user_key"))
+        .arg("--json")
+        .arg(&tree)
+        .arg(&single)
+        .arg(remote(dst.path()))
+        .output();
     assert_ok(&o);
     assert_same_tree(&tree, &dst.path().join("tree"));
     assert_same_file(&single, &dst.path().join("single.txt"));
@@ -163,45 +149,43 @@ fn ssh_push_of_trees_and_odd_names() {
 
     // A new name under an existing directory, with a quote in the remote path.
     let odd = dst.path().join("it's new");
-    let o = sshd.push(&[single.as_os_str(), remote(&odd).as_ref()]);
+    let o = Gfast::push(&t).ssh(&sshd.ssh_cmd("user_key")).arg(&single).arg(remote(&odd)).output();
     assert_ok(&o);
     assert_eq!(fs::read(&odd).unwrap(), b"one file");
     assert!(wait_gone(&dst.path().display().to_string()), "a one-shot receiver outlived its session");
-}
+});
 
-#[test]
-fn ssh_errors_are_clear() {
+both_transports!(ssh_errors_are_clear, |t| {
     let Some(sshd) = Sshd::start("ssh_errors_are_clear") else { return };
     let src = TempDir::new("ssh-err-src");
     let f = src.path().join("f");
     fs::write(&f, b"x").unwrap();
 
     // Remote parent directory does not exist.
-    let o = sshd.push(&[f.as_os_str(), "127.0.0.1:/nonexistent/gfast/dir/x".as_ref()]);
+    let o = Gfast::push(&t).ssh(&sshd.ssh_cmd("user_key")).arg(&f).arg("127.0.0.1:/nonexistent/gfast/dir/x").output();
     assert!(!o.status.success());
     assert!(stderr(&o).contains("/nonexistent/gfast/dir"), "{}", stderr(&o));
     assert!(!Path::new("/nonexistent/gfast").exists());
 
     // No gfast at the remote command.
-    let o = Command::new(bin())
-        .args(["push", "--ssh", &sshd.ssh_cmd("user_key"), "--remote-cmd", "/nonexistent/gfast"])
+    let o = Gfast::push(&t)
+        .args(["--ssh", &sshd.ssh_cmd("user_key"), "--remote-cmd", "/nonexistent/gfast"])
         .arg(&f)
         .arg(remote(src.path()))
-        .output()
-        .unwrap();
+        .env_remove("GFAST_TOKEN")
+        .output();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--remote-cmd"), "{}", stderr(&o));
 
     // A key the server does not accept.
     keygen(&sshd.dir.path().join("stranger"));
-    let o = sshd.push_cmd("stranger").arg(&f).arg(remote(src.path())).output().unwrap();
+    let o = Gfast::push(&t).ssh(&sshd.ssh_cmd("stranger")).arg(&f).arg(remote(src.path())).output();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("ssh failed"), "{}", stderr(&o));
     assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
-}
+});
 
-#[test]
-fn killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_file() {
+both_transports!(killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_file, |t| {
     let Some(sshd) = Sshd::start("killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_file") else {
         return;
     };
@@ -210,7 +194,8 @@ fn killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_file() {
     let f = src.path().join("huge");
     // Sparse: quick to make and read; 1 GiB so a resume afterwards is quick too.
     fs::File::create(&f).unwrap().set_len(1 << 30).unwrap();
-    let push = sshd.push_cmd("user_key").arg(&f).arg(remote(dst.path())).stderr(Stdio::piped()).spawn().unwrap();
+    let push =
+        Gfast::push(&t).ssh(&sshd.ssh_cmd("user_key")).arg(&f).arg(remote(dst.path())).stderr(Stdio::piped()).spawn();
     let t0 = Instant::now();
     // Wait until the journal holds a few chunks (its header is < 100 bytes).
     let part = || {
@@ -245,21 +230,20 @@ fn killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_file() {
 
     // The same push with --resume, through a new ssh and a new one-shot receiver,
     // sends only what is missing.
-    let o = sshd
-        .push_cmd("user_key")
-        .args(["--resume".as_ref(), "--json".as_ref(), f.as_os_str()])
+    let o = Gfast::push(&t)
+        .ssh(&sshd.ssh_cmd("user_key"))
+        .args(["--resume", "--json"])
+        .arg(&f)
         .arg(remote(dst.path()))
-        .output()
-        .unwrap();
+        .output();
     assert_ok(&o);
     assert_same_file(&f, &dst.path().join("huge"));
     let j = parse_json(&o);
     assert!(j["bytes_resumed"].as_u64().unwrap() > 0, "{j}");
     assert_eq!(j["bytes_resumed"].as_u64().unwrap() + j["bytes_sent"].as_u64().unwrap(), 1 << 30, "{j}");
-}
+});
 
-#[test]
-fn ssh_pull_of_trees_and_files() {
+both_transports!(ssh_pull_of_trees_and_files, |t| {
     let Some(sshd) = Sshd::start("ssh_pull_of_trees_and_files") else { return };
     let remote_side = TempDir::new("pull-remote");
     let local = TempDir::new("pull-local");
@@ -270,13 +254,13 @@ fn ssh_pull_of_trees_and_files() {
     std::os::unix::fs::symlink("big", tree.join("a/link")).unwrap();
 
     // A tree into an existing directory.
-    let o = sshd.pull(&["--json".as_ref(), remote(&tree).as_ref(), local.path().as_os_str()]);
+    let o = Gfast::pull(&t).ssh(&sshd.ssh_cmd("user_key")).arg("--json").arg(remote(&tree)).arg(local.path()).output();
     assert_ok(&o);
     assert_same_tree(&tree, &local.path().join("run42"));
     let j = parse_json(&o);
     assert_eq!(j["encrypted"], true);
     assert_eq!(j["files"], 7);
-    assert_eq!(j["transport"], if quic() { "quic" } else { "tcp" });
+    assert_eq!(j["transport"], t.name());
     // The ssh login counts in the set-up time, which is part of the whole run.
     let (setup, secs) = (j["setup_seconds"].as_f64().unwrap(), j["seconds"].as_f64().unwrap());
     assert!(setup > 0.0 && setup < secs, "setup {setup} s of a {secs} s run");
@@ -284,16 +268,20 @@ fn ssh_pull_of_trees_and_files() {
     assert!(setup <= first && first < secs, "first byte at {first} s, setup {setup} s, run {secs} s");
 
     // One file to a new name.
-    let o = sshd.pull(&[remote(&tree.join("a/big")).as_ref(), local.path().join("copy.bin").as_os_str()]);
+    let o = Gfast::pull(&t)
+        .ssh(&sshd.ssh_cmd("user_key"))
+        .arg(remote(&tree.join("a/big")))
+        .arg(local.path().join("copy.bin"))
+        .output();
     assert_ok(&o);
     assert_same_file(&tree.join("a/big"), &local.path().join("copy.bin"));
     // Compressed: the one-shot sender compresses what the puller asked for.
-    let o = sshd.pull(&[
-        "-z".as_ref(),
-        "--json".as_ref(),
-        remote(&tree.join("a/big")).as_ref(),
-        local.path().join("z.bin").as_os_str(),
-    ]);
+    let o = Gfast::pull(&t)
+        .ssh(&sshd.ssh_cmd("user_key"))
+        .args(["-z", "--json"])
+        .arg(remote(&tree.join("a/big")))
+        .arg(local.path().join("z.bin"))
+        .output();
     assert_ok(&o);
     // Random bytes go as they are, in blocks: a little more than the file.
     let wire = parse_json(&o)["bytes_compressed"].as_u64().unwrap();
@@ -303,26 +291,31 @@ fn ssh_pull_of_trees_and_files() {
 
     // A source that does not exist: one clear line, nothing written.
     let before = list_tree(local.path());
-    let o = sshd.pull(&[remote(&remote_side.path().join("nope")).as_ref(), local.path().as_os_str()]);
+    let o = Gfast::pull(&t)
+        .ssh(&sshd.ssh_cmd("user_key"))
+        .arg(remote(&remote_side.path().join("nope")))
+        .arg(local.path())
+        .output();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot read source"), "{}", stderr(&o));
     assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
     assert_eq!(list_tree(local.path()), before);
 
     // A local destination whose parent does not exist.
-    let o = sshd.pull(&[remote(&tree).as_ref(), local.path().join("missing/deeper").as_os_str()]);
+    let o = Gfast::pull(&t)
+        .ssh(&sshd.ssh_cmd("user_key"))
+        .arg(remote(&tree))
+        .arg(local.path().join("missing/deeper"))
+        .output();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         wait_gone(&format!("--oneshot --send {}", remote_side.path().display())),
         "a one-shot sender outlived its session"
     );
-}
+});
 
-#[test]
-fn blocked_direct_connections_fall_back_to_the_ssh_tunnel() {
-    if tcp_only("an ssh tunnel carries TCP only") {
-        return;
-    }
+// Over TCP only: an ssh tunnel carries TCP only.
+tcp_test!(blocked_direct_connections_fall_back_to_the_ssh_tunnel, |t| {
     // The remote advertises an address where nothing listens (as a host behind a
     // firewall would), so the direct connection is refused.
     let Some(sshd) =
@@ -334,16 +327,20 @@ fn blocked_direct_connections_fall_back_to_the_ssh_tunnel() {
     let dst = TempDir::new("tunnel-dst");
     let f = src.path().join("through-ssh");
     write_random(&f, 8 << 20, 12);
-    let o = sshd.push(&[f.as_os_str(), remote(dst.path()).as_ref()]);
+    let o = Gfast::push(&t).ssh(&sshd.ssh_cmd("user_key")).arg(&f).arg(remote(dst.path())).output();
     assert_ok(&o);
     assert!(stderr(&o).contains("falling back to the ssh tunnel"), "{}", stderr(&o));
     assert_same_file(&f, &dst.path().join("through-ssh"));
 
     // Pull with the tunnel asked for up front: no announcement, same result.
     let back = TempDir::new("tunnel-back");
-    let o =
-        sshd.pull(&["--tunnel".as_ref(), remote(&dst.path().join("through-ssh")).as_ref(), back.path().as_os_str()]);
+    let o = Gfast::pull(&t)
+        .ssh(&sshd.ssh_cmd("user_key"))
+        .arg("--tunnel")
+        .arg(remote(&dst.path().join("through-ssh")))
+        .arg(back.path())
+        .output();
     assert_ok(&o);
     assert!(!stderr(&o).contains("falling back"), "{}", stderr(&o));
     assert_same_file(&f, &back.path().join("through-ssh"));
-}
+});

@@ -1,8 +1,11 @@
-//! Helpers for integration tests: temporary directories, a real `gfast serve`
-//! process on a loopback port, pushes through the real binary, tree comparison.
+//! Helpers for integration tests: the transport a test runs over and the macros
+//! that run it over each, one builder for every `gfast` command a test starts,
+//! temporary directories, a real `gfast serve` process on a loopback port, tree
+//! comparison.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
@@ -10,24 +13,241 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// `both_transports!(name, |t| { ... })` makes the tests `name::tcp` and
+/// `name::quic`, which run the body with `t` = [`Transport::Tcp`] and
+/// [`Transport::Quic`]. The body is written as a closure so that rustfmt
+/// formats it (as with ripgrep's `rgtest!`); it is the body of a function, so
+/// `return` ends the test.
+macro_rules! both_transports {
+    ($name:ident, |$t:ident| $body:block) => {
+        transport_tests!($name, [tcp, quic], |$t| $body);
+    };
+}
+
+/// `tcp_test!(name, |t| { ... })`: only `name::tcp`, for a test that means
+/// something over TCP only. A comment above each says why.
+macro_rules! tcp_test {
+    ($name:ident, |$t:ident| $body:block) => {
+        transport_tests!($name, [tcp], |$t| $body);
+    };
+}
+
+/// `quic_test!(name, |t| { ... })`: only `name::quic`, for a test that means
+/// something over QUIC only. A comment above each says why.
+macro_rules! quic_test {
+    ($name:ident, |$t:ident| $body:block) => {
+        transport_tests!($name, [quic], |$t| $body);
+    };
+}
+
+/// A module `name` with the body as `run` and one `#[test]` per transport listed.
+macro_rules! transport_tests {
+    (@transport tcp) => {
+        $crate::util::Transport::Tcp
+    };
+    (@transport quic) => {
+        $crate::util::Transport::Quic
+    };
+    ($name:ident, [$($tr:ident),+], |$t:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run($t: $crate::util::Transport) $body
+
+            $(
+                #[test]
+                fn $tr() {
+                    run(transport_tests!(@transport $tr));
+                }
+            )+
+        }
+    };
+}
+
 pub const TOKEN: &str = "integration-test-token";
+
+/// Every command gets this known-hosts file unless the test names its own: it
+/// does not exist, so nothing is read from or written to the tester's home.
+pub const NO_KNOWN_HOSTS: &str = "/nonexistent/known_hosts";
+
+/// `--timeout` of both ends of a QUIC test, unless the test gives its own: a
+/// killed peer is noticed over QUIC by the idle timeout only (no RST).
+pub const QUIC_TIMEOUT: &str = "8";
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_gfast")
 }
 
-/// True in the `transfer_quic` test binary: the same suite over `--transport quic`.
-pub fn quic() -> bool {
-    env!("CARGO_CRATE_NAME") == "transfer_quic"
+/// What a test's pushes, pulls and servers run over; given to the body of each
+/// test by [`both_transports!`], [`tcp_test!`] or [`quic_test!`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// gfast's default: no flag is added.
+    Tcp,
+    /// `--transport quic` on every push and pull, and `--timeout 8` on both ends.
+    Quic,
 }
 
-/// For a test that only makes sense over TCP: true (and says why) in the QUIC
-/// suite, where the caller returns.
-pub fn tcp_only(why: &str) -> bool {
-    if quic() {
-        eprintln!("SKIP over QUIC: {why}");
+impl Transport {
+    pub fn is_quic(&self) -> bool {
+        *self == Transport::Quic
     }
-    quic()
+
+    /// As `--json` names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Quic => "quic",
+        }
+    }
+}
+
+/// One `gfast` command as the tests run it: the test token in GFAST_TOKEN,
+/// [`NO_KNOWN_HOSTS`], no job store (GFAST_JOBS_DIR empty: the tester's home
+/// stays out of it), and for [`Transport::Quic`] `--transport quic` (push and
+/// pull) and `--timeout 8` (unless the arguments have a `--timeout`) on the
+/// command line. The test's own `env` and `env_remove` come after these and
+/// win. Built into a [`Command`] when run.
+pub struct Gfast {
+    verb: &'static str,
+    transport: Option<Transport>,
+    netns: Option<String>,
+    args: Vec<OsString>,
+    env: Vec<(OsString, Option<OsString>)>,
+    stdout: Option<Stdio>,
+    stderr: Option<Stdio>,
+}
+
+impl Gfast {
+    /// `gfast push` over `t`.
+    pub fn push(t: &Transport) -> Gfast {
+        Self::over(Some(*t), "push")
+    }
+
+    /// `gfast pull` over `t`.
+    pub fn pull(t: &Transport) -> Gfast {
+        Self::over(Some(*t), "pull")
+    }
+
+    /// `gfast serve` for clients over `t` (the daemon takes both transports;
+    /// over QUIC it gets the shorter `--timeout`).
+    pub fn serve(t: &Transport) -> Gfast {
+        Self::over(Some(*t), "serve")
+    }
+
+    /// `gfast VERB` without transport flags (jobs, resume, bench).
+    pub fn new(verb: &'static str) -> Gfast {
+        Self::over(None, verb)
+    }
+
+    fn over(transport: Option<Transport>, verb: &'static str) -> Gfast {
+        Gfast { verb, transport, netns: None, args: Vec::new(), env: Vec::new(), stdout: None, stderr: None }
+    }
+
+    /// Pins the key of `s` (`--fingerprint`).
+    pub fn pin(self, s: &Server) -> Gfast {
+        self.fingerprint(&s.key)
+    }
+
+    /// Pins `key` (`--fingerprint`).
+    pub fn fingerprint(self, key: &str) -> Gfast {
+        self.args(["--fingerprint", key])
+    }
+
+    /// ssh mode with `ssh_cmd` and this build as the remote gfast; no
+    /// GFAST_TOKEN (the one-shot remote makes up its own).
+    pub fn ssh(self, ssh_cmd: &str) -> Gfast {
+        self.args(["--ssh", ssh_cmd, "--remote-cmd", bin()]).env_remove("GFAST_TOKEN")
+    }
+
+    /// Runs it inside network namespace `ns` (`ip netns exec`).
+    pub fn netns(mut self, ns: &str) -> Gfast {
+        self.netns = Some(ns.to_string());
+        self
+    }
+
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Gfast {
+        self.args.push(a.as_ref().to_os_string());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Gfast
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Gfast {
+        self.env.push((k.as_ref().to_os_string(), Some(v.as_ref().to_os_string())));
+        self
+    }
+
+    pub fn env_remove(mut self, k: impl AsRef<OsStr>) -> Gfast {
+        self.env.push((k.as_ref().to_os_string(), None));
+        self
+    }
+
+    pub fn stdout(mut self, s: Stdio) -> Gfast {
+        self.stdout = Some(s);
+        self
+    }
+
+    pub fn stderr(mut self, s: Stdio) -> Gfast {
+        self.stderr = Some(s);
+        self
+    }
+
+    /// The command line and environment described above.
+    pub fn command(self) -> Command {
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin()]);
+                c
+            }
+            None => Command::new(bin()),
+        };
+        c.arg(self.verb);
+        if self.transport == Some(Transport::Quic) {
+            if self.verb != "serve" {
+                c.args(["--transport", "quic"]);
+            }
+            if !self.args.iter().any(|a| a == "--timeout") {
+                c.args(["--timeout", QUIC_TIMEOUT]);
+            }
+        }
+        c.args(&self.args);
+        c.env("GFAST_TOKEN", TOKEN).env("GFAST_KNOWN_HOSTS", NO_KNOWN_HOSTS).env("GFAST_JOBS_DIR", "");
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        if let Some(s) = self.stdout {
+            c.stdout(s);
+        }
+        if let Some(s) = self.stderr {
+            c.stderr(s);
+        }
+        c
+    }
+
+    /// Runs it to the end (stdout and stderr captured).
+    pub fn output(self) -> Output {
+        let what = format!("gfast {}", self.verb);
+        self.command().output().unwrap_or_else(|e| panic!("run {what}: {e}"))
+    }
+
+    /// Starts it.
+    pub fn spawn(self) -> Child {
+        let what = format!("gfast {}", self.verb);
+        self.command().spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"))
+    }
 }
 
 /// A directory removed when dropped.
@@ -36,18 +256,6 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
-        static ENV: std::sync::Once = std::sync::Once::new();
-        // Keep the job store out of the tester's home; the jobs test names its own.
-        ENV.call_once(|| {
-            std::env::set_var("GFAST_JOBS_DIR", "");
-            // The transfer_quic suite: every push and pull below goes over QUIC.
-            if quic() {
-                std::env::set_var("GFAST_TRANSPORT", "quic");
-                // A killed peer is noticed by QUIC's idle timeout only (no RST):
-                // keep it short for both ends of every test.
-                std::env::set_var("GFAST_TIMEOUT", "8");
-            }
-        });
         let base = std::env::var_os("GFAST_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
         let p = base.join(format!("gfast-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
         let _ = fs::remove_dir_all(&p);
@@ -76,74 +284,40 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(root: &Path, extra: &[&str]) -> Server {
-        Self::start_with(root, "127.0.0.1:0", TempDir::new("key"), extra)
+    /// Starts a server for clients over `t` on a free loopback port.
+    pub fn start(t: &Transport, root: &Path, extra: &[&str]) -> Server {
+        Self::start_with(t, root, "127.0.0.1:0", TempDir::new("key"), extra)
     }
 
     /// Starts a server on `listen` with its key kept in `keydir`.
-    pub fn start_with(root: &Path, listen: &str, keydir: TempDir, extra: &[&str]) -> Server {
+    pub fn start_with(t: &Transport, root: &Path, listen: &str, keydir: TempDir, extra: &[&str]) -> Server {
         let key = keydir.path().join("server.key");
-        Self::start_keyed(root, listen, &key, keydir, extra)
+        Self::start_keyed(t, root, listen, &key, keydir, extra)
     }
 
     /// Starts a server on `listen` with the key at `key_file` (kept across restarts).
-    pub fn start_keyed(root: &Path, listen: &str, key_file: &Path, keydir: TempDir, extra: &[&str]) -> Server {
-        let mut child = Command::new(bin())
-            .args(["serve", "--listen", listen, "--root"])
+    pub fn start_keyed(
+        t: &Transport,
+        root: &Path,
+        listen: &str,
+        key_file: &Path,
+        keydir: TempDir,
+        extra: &[&str],
+    ) -> Server {
+        let mut child = Gfast::serve(t)
+            .args(["--listen", listen, "--root"])
             .arg(root)
             .arg("--key-file")
             .arg(key_file)
             .args(extra)
-            .env("GFAST_TOKEN", TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn gfast serve");
+            .spawn();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         assert!(line.contains("listening on"), "unexpected first line from serve: {line:?}");
         let (addr, key) = parse_listening(&line);
         Server { child, addr, root: root.to_path_buf(), key, _keydir: keydir }
-    }
-
-    /// Runs `gfast push ARGS` against this server, pinning its key.
-    pub fn push<I, S>(&self, args: I) -> Output
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<std::ffi::OsStr>,
-    {
-        self.client("push", args)
-    }
-
-    /// Runs `gfast pull ARGS` against this server, pinning its key.
-    pub fn pull<I, S>(&self, args: I) -> Output
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<std::ffi::OsStr>,
-    {
-        self.client("pull", args)
-    }
-
-    fn client<I, S>(&self, verb: &str, args: I) -> Output
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<std::ffi::OsStr>,
-    {
-        Command::new(bin())
-            .arg(verb)
-            .args(["--fingerprint", &self.key])
-            .args(args)
-            .env("GFAST_TOKEN", TOKEN)
-            .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts")
-            .output()
-            .unwrap_or_else(|e| panic!("run gfast {verb}: {e}"))
-    }
-
-    /// A `gfast push` command with token and pinned key set, to add arguments to.
-    pub fn push_cmd(&self) -> Command {
-        let mut c = Command::new(bin());
-        c.arg("push").args(["--fingerprint", &self.key]).env("GFAST_TOKEN", TOKEN);
-        c
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -192,21 +366,6 @@ pub fn parse_listening(line: &str) -> (String, String) {
     let rest = line.trim().split("listening on ").nth(1).expect("listening line");
     let (addr, key) = rest.split_once(", key ").expect("key in the listening line");
     (addr.to_string(), key.to_string())
-}
-
-/// Runs `gfast push ARGS` with the test token and no pinned key.
-pub fn push<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    Command::new(bin())
-        .arg("push")
-        .args(args)
-        .env("GFAST_TOKEN", TOKEN)
-        .env("GFAST_KNOWN_HOSTS", "/nonexistent/known_hosts")
-        .output()
-        .expect("run gfast push")
 }
 
 pub fn stderr(o: &Output) -> String {
