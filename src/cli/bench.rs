@@ -202,6 +202,7 @@ fn end_to_end(src: &Path, root: &Path, id: &Identity, size: u64) -> Result<f64, 
         send: None,
         max_sessions: 4,
         partial_ttl: None,
+        store: crate::storage::store::StoreConfig::default(),
     };
     let server = Server::new(cfg);
     std::thread::spawn(move || server.run(listener));
@@ -223,6 +224,7 @@ fn end_to_end(src: &Path, root: &Path, id: &Identity, size: u64) -> Result<f64, 
         quic: false,
         compress: false,
         delta: false,
+        store: crate::storage::store::StoreConfig::default(),
     };
     let stats = Arc::new(Stats::new(256));
     let t = Instant::now();

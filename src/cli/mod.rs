@@ -14,6 +14,7 @@ use crate::engine::stats::Stats;
 use crate::engine::{oneshot, ssh};
 use crate::proto::frame::{MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE};
 use crate::storage::jobs;
+use crate::storage::store::StoreConfig;
 use crate::transport::tcp::{KernelLimits, Tuning};
 use crate::transport::tls::{Fingerprint, Identity};
 use args::{Cli, Cmd, NetArgs, PullArgs, PushArgs, ServeArgs};
@@ -134,17 +135,17 @@ fn new_token() -> String {
     random::<24>().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn set_io(a: args::IoArg) {
-    use crate::storage::pieces::{set_mode, IoMode};
-    set_mode(match a {
+/// How received files are written: `--io` and `--fsync`.
+fn store_config(io: args::IoArg, fsync: bool) -> StoreConfig {
+    use crate::storage::pieces::IoMode;
+    let io = match io {
         args::IoArg::Uring => IoMode::Uring,
         args::IoArg::Pwrite => IoMode::Pwrite,
-    });
+    };
+    StoreConfig { durable: fsync, io }
 }
 
 fn serve(a: ServeArgs) -> Result<(), Error> {
-    set_io(a.io);
-    crate::storage::dest::set_durable(a.fsync);
     if a.oneshot {
         return serve_oneshot(a);
     }
@@ -240,6 +241,7 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
         verbose: a.verbose,
         max_sessions: a.max_sessions as usize,
         partial_ttl: (!a.partial_ttl.is_zero()).then_some(a.partial_ttl),
+        store: store_config(a.io, a.fsync),
     };
     let discard = cfg.discard;
     let server = Server::new(cfg);
@@ -320,6 +322,7 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
         send,
         max_sessions: 1,
         partial_ttl: None,
+        store: store_config(a.io, a.fsync),
     };
     let server = Server::new(cfg);
     start_quic(&server, (ip, port).into(), "gfast serve --oneshot");
@@ -490,6 +493,7 @@ fn base_config(n: &NetArgs, job_id: [u8; 16]) -> PushConfig {
         compress: n.compress,
         delta: n.delta,
         quic: n.transport == args::TransportArg::Quic,
+        store: StoreConfig::default(),
     }
 }
 
@@ -625,8 +629,7 @@ fn push_inner(a: PushArgs, stats: Arc<Stats>, job_id: [u8; 16], announce: &dyn F
 
 fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16], announce: &dyn Fn()) -> Result<(), Error> {
     use_journal_key();
-    set_io(a.io);
-    crate::storage::dest::set_durable(a.fsync);
+    let store = store_config(a.io, a.fsync);
     use std::os::unix::ffi::OsStrExt;
     let from_daemon = a.src.as_bytes().starts_with(b"gfast://");
     let via_ssh = match from_daemon {
@@ -655,6 +658,7 @@ fn pull_inner(a: PullArgs, stats: Arc<Stats>, job_id: [u8; 16], announce: &dyn F
         .map_err(|e| Error::Usage(e.to_string()))?;
     let is_dir = target.is_empty() || a.dest.as_os_str().as_bytes().ends_with(b"/");
     let mut cfg = base_config(&a.net, job_id);
+    cfg.store = store;
     if via_ssh.is_some() {
         announce();
     }

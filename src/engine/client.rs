@@ -6,10 +6,10 @@ use super::error::Error;
 use super::send::{run_sender, wire_err, Target, Wired};
 use super::server::random;
 use super::stats::Stats;
-use crate::proto::auth::SessionKeys;
 use crate::proto::error::code;
 use crate::proto::frame::{Frame, Limits};
-use crate::proto::{CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
+use crate::proto::handshake::{Caps, ClientHandshake, HandshakeError, Negotiated};
+use crate::storage::store::LocalTree;
 use crate::transport::conn::{Conn, ConnReader, ConnWriter};
 use crate::transport::framed::WireError;
 use crate::transport::framed::{read_frame, write_frame};
@@ -60,6 +60,8 @@ pub struct PushConfig {
     /// Ask for delta: files the receiver already has under their names are
     /// compared chunk by chunk and only the differing chunks are sent.
     pub delta: bool,
+    /// How a pull writes what it receives (`--fsync`, `--io`).
+    pub store: crate::storage::store::StoreConfig,
 }
 
 /// What a finished push reports.
@@ -86,9 +88,10 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
     // lanes are open (one round trip fewer before the first chunk).
     let d = dial(cfg, &stats, Some(Frame::Target { path: cfg.dest.clone() }))?;
     let target = Target::Asked(cfg.dest.clone(), cfg.dest_is_dir);
-    let files = run_sender(d.wired, &cfg.sources, target, cfg.chunk_size, d.resume, stats.clone());
+    let discard = d.wired.n.discard;
+    let files = run_sender(d.wired, &cfg.sources, target, stats.clone());
     end_quic(d.quic.as_ref(), files.is_ok(), &stats);
-    Ok(Summary { files: files?, discard: d.discard })
+    Ok(Summary { files: files?, discard })
 }
 
 /// Where a pull's files land on this machine.
@@ -111,8 +114,7 @@ pub fn pull(cfg: &PushConfig, dest: PullDest, source: Option<Vec<u8>>, stats: Ar
     let d = dial(cfg, &stats, Some(Frame::Pull { target, kind, is_dir, source }))?;
     let w = d.wired;
     stats.mark_first_byte();
-    let modes = (d.resume, w.compress, w.delta);
-    let got = super::session::receive_dialed(root, &w.ctl, w.ctl_r, w.ctl_w, w.lanes, cfg.chunk_size as u64, modes);
+    let got = super::session::receive_dialed(root, cfg.store, w, cfg.tuning.timeout);
     end_quic(d.quic.as_ref(), got.is_ok(), &stats);
     let (files, bytes, compressed) = got?;
     use std::sync::atomic::Ordering::Relaxed;
@@ -136,11 +138,10 @@ fn end_quic(q: Option<&quic::Client>, completed: bool, stats: &Stats) {
 
 /// An established session seen from the dialing side.
 pub(crate) struct Dialed {
+    /// The session's connections and what was agreed.
     pub(crate) wired: Wired,
     /// The QUIC connection, closed by the caller when the session is over.
     pub(crate) quic: Option<quic::Client>,
-    pub(crate) discard: bool,
-    pub(crate) resume: bool,
 }
 
 /// Connects the control connection, runs the handshake (protocol-spec §5.1, §5.2),
@@ -175,51 +176,31 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         write_frame(w, f, &mut scratch).and_then(|_| w.flush()).map_err(|e| Error::PeerVanished(e.to_string()))
     };
     let mut recv = |r: &mut BufReader<ConnReader>| -> Result<Frame, Error> {
-        match read_frame(r, &limits, &mut buf).map_err(|e| handshake_err(cfg, e))? {
-            Frame::Error { code, message } => Err(Error::Remote(code, message)),
-            f => Ok(f),
-        }
+        read_frame(r, &limits, &mut buf).map_err(|e| handshake_err(cfg, e))
     };
 
     // Handshake (protocol-spec §5.1, §5.2).
-    let cn = random::<32>();
     ctl.set_read_timeout(Some(timeout)).ok();
     let from_daemon = matches!(first, Some(Frame::Pull { source: Some(_), .. }));
-    let offer = CAP_EARLY_DONE
-        | if cfg.resume { CAP_RESUME } else { 0 }
-        | if from_daemon { CAP_PULL } else { 0 }
-        | if cfg.compress { CAP_COMPRESS } else { 0 }
-        | if cfg.delta { CAP_DELTA } else { 0 };
+    let offer = Caps::EARLY_DONE
+        .with(Caps::RESUME, cfg.resume)
+        .with(Caps::PULL, from_daemon)
+        .with(Caps::COMPRESS, cfg.compress)
+        .with(Caps::DELTA, cfg.delta);
     let t_hello = std::time::Instant::now();
-    send(&mut w, &Frame::Hello { min_version: VERSION, max_version: VERSION, caps: offer, nonce: cn })?;
-    let Frame::Challenge { version, nonce: sn, caps } = recv(&mut r)? else {
-        return Err(Error::Protocol("expected CHALLENGE".into()));
-    };
-    if version != VERSION {
-        return Err(Error::Protocol(format!("server chose unsupported version {version}")));
-    }
-    if caps & !offer != 0 {
-        return Err(Error::Protocol("server accepted capabilities that were not offered".into()));
-    }
-    if from_daemon && caps & CAP_PULL == 0 {
-        return Err(Error::Usage(format!(
-            "{} cannot be pulled from: it runs an older gfast, or is a one-shot end; pull over ssh instead (HOST:PATH)",
-            cfg.server
-        )));
-    }
-    let resume = caps & CAP_RESUME != 0;
-    let compress = caps & CAP_COMPRESS != 0;
-    let delta = caps & CAP_DELTA != 0;
-    if cfg.delta && !delta {
+    let (hs, hello) = ClientHandshake::start(offer, random::<32>());
+    send(&mut w, &hello)?;
+    let challenged = hs.on_challenge(&cfg.token, &recv(&mut r)?).map_err(|e| handshake_failed(cfg, e))?;
+    let caps = challenged.caps;
+    if cfg.delta && !caps.contains(Caps::DELTA) {
         (cfg.notice)(
             "the server does not compare chunks (an older gfast, or a daemon without --allow-pull): changed files go whole",
         );
     }
-    if cfg.compress && !compress {
+    if cfg.compress && !caps.contains(Caps::COMPRESS) {
         (cfg.notice)("the server cannot take compressed chunks (an older gfast): data goes as it is");
     }
-    let early_done = caps & CAP_EARLY_DONE != 0;
-    if cfg.resume && !resume {
+    if cfg.resume && !caps.contains(Caps::RESUME) {
         (cfg.notice)("the server cannot resume: everything is sent again");
     }
     // The handshake's round trip picks the lane count when not given: more lanes
@@ -248,9 +229,9 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     // a sending one sends chunks right behind JOIN (one round trip fewer) and its
     // acknowledgement reader takes the JOINED (or a refusal) first.
     let await_joined = matches!(first, Some(Frame::Pull { .. }));
-    let keys = SessionKeys::derive(&cfg.token, &cn, &sn);
+    let keys = challenged.keys().clone();
     type Lane = (Conn, BufReader<ConnReader>, ConnWriter);
-    let (lanes, discard) = std::thread::scope(|sc| -> Result<(Vec<Lane>, bool), Error> {
+    let (lanes, n) = std::thread::scope(|sc| -> Result<(Vec<Lane>, Negotiated), Error> {
         // TCP lanes connect and run TLS while AUTH and WELCOME cross (one round
         // trip fewer); they must present the same server key as the control
         // connection. QUIC streams cost no round trip: they open below.
@@ -258,15 +239,12 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
             Some(_) => Vec::new(),
             None => (0..lanes).map(|_| sc.spawn(move || open_conn(cfg, timeout, fingerprint))).collect(),
         };
-        let auth = Frame::Auth { proof: keys.client_proof(), lanes, chunk_size: cfg.chunk_size, job_id: cfg.job_id };
-        let welcome = send(&mut w, &auth).and_then(|_| match recv(&mut r)? {
-            Frame::Welcome { proof, session_id, discard } if keys.verify_server(&proof) => Ok((session_id, discard)),
-            Frame::Welcome { .. } => {
-                Err(Error::Auth("the server could not prove it knows the token: refusing to send to it".into()))
-            }
-            _ => Err(Error::Protocol("expected WELCOME".into())),
+        let auth = challenged.auth(lanes, cfg.chunk_size, cfg.job_id);
+        let welcome = send(&mut w, &auth).and_then(|_| {
+            let f = recv(&mut r)?;
+            challenged.on_welcome(&f, lanes, cfg.chunk_size).map_err(|e| handshake_failed(cfg, e))
         });
-        let (session_id, discard) = match welcome {
+        let n = match welcome {
             Ok(v) => v,
             Err(e) => {
                 // No session: end the lanes that connected early cleanly, so the
@@ -281,6 +259,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
                 return Err(e);
             }
         };
+        let session_id = n.session_id;
         stats.setup_us.store(stats.start.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
         // Remember the key only once the server proved it knows the token.
         if let (true, Some(fp), Some(kh)) = (tofu, fingerprint, &cfg.known_hosts) {
@@ -336,7 +315,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
             })
             .collect();
         let lanes = hs.into_iter().map(|h| h.join().expect("lane setup thread")).collect::<Result<Vec<_>, _>>()?;
-        Ok((lanes, discard))
+        Ok((lanes, n))
     })?;
     let wired = Wired {
         ctl,
@@ -345,12 +324,10 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         lanes,
         rate: cfg.tuning.rate,
         joined: await_joined,
-        early_done,
-        served: None,
-        compress,
-        delta,
+        source: Box::new(LocalTree::client()),
+        n,
     };
-    Ok(Dialed { wired, quic: qc, discard, resume })
+    Ok(Dialed { wired, quic: qc })
 }
 
 /// Connects, tunes and (unless `--no-encrypt`) runs TLS pinned to `pin` (any key
@@ -392,6 +369,19 @@ fn open_conn(
     })?;
     conn.set_read_timeout(None).ok();
     Ok((conn, verifier.seen(), None))
+}
+
+/// What the user is told when the handshake's client half gives up.
+fn handshake_failed(cfg: &PushConfig, e: HandshakeError) -> Error {
+    match e {
+        HandshakeError::Refused(r) => Error::Remote(r.code, r.message),
+        HandshakeError::ServerProof => Error::Auth(e.to_string()),
+        HandshakeError::NoPull => Error::Usage(format!(
+            "{} cannot be pulled from: it runs an older gfast, or is a one-shot end; pull over ssh instead (HOST:PATH)",
+            cfg.server
+        )),
+        HandshakeError::Protocol(_) | HandshakeError::Version(_) => Error::Protocol(e.to_string()),
+    }
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {

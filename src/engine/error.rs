@@ -25,6 +25,8 @@ pub enum Error {
     PeerVanished(String),
     /// The server did not answer the handshake within --timeout.
     NoAnswer(String, u64),
+    /// The server stayed connected but sent nothing for --timeout seconds.
+    Silent(u64),
     /// A local I/O failure.
     Io(String, io::Error),
     /// The session ended but some files did not arrive.
@@ -71,6 +73,10 @@ impl fmt::Display for Error {
                 write!(f, "destination is full: {m} (free space on the server, then run the push again)")
             }
             Error::Remote(c, m) if *c == code::BUSY => write!(f, "{m}"),
+            Error::Silent(secs) => write!(
+                f,
+                "the server sent nothing for {secs} s (--timeout): the transfer stopped; run it again with --resume"
+            ),
             Error::Remote(_, m) => write!(f, "server: {m}"),
             Error::Protocol(m) => write!(f, "protocol error: {m}"),
             Error::PeerVanished(m) => write!(f, "connection to the server lost mid-transfer: {m}"),

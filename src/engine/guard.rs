@@ -20,7 +20,8 @@ pub(crate) const MAX_PENDING_PER_SOURCE: usize = 32;
 pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(15);
 /// Failed authentications an address may make before it has to wait.
 const FREE_FAILURES: u32 = 5;
-/// The wait after each further failure doubles from one second up to this.
+/// The wait after each further failure doubles from one second up to this
+/// (an answer is held back at most [`MAX_ANSWER_DELAY`] of it).
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// An address whose last failure is this old starts with a clean slate.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
@@ -28,6 +29,22 @@ const FORGET_AFTER: Duration = Duration::from_secs(3600);
 const MAX_TRACKED: usize = 65_536;
 /// At most one log line per address per this long; the rest are counted.
 const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The longest a wrong token's answer is held back: under the handshake
+/// deadline, so a held connection is answered before it is cut.
+pub(crate) const MAX_ANSWER_DELAY: Duration = Duration::from_secs(10);
+
+/// Where failed authentications are counted: IPv4 by address, IPv6 by /48 (a
+/// site's prefix: rotating through its /64s gains nothing).
+fn throttle_key(ip: IpAddr) -> IpAddr {
+    match source_of(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
 
 /// The address a limit counts against: IPv4 as it is, IPv6 by its /64 (one
 /// host usually holds a whole /64).
@@ -154,15 +171,19 @@ pub(crate) struct Throttle {
 }
 
 impl Throttle {
-    /// How long `ip` must still wait before it may try a token again, if at all.
-    pub(crate) fn wait_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+    /// How long the next wrong answer to `ip` would be held back, if at all.
+    #[cfg(test)]
+    fn wait_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let g = self.by_source.lock().expect("throttle");
-        g.get(&source_of(ip)).and_then(|f| f.until.checked_duration_since(now)).filter(|d| !d.is_zero())
+        g.get(&throttle_key(ip)).and_then(|f| f.until.checked_duration_since(now)).filter(|d| !d.is_zero())
     }
 
     /// Notes a failed authentication from `ip`. Returns the log line to print
-    /// now, if any (at most one per address per minute, counting the rest).
-    pub(crate) fn failed(&self, ip: IpAddr, now: Instant, what: &str) -> Option<String> {
+    /// now, if any (at most one per address per minute, counting the rest),
+    /// and how long to hold back the answer: nothing for the first few, then
+    /// 1 s doubling up to [`MAX_ANSWER_DELAY`]. A right token is never held back:
+    /// the token is checked first, so guessing cannot lock its holder out.
+    pub(crate) fn failed(&self, ip: IpAddr, now: Instant, what: &str) -> (Option<String>, Duration) {
         let mut g = self.by_source.lock().expect("throttle");
         if g.len() >= MAX_TRACKED {
             let oldest = g.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k);
@@ -170,15 +191,21 @@ impl Throttle {
                 g.remove(&k);
             }
         }
-        let f =
-            g.entry(source_of(ip)).or_insert(Failures { count: 0, last: now, until: now, unlogged: 0, logged: None });
+        let f = g.entry(throttle_key(ip)).or_insert(Failures {
+            count: 0,
+            last: now,
+            until: now,
+            unlogged: 0,
+            logged: None,
+        });
         if now.duration_since(f.last) > FORGET_AFTER {
             f.count = 0;
         }
         f.count += 1;
         f.last = now;
         f.until = now + backoff(f.count);
-        match f.logged {
+        let delay = backoff(f.count.saturating_sub(1)).min(MAX_ANSWER_DELAY);
+        let line = match f.logged {
             Some(t) if now.duration_since(t) < LOG_EVERY => {
                 f.unlogged += 1;
                 None
@@ -192,17 +219,14 @@ impl Throttle {
                     line.push_str(&format!("; {more} more since the last line"));
                 }
                 if !wait.is_zero() {
-                    line.push_str(&format!("; next attempt answered in {} s", wait.as_secs()));
+                    let w = wait.min(MAX_ANSWER_DELAY).as_secs();
+                    line.push_str(&format!("; each further wrong token answered after {w} s or more"));
                 }
                 line.push(')');
                 Some(line)
             }
-        }
-    }
-
-    /// A successful authentication clears the address's record.
-    pub(crate) fn succeeded(&self, ip: IpAddr) {
-        self.by_source.lock().expect("throttle").remove(&source_of(ip));
+        };
+        (line, delay)
     }
 
     /// Forgets addresses quiet for long; returns the summary lines of those
@@ -246,23 +270,29 @@ mod tests {
         let mut lines = 0;
         for i in 0..FREE_FAILURES {
             assert!(t.wait_for(a, now).is_none(), "failure {i} is free");
-            lines += t.failed(a, now, "wrong token").is_some() as usize;
+            let (line, delay) = t.failed(a, now, "wrong token");
+            lines += line.is_some() as usize;
+            assert_eq!(delay, Duration::ZERO, "failure {i} is answered at once");
         }
         assert_eq!(lines, 1, "one line a minute per address");
         assert_eq!(t.wait_for(a, now), Some(Duration::from_secs(1)), "after the free ones, a wait");
-        t.failed(a, now, "wrong token");
+        assert_eq!(t.failed(a, now, "wrong token").1, Duration::from_secs(1));
         assert_eq!(t.wait_for(a, now), Some(Duration::from_secs(2)));
-        for _ in 0..41 {
+        assert_eq!(t.failed(a, now, "wrong token").1, Duration::from_secs(2));
+        for _ in 0..40 {
             t.failed(a, now, "wrong token");
         }
         assert_eq!(t.wait_for(a, now), Some(MAX_BACKOFF));
+        assert_eq!(t.failed(a, now, "wrong token").1, MAX_ANSWER_DELAY, "an answer waits at most this");
         assert!(t.wait_for(b, now).is_none(), "another address is not slowed");
         let later = now + LOG_EVERY;
         let summary = t.tidy(later);
         assert_eq!(summary.len(), 1);
-        assert!(summary[0].starts_with("46 more failed"), "{summary:?}");
-        t.succeeded(a);
-        assert!(t.wait_for(a, now).is_none());
+        assert!(summary[0].starts_with("47 more failed"), "{summary:?}");
+        // IPv6 is counted by /48: rotating through /64s gains nothing.
+        let v6a: IpAddr = "::1".parse::<Ipv6Addr>().unwrap().into();
+        let v6b: IpAddr = "0:0:0:ffff::1".parse::<Ipv6Addr>().unwrap().into();
+        assert_eq!(throttle_key(v6a), throttle_key(v6b));
     }
 
     #[test]

@@ -10,19 +10,18 @@ use super::error::Error;
 use super::stats::Stats;
 use crate::proto::error::code;
 use crate::proto::frame::{method, ChunkHead, Frame, Limits, TargetKind, BLOCK_HEAD_LEN, BLOCK_RAW, CHUNK_COMPRESSED};
+use crate::proto::handshake::Negotiated;
 use crate::proto::hash::ChunkHasher;
+use crate::proto::lane::LaneWindow;
 use crate::proto::path::{components, show};
+use crate::proto::sender::Expect;
 use crate::proto::sender::{Failure, Sender};
-use crate::storage::dest::SourceRoot;
-use crate::storage::walk::Walker;
+use crate::storage::store::{Source, SourceFile};
 use crate::transport::conn::{Closer, Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{read_frame, write_frame, WireError};
-use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::net::Shutdown;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -42,15 +41,11 @@ pub struct Wired {
     pub rate: Option<u64>,
     /// False when each lane's JOINED is still to be read (a client sends behind JOIN).
     pub joined: bool,
-    /// Early DONE was negotiated (protocol-spec §4.13).
-    pub early_done: bool,
     /// A daemon serving a pull: files are opened under this root only, never
     /// through a symlink (the walk sends links as links already).
-    pub served: Option<SourceRoot>,
-    /// Compressed chunks were negotiated (capability bit 1).
-    pub compress: bool,
-    /// Delta was negotiated (capability bit 3).
-    pub delta: bool,
+    pub source: Box<dyn Source>,
+    /// What the handshake agreed on.
+    pub n: Negotiated,
 }
 
 /// Where the sources go.
@@ -79,12 +74,11 @@ struct Shared {
     session_done: AtomicBool,
     walk_failures: Mutex<(u64, Vec<Failure>)>,
     sockets: Mutex<Vec<Closer>>,
-    chunk_size: u64,
     /// Test hook (GFAST_FAULT_CORRUPT_EVERY=N): corrupt the first sending of every
     /// Nth chunk on the wire, after hashing, to exercise verification and resend.
     corrupt_every: u64,
     first_sendings: std::sync::atomic::AtomicU64,
-    served: Option<SourceRoot>,
+    source: Box<dyn Source>,
     compress: bool,
 }
 
@@ -123,11 +117,8 @@ impl Shared {
     }
 
     /// Opens a source file to read (under the served root for a daemon's pull).
-    fn open_source(&self, path: &Path) -> std::io::Result<File> {
-        match &self.served {
-            Some(root) => root.open_file(path),
-            None => File::open(path),
-        }
+    fn open_source(&self, path: &Path) -> std::io::Result<Box<dyn SourceFile>> {
+        self.source.open(path)
     }
 
     fn stopped(&self) -> bool {
@@ -204,21 +195,15 @@ fn plan_roots(
 }
 
 /// Runs the sending role to completion over `w`; returns the entries confirmed.
-pub fn run_sender(
-    w: Wired,
-    sources: &[PathBuf],
-    target: Target,
-    chunk_size: u32,
-    resume: bool,
-    stats: Arc<Stats>,
-) -> Result<u64, Error> {
+pub fn run_sender(w: Wired, sources: &[PathBuf], target: Target, stats: Arc<Stats>) -> Result<u64, Error> {
+    let (chunk_size, resume) = (w.n.chunk_size, w.n.resume());
     let mut src_dirs = Vec::new();
     for s in sources {
         let md = std::fs::metadata(s).map_err(|e| Error::Source(s.clone(), e))?;
         src_dirs.push(md.is_dir());
     }
-    let (ctl, mut r, lanes, joined, early_done) = (w.ctl, w.ctl_r, w.lanes, w.joined, w.early_done);
-    let (served, compress, delta) = (w.served, w.compress, w.delta);
+    let (ctl, mut r, lanes, joined, early_done) = (w.ctl, w.ctl_r, w.lanes, w.joined, w.n.early_done());
+    let (source, compress, delta) = (w.source, w.n.compress(), w.n.delta());
     if let Some(bits) = w.rate {
         // Each lane is paced at its share, in bytes per second.
         let share = (bits / 8 / lanes.len().max(1) as u64).max(1);
@@ -228,7 +213,7 @@ pub fn run_sender(
         }
     }
     let mut buf = Vec::new();
-    let limits = Limits::default();
+    let limits = Limits::control();
     let pulled = matches!(target, Target::Known(..));
     let (dest, kind, dest_is_dir) = match target {
         Target::Known(p, k, d) => (p, k, d),
@@ -264,10 +249,9 @@ pub fn run_sender(
         session_done: AtomicBool::new(false),
         walk_failures: Mutex::new((0, Vec::new())),
         sockets: Mutex::new(lanes.iter().map(|l| &l.0).chain([&ctl]).filter_map(|c| c.closer().ok()).collect()),
-        chunk_size: chunk_size as u64,
         corrupt_every: std::env::var("GFAST_FAULT_CORRUPT_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
         first_sendings: std::sync::atomic::AtomicU64::new(0),
-        served,
+        source,
         compress,
     });
 
@@ -286,7 +270,7 @@ pub fn run_sender(
     }
     let mut lane_conns = Vec::new();
     for (i, (c, r, w)) in lanes.into_iter().enumerate() {
-        let inflight = Arc::new(Mutex::new(InflightQ::default()));
+        let inflight = Arc::new(Mutex::new(LaneWindow::new(u64::from(chunk_size))));
         let (sh, inf) = (shared.clone(), inflight.clone());
         handles.push(std::thread::spawn(move || lane_writer(&sh, i, w, &inf)));
         let sh = shared.clone();
@@ -354,8 +338,7 @@ pub fn run_sender(
 }
 
 fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>) {
-    let walker = if sh.served.is_some() { Walker::serving(roots) } else { Walker::new(roots) };
-    for item in walker {
+    for item in sh.source.walk(roots) {
         if sh.stopped() {
             return;
         }
@@ -389,20 +372,17 @@ fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>) {
 /// mtime differ: it was written to, appended to or replaced while it was read),
 /// if it does not. Like tar's "file changed as we read it", such a file is not
 /// placed as verified: its transfer fails, and the job exits non-zero.
-fn source_changed(g: &Sender<Arc<PathBuf>>, id: u64) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
+fn source_changed(source: &dyn Source, g: &Sender<Arc<PathBuf>>, id: u64) -> Option<String> {
     let (meta, src) = g.open_file(id)?;
-    let now = match std::fs::metadata(src.as_path()) {
+    let now = match source.stamp(src.as_path()) {
         Ok(m) => m,
         Err(e) => return Some(format!("source cannot be checked after it was sent: {e}")),
     };
-    let same =
-        now.len() == meta.size && now.mtime() == meta.mtime_sec && now.mtime_nsec() == i64::from(meta.mtime_nsec);
+    let same = now.size == meta.size && now.mtime_sec == meta.mtime_sec && now.mtime_nsec == meta.mtime_nsec;
     (!same).then(|| {
         format!(
             "source file changed while it was being sent ({} -> {} bytes, modified again): not placed; send it again",
-            meta.size,
-            now.len()
+            meta.size, now.size
         )
     })
 }
@@ -418,7 +398,7 @@ fn control_writer(sh: &Shared, mut w: BufWriter<ConnWriter>) {
                     match g.poll_frame() {
                         // Every chunk was read: the file counts as sent only if
                         // the source still looks as it did when it was announced.
-                        Some(Frame::FileEnd { id, digest }) => match source_changed(&g, id) {
+                        Some(Frame::FileEnd { id, digest }) => match source_changed(sh.source.as_ref(), &g, id) {
                             None => batch.push(Frame::FileEnd { id, digest }),
                             Some(m) => {
                                 if let Some((_, src)) = g.open_file(id) {
@@ -465,7 +445,7 @@ fn control_writer(sh: &Shared, mut w: BufWriter<ConnWriter>) {
 
 fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
     let mut buf = Vec::new();
-    let limits = Limits::default();
+    let limits = Limits::control();
     loop {
         let f = match read_frame(&mut r, &limits, &mut buf) {
             Ok(f) => f,
@@ -493,7 +473,6 @@ fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
                 let st = g.stats();
                 sh.stats.files_done.store(st.done, Relaxed);
                 sh.stats.bytes_done.store(st.bytes_done, Relaxed);
-                sh.stats.bytes_resumed.store(st.bytes_resumed, Relaxed);
                 sh.stats.files_in_place.store(st.files_in_place, Relaxed);
                 sh.cv.notify_all();
             }
@@ -502,48 +481,14 @@ fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
     }
 }
 
-/// Chunks sent on a lane and not yet acknowledged, oldest first, with their
-/// total size kept alongside (the window check runs for every chunk).
-#[derive(Default)]
-struct InflightQ {
-    q: VecDeque<(u64, u64, u32, Instant)>,
-    bytes: u64,
-}
-
-type Inflight = Mutex<InflightQ>;
-
-/// Reads `n` bytes at `off` into a new buffer (never initialised twice).
-fn read_owned(f: &File, n: usize, off: u64) -> std::io::Result<bytes::BytesMut> {
-    use std::os::fd::AsRawFd;
-    let mut b = bytes::BytesMut::with_capacity(n);
-    let mut got = 0;
-    while got < n {
-        let spare = &mut b.spare_capacity_mut()[got..n];
-        // SAFETY: pread writes at most spare.len() bytes into memory we own.
-        let r =
-            unsafe { libc::pread(f.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), (off + got as u64) as i64) };
-        match r {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            r if r > 0 => got += r as usize,
-            _ => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    // SAFETY: the first n bytes were written by pread above.
-    unsafe { b.set_len(n) };
-    Ok(b)
-}
+/// A lane's unacknowledged chunks, each with when it went out.
+type Inflight = Mutex<LaneWindow<Instant>>;
 
 fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
     let owned = w.takes_owned();
     let mut w = BufWriter::with_capacity(256 << 10, w);
     let mut piece = vec![0u8; PIECE];
-    let mut cur: Option<(u64, File)> = None;
-    let window = 2 * sh.chunk_size + (4 << 20);
+    let mut cur: Option<(u64, Box<dyn SourceFile>)> = None;
     let mut squeeze = sh.compress.then(Squeeze::new);
     loop {
         let task = {
@@ -557,13 +502,7 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
                     }
                     return;
                 }
-                let busy = {
-                    let q = inflight.lock().expect("inflight");
-                    // At most 1024 unacked chunks: their acks (~60 bytes each in TLS)
-                    // always fit the peer's socket buffers, so the peer never blocks
-                    // writing acks while this lane blocks writing data.
-                    q.q.len() >= 1024 || q.bytes >= window
-                };
+                let busy = inflight.lock().expect("inflight").is_full();
                 if !busy {
                     if let Some(t) = g.next_chunk() {
                         break t;
@@ -585,27 +524,27 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
             sh.stats.retransmitted.fetch_add(1, Relaxed);
         }
         if let Some(expect) = task.expect {
-            // Delta: the receiver's old file has this chunk if the source hashes
-            // the same; then nothing is sent (FILE_SAME says so, in order, before
-            // FILE_END). Otherwise, or if the source cannot be read here, it is sent.
+            // The receiver holds this chunk (delta: its old file; resume: its
+            // journal) if the source hashes the same; then nothing is sent
+            // (delta: FILE_SAME says so, in order, before FILE_END). Otherwise,
+            // or if the source cannot be read here, it is sent.
             if cur.as_ref().map(|c| c.0) != Some(task.id) {
                 cur = sh.open_source(&task.source).ok().map(|f| (task.id, f));
             }
-            let hashed = cur.as_ref().and_then(|(_, f)| hash_chunk(f, task.offset, task.len as usize, &mut piece));
-            if hashed == Some(expect) {
+            let hashed = cur.as_ref().and_then(|(_, f)| f.hash_range(task.offset, task.len as usize, &mut piece));
+            if hashed == Some(expect.hash()) {
                 let mut g = sh.lock();
                 if g.on_chunk_same(task.id, task.offset, expect) {
-                    sh.stats.bytes_unchanged.fetch_add(task.len as u64, Relaxed);
+                    match expect {
+                        Expect::Old(_) => sh.stats.bytes_unchanged.fetch_add(task.len as u64, Relaxed),
+                        Expect::Resumed(_) => sh.stats.bytes_resumed.fetch_add(task.len as u64, Relaxed),
+                    };
                 }
                 sh.cv.notify_all();
                 continue;
             }
         }
-        {
-            let mut q = inflight.lock().expect("inflight");
-            q.q.push_back((task.id, task.offset, task.len, Instant::now()));
-            q.bytes += task.len as u64;
-        }
+        inflight.lock().expect("inflight").sent(task.id, task.offset, task.len, Instant::now());
         // Read, hash and send the chunk piece by piece. If the source fails mid-chunk
         // the frame is completed with zeros and a hash that cannot match, and the
         // file is aborted: the receiver never keeps those bytes.
@@ -625,7 +564,7 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
             && (sh.first_sendings.fetch_add(1, Relaxed) + 1) % sh.corrupt_every == 0;
         let hash = if let Some(z) = squeeze.as_mut() {
             // Compressed: the blocks are made first, since the frame's length leads it.
-            let src = if read_err.is_none() { cur.as_ref().map(|c| &c.1) } else { None };
+            let src = if read_err.is_none() { cur.as_ref().map(|c| c.1.as_ref()) } else { None };
             let hash = z.assemble(&mut piece, task.id, src, &mut read_err, (task.offset, task.len as usize), corrupt);
             let (wire, raw) = (z.used as u64, task.len as u64);
             sh.stats.mark_first_byte();
@@ -657,7 +596,7 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
                     // QUIC keeps what it is given until it is acknowledged: read into a
                     // fresh buffer and hand it over instead of having it copied.
                     let mut b = match (&read_err, &cur) {
-                        (None, Some((_, f))) => match read_owned(f, n, task.offset + done as u64) {
+                        (None, Some((_, f))) => match f.read_owned(n, task.offset + done as u64) {
                             Ok(b) => b,
                             Err(e) => {
                                 read_err = Some(e);
@@ -728,20 +667,6 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
     }
 }
 
-/// The hash of `len` bytes of `f` at `offset`, read through `buf`; None when
-/// they cannot be read.
-fn hash_chunk(f: &File, offset: u64, len: usize, buf: &mut [u8]) -> Option<[u8; crate::proto::frame::HASH_LEN]> {
-    let mut h = ChunkHasher::new();
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(buf.len());
-        f.read_exact_at(&mut buf[..n], offset + done as u64).ok()?;
-        h.update(&buf[..n]);
-        done += n;
-    }
-    Some(h.finish())
-}
-
 /// A lane's compressor: makes a compressed CHUNK's body (protocol-spec §4.14).
 struct Squeeze {
     zstd: zstd::bulk::Compressor<'static>,
@@ -786,7 +711,7 @@ impl Squeeze {
         &mut self,
         piece: &mut [u8],
         file: u64,
-        src: Option<&File>,
+        src: Option<&dyn SourceFile>,
         read_err: &mut Option<std::io::Error>,
         (offset, len): (u64, usize),
         corrupt: bool,
@@ -889,15 +814,9 @@ fn ack_reader(sh: &Shared, lane: usize, mut r: BufReader<ConnReader>, inflight: 
                 _ => Error::Protocol("unexpected frame on a data lane".into()),
             });
         };
-        let sent = {
-            let mut q = inflight.lock().expect("inflight");
-            let e = q.q.pop_front();
-            q.bytes -= e.map_or(0, |e| e.2 as u64);
-            e
-        };
-        match sent {
-            Some((i, o, _, t)) if i == id && o == offset => sh.stats.record_rtt(t.elapsed()),
-            _ => return sh.fail(Error::Protocol("acknowledgement out of order".into())),
+        match inflight.lock().expect("inflight").on_ack(id, offset) {
+            Ok(t) => sh.stats.record_rtt(t.elapsed()),
+            Err(e) => return sh.fail(Error::Protocol(e.to_string())),
         }
         let mut g = sh.lock();
         g.on_chunk_ack(id, offset, status);

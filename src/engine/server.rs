@@ -3,15 +3,15 @@
 
 use super::guard::{Full, Gate, Pass, Throttle, HANDSHAKE_DEADLINE};
 use super::send::{run_sender, Target, Wired};
-use super::session::{self, Mode, Session};
+use super::session::{self, Mode, Session, Setup};
 use super::stats::Stats;
-use crate::proto::auth::SessionKeys;
 use crate::proto::error::code;
 use crate::proto::frame::TargetKind;
-use crate::proto::frame::{Frame, Limits, MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE};
+use crate::proto::frame::{Frame, Limits};
+use crate::proto::handshake::{welcome, Negotiated, ServerHandshake, ServerPolicy};
 use crate::proto::path::{components, show};
-use crate::proto::{CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
 use crate::storage::dest::{DestError, DestRoot, Kept, SourceRoot};
+use crate::storage::store::LocalTree;
 use crate::transport::conn::{Closer, Conn, ConnReader, ConnWriter, TLS_HANDSHAKE_BYTE};
 use crate::transport::framed::{read_frame, write_frame, WireError};
 use crate::transport::quic;
@@ -56,6 +56,8 @@ pub struct ServeConfig {
     pub max_sessions: usize,
     /// Partial files nobody resumed for this long are removed (`--partial-ttl`).
     pub partial_ttl: Option<Duration>,
+    /// How received files are written (`--fsync`, `--io`).
+    pub store: crate::storage::store::StoreConfig,
 }
 
 /// The running daemon: configuration and live sessions.
@@ -66,6 +68,8 @@ pub struct Server {
     gate: Arc<Gate>,
     /// Failed authentications by address.
     throttle: Throttle,
+    /// QUIC connections on which no session authenticated yet, by stable id.
+    quic_pending: Mutex<HashMap<usize, Pass>>,
     /// Partial files that sessions left for a resume, to expire.
     kept: Mutex<Vec<Kept>>,
     /// Permission bits kept of what is pushed: no setuid, setgid or sticky
@@ -88,6 +92,8 @@ pub struct Server {
 const RECENT_FOR: Duration = Duration::from_secs(60);
 const RECENT_MAX: usize = 1024;
 
+/// Partial files tracked for expiry at most (a few hundred bytes each).
+const MAX_KEPT_TRACKED: usize = 100_000;
 /// How long a pull's lanes may take to join.
 const LANES_TIMEOUT: Duration = Duration::from_secs(15);
 /// A new session is refused while more than this share of the descriptor limit
@@ -109,6 +115,7 @@ impl Server {
             sessions: Mutex::new(HashMap::new()),
             gate: Arc::new(Gate::default()),
             throttle: Throttle::default(),
+            quic_pending: Mutex::new(HashMap::new()),
             kept: Mutex::new(Vec::new()),
             mode_mask,
             spare_fd: Mutex::new(std::fs::File::open("/dev/null").ok()),
@@ -257,6 +264,13 @@ impl Server {
                     let Ok(conn) = connecting.await else { return };
                     quic::govern_send_window(&conn);
                     let peer = conn.remote_address();
+                    // The connection itself waits at the gate until a session
+                    // authenticates on it (then its receive window opens up).
+                    let id = conn.stable_id();
+                    match me.gate.admit(peer.ip(), Closer::QuicConn(conn.clone())) {
+                        Ok(p) => me.quic_pending.lock().expect("quic pending").insert(id, p),
+                        Err(full) => return quic::refuse(&conn, code::BUSY, busy_message(full)),
+                    };
                     while let Ok((s, r)) = conn.accept_bi().await {
                         let (me, c) = (me.clone(), conn.clone());
                         let stream = Conn::quic(quic::Stream::new(c, s, r));
@@ -264,12 +278,8 @@ impl Server {
                         let pass = match me.gate.admit(peer.ip(), closer) {
                             Ok(p) => p,
                             Err(full) => {
-                                std::thread::spawn(move || {
-                                    if let Ok((_, mut w)) = stream.split() {
-                                        let _ = refuse(&stream, &mut w, code::BUSY, busy_message(full));
-                                    }
-                                });
-                                continue;
+                                quic::refuse(&conn, code::BUSY, busy_message(full));
+                                break;
                             }
                         };
                         std::thread::spawn(move || {
@@ -280,6 +290,7 @@ impl Server {
                             }
                         });
                     }
+                    me.quic_pending.lock().expect("quic pending").remove(&id);
                 });
             }
         });
@@ -294,7 +305,9 @@ impl Server {
         let (r, mut w, first) = (|| {
             conn.set_read_timeout(Some(HANDSHAKE_DEADLINE))?;
             let (r, w) = conn.split()?;
-            let mut r = BufReader::with_capacity(256 << 10, r);
+            // Small: it is allocated for every connection in its handshake (a
+            // lane's large reads bypass it).
+            let mut r = BufReader::with_capacity(32 << 10, r);
             let mut buf = Vec::new();
             let f = read_frame(&mut r, &Limits::handshake(), &mut buf)?;
             Ok::<_, WireError>((r, w, f))
@@ -304,9 +317,7 @@ impl Server {
             return refuse(&conn, &mut w, code::AUTH_FAILED, m);
         }
         match first {
-            Frame::Hello { min_version, max_version, nonce, caps } => {
-                self.control(conn, r, w, (min_version, max_version, caps), nonce, (peer, pass))
-            }
+            hello @ Frame::Hello { .. } => self.control(conn, r, w, &hello, (peer, pass)),
             Frame::Join { session_id, lane, mac } => {
                 drop(pass);
                 conn.set_read_timeout(None)?;
@@ -333,110 +344,79 @@ impl Server {
         conn: Conn,
         mut r: BufReader<ConnReader>,
         w: ConnWriter,
-        (min_v, max_v, offered): (u16, u16, u64),
-        cn: [u8; 32],
+        hello: &Frame,
         (peer, pass): (SocketAddr, Pass),
     ) -> Result<(), WireError> {
-        // Only a daemon is pulled from by name; a one-shot end knows what it sends.
-        let mut caps = offered & CAPS & if self.cfg.oneshot { !CAP_PULL } else { !0 };
-        // Delta on a push lets the client learn hashes of whole chunks of the
-        // daemon's files: only a daemon that lets token holders read them anyway
-        // (--allow-pull) takes it. A one-shot end runs as the ssh user.
-        if caps & CAP_PULL == 0 && !self.cfg.oneshot && !self.cfg.allow_pull {
-            caps &= !CAP_DELTA;
-        }
         let mut w = BufWriter::with_capacity(64 << 10, w);
         if self.cfg.oneshot && self.started.load(Ordering::SeqCst) {
             return refuse(&conn, &mut w, code::BUSY, "this one-shot receiver already serves a session");
         }
-        if let Some(wait) = self.throttle.wait_for(peer.ip(), Instant::now()) {
-            let m = format!(
-                "too many failed authentications from {}: try again in {} s (check the token)",
-                peer.ip(),
-                wait.as_secs().max(1)
-            );
-            let _ = refuse(&conn, &mut w, code::AUTH_FAILED, &m);
-            return Ok(());
-        }
-        if !(min_v..=max_v).contains(&VERSION) {
-            let m = format!("this server speaks protocol version {VERSION}, the client {min_v}..{max_v}");
-            return refuse(&conn, &mut w, code::VERSION, &m);
-        }
-        let sn = random::<32>();
+        let (hs, challenge) = match ServerHandshake::on_hello(self.policy(), hello, random::<32>()) {
+            Ok(v) => v,
+            Err(r) => return refuse(&conn, &mut w, r.code, &r.message),
+        };
         let mut scratch = Vec::new();
-        write_frame(&mut w, &Frame::Challenge { version: VERSION, caps, nonce: sn }, &mut scratch)?;
+        write_frame(&mut w, &challenge, &mut scratch)?;
         w.flush()?;
         let mut buf = Vec::new();
-        let Frame::Auth { proof, lanes, chunk_size, .. } = read_frame(&mut r, &Limits::handshake(), &mut buf)? else {
-            return refuse(&conn, &mut w, code::PROTOCOL, "expected AUTH");
-        };
-        let keys = SessionKeys::derive(&self.cfg.token, &cn, &sn);
-        if !keys.verify_client(&proof) {
-            let _ = refuse(&conn, &mut w, code::AUTH_FAILED, "wrong token");
-            // One line a minute per address at most; the rest are counted.
-            let what = format!("wrong token from {}", peer.ip());
-            if let Some(line) = self.throttle.failed(peer.ip(), Instant::now(), &what) {
-                say!("gfast serve: {line}");
+        let auth = read_frame(&mut r, &Limits::handshake(), &mut buf)?;
+        let (keys, n) = match hs.on_auth(&self.cfg.token, &auth, random::<16>()) {
+            Ok(v) => v,
+            Err(r) if r.is_wrong_token() => {
+                // One line a minute per address at most; the rest are counted.
+                // After a few, each wrong answer is held back (the connection
+                // keeps its place at the gate meanwhile, so one address can
+                // test at most 32 tokens per 10 s).
+                let what = format!("wrong token from {}", peer.ip());
+                let (line, delay) = self.throttle.failed(peer.ip(), Instant::now(), &what);
+                if let Some(line) = line {
+                    say!("gfast serve: {line}");
+                }
+                std::thread::sleep(delay);
+                let _ = refuse(&conn, &mut w, r.code, &r.message);
+                return Ok(());
             }
-            return Ok(());
-        }
-        self.throttle.succeeded(peer.ip());
+            Err(r) => return refuse(&conn, &mut w, r.code, &r.message),
+        };
         drop(pass);
-        conn.set_read_timeout(None)?;
-        if self.sessions.lock().expect("sessions").len() >= self.cfg.max_sessions {
-            let m = format!(
-                "server busy: it serves {} sessions already (its --max-sessions); try again later",
-                self.cfg.max_sessions
-            );
-            return refuse(&conn, &mut w, code::BUSY, &m);
+        if let Some(q) = conn.quic_conn() {
+            self.quic_pending.lock().expect("quic pending").remove(&q.stable_id());
+            quic::authenticated(q);
         }
+        conn.set_read_timeout(None)?;
         if fds_nearly_exhausted() {
             return refuse(&conn, &mut w, code::BUSY, "server busy: it is short of file descriptors; try again later");
-        }
-        if lanes == 0 || lanes > self.cfg.max_lanes {
-            return refuse(&conn, &mut w, code::PROTOCOL, &format!("lanes must be 1..={}", self.cfg.max_lanes));
-        }
-        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
-            return refuse(&conn, &mut w, code::PROTOCOL, "chunk size must be 64 KiB..1 GiB");
-        }
-        if caps & CAP_COMPRESS != 0 && chunk_size > MAX_COMPRESSED_CHUNK {
-            let m = format!("compressed sessions take chunks up to {} MiB", MAX_COMPRESSED_CHUNK >> 20);
-            return refuse(&conn, &mut w, code::PROTOCOL, &m);
-        }
-        let pull = caps & CAP_PULL != 0;
-        if pull && !self.cfg.allow_pull {
-            let m = "this daemon does not serve pulls: its operator can start it with --allow-pull";
-            return refuse(&conn, &mut w, code::PERMISSION, m);
-        }
-        if !pull && self.cfg.read_only {
-            let m = "this daemon only serves pulls (--read-only): nothing can be pushed to it";
-            return refuse(&conn, &mut w, code::PERMISSION, m);
-        }
-        if pull && self.cfg.discard {
-            return refuse(&conn, &mut w, code::PERMISSION, "this daemon runs with --discard: it has nothing to send");
         }
         if self.cfg.oneshot && self.started.swap(true, Ordering::SeqCst) {
             return refuse(&conn, &mut w, code::BUSY, "this one-shot receiver already serves a session");
         }
-        let id = random::<16>();
+        let id = n.session_id;
         let conn_quic = conn.quic_conn().cloned();
-        let mode = if self.cfg.send.is_some() || pull { Mode::Send } else { Mode::Receive };
+        let mode = if self.cfg.send.is_some() || n.pull() { Mode::Send } else { Mode::Receive };
         let root = (!self.cfg.discard).then_some(self.cfg.root.as_path());
-        let sess =
-            Session::new(mode, root, self.cfg.verbose, id, Some(keys.clone()), lanes, chunk_size as u64, &conn, w)
-                .map_err(WireError::Io)?;
+        let setup = Setup { mode, root, store: self.cfg.store, verbose: self.cfg.verbose, keys: Some(keys.clone()) };
+        let sess = Session::new(setup, &n, &conn, w).map_err(WireError::Io)?;
         sess.set_mode_mask(self.mode_mask);
-        sess.set_resume(caps & CAP_RESUME != 0);
-        sess.set_compress(caps & CAP_COMPRESS != 0);
-        sess.set_delta(caps & CAP_DELTA != 0);
-        self.sessions.lock().expect("sessions").insert(id, sess.clone());
+        {
+            // Checked and taken under one lock: concurrent AUTHs cannot pass it.
+            let mut table = self.sessions.lock().expect("sessions");
+            if table.len() >= self.cfg.max_sessions {
+                drop(table);
+                let m = format!(
+                    "server busy: it serves {} sessions already (its --max-sessions); try again later",
+                    self.cfg.max_sessions
+                );
+                sess.abort_with(code::BUSY, &m);
+                return Err(WireError::Io(std::io::Error::other(format!("refused: {m}"))));
+            }
+            table.insert(id, sess.clone());
+        }
         // Whatever ends the session, a panic in its threads included, it leaves
         // the table and gives back its place under --max-sessions.
         let _registered = Registered { server: self, id, sess: &sess };
-        let welcome = Frame::Welcome { proof: keys.server_proof(), session_id: id, discard: self.cfg.discard };
-        let res = sess.send_control(&welcome).map_err(WireError::Io).and_then(|_| match mode {
+        let res = sess.send_control(&welcome(&keys, &n)).map_err(WireError::Io).and_then(|_| match mode {
             Mode::Receive => sess.clone().run_control(r),
-            Mode::Send => self.serve_pull(&sess, conn, r, (lanes, chunk_size), caps),
+            Mode::Send => self.serve_pull(&sess, conn, r, &n),
         });
         let ok = res.is_ok() && sess.completed();
         drop(_registered);
@@ -471,11 +451,27 @@ impl Drop for Registered<'_> {
         }
         s.note_ended(self.id);
         self.sess.cleanup();
-        s.kept.lock().unwrap_or_else(|e| e.into_inner()).extend(self.sess.take_kept());
+        let mut kept = s.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.extend(self.sess.take_kept());
+        // Bounded: past this the oldest are no longer tracked (the sweep at the
+        // next start still removes them).
+        let excess = kept.len().saturating_sub(MAX_KEPT_TRACKED);
+        kept.drain(..excess);
     }
 }
 
 impl Server {
+    /// What this daemon allows a session (its command line).
+    fn policy(&self) -> ServerPolicy {
+        ServerPolicy {
+            allow_pull: self.cfg.allow_pull,
+            read_only: self.cfg.read_only,
+            oneshot: self.cfg.oneshot,
+            discard: self.cfg.discard,
+            max_lanes: self.cfg.max_lanes,
+        }
+    }
+
     fn note_ended(&self, id: [u8; 16]) {
         let mut r = self.recent.lock().expect("recent");
         let now = Instant::now();
@@ -498,10 +494,9 @@ impl Server {
         sess: &Arc<Session>,
         conn: Conn,
         mut r: BufReader<ConnReader>,
-        (lanes, chunk_size): (u16, u32),
-        caps: u64,
+        n: &Negotiated,
     ) -> Result<(), WireError> {
-        let resume = caps & CAP_RESUME != 0;
+        let lanes = n.lanes;
         let mut buf = Vec::new();
         conn.set_read_timeout(Some(LANES_TIMEOUT))?;
         let Frame::Pull { target, kind, is_dir, source } = read_frame(&mut r, &Limits::control(), &mut buf)? else {
@@ -535,20 +530,14 @@ impl Server {
             lanes: lane_conns,
             rate: self.cfg.tuning.rate,
             joined: true,
-            early_done: caps & CAP_EARLY_DONE != 0,
-            served,
-            compress: caps & CAP_COMPRESS != 0,
-            delta: caps & CAP_DELTA != 0,
+            source: Box::new(match served {
+                Some(root) => LocalTree::served(root),
+                None => LocalTree::client(),
+            }),
+            n: n.clone(),
         };
         let stats = Arc::new(Stats::new(lanes as usize));
-        match run_sender(
-            wired,
-            std::slice::from_ref(&src),
-            Target::Known(target, kind, is_dir),
-            chunk_size,
-            resume,
-            stats.clone(),
-        ) {
+        match run_sender(wired, std::slice::from_ref(&src), Target::Known(target, kind, is_dir), stats.clone()) {
             Ok(files) => {
                 sess.mark_done();
                 if self.cfg.verbose {
@@ -632,24 +621,32 @@ fn fds_nearly_exhausted() -> bool {
 fn watch(server: std::sync::Weak<Server>) {
     let mut last_minute = Instant::now();
     let mut last_expiry = Instant::now();
+    // Sessions being ended, and when their connections are cut if that is stuck.
+    let mut ending: HashMap<[u8; 16], Instant> = HashMap::new();
     loop {
         std::thread::sleep(Duration::from_millis(250));
         let Some(me) = server.upgrade() else { return };
         let now = Instant::now();
         me.gate.cut_overdue(now);
         let timeout = me.cfg.tuning.timeout;
-        let silent: Vec<_> = me
-            .sessions
-            .lock()
-            .expect("sessions")
-            .values()
-            .filter(|s| s.is_receiving() && !s.has_failed() && s.silent_for() > timeout)
-            .cloned()
-            .collect();
-        for s in silent {
+        let live: Vec<_> = me.sessions.lock().expect("sessions").iter().map(|(id, s)| (*id, s.clone())).collect();
+        ending.retain(|id, _| live.iter().any(|(i, _)| i == id));
+        for (id, s) in live {
+            if let Some(cut_at) = ending.get(&id) {
+                if now >= *cut_at {
+                    s.cut();
+                }
+                continue;
+            }
+            if !s.is_receiving() || s.has_failed() || s.is_working() || s.silent_for() <= timeout {
+                continue;
+            }
             let m = format!("the client sent nothing for {} s (the server's --timeout)", timeout.as_secs());
             say!("gfast serve: session {}: {m}: ended", s.tag);
-            s.abort_with(code::CANCELLED, &m);
+            // Ending it writes and takes locks: in its own thread, so this one
+            // never waits on a session; cut outright if that is stuck.
+            ending.insert(id, now + Duration::from_secs(5));
+            std::thread::spawn(move || s.abort_with(code::CANCELLED, &m));
         }
         if now.duration_since(last_minute) >= Duration::from_secs(60) {
             last_minute = now;

@@ -9,15 +9,16 @@ use super::server::refuse;
 use crate::proto::auth::SessionKeys;
 use crate::proto::error::{code, ProtocolError};
 use crate::proto::frame::{
-    method, AckStatus, ChunkHead, EntryKind, FileMeta, Frame, Limits, TargetKind, BLOCK_HEAD_LEN, BLOCK_RAW,
-    CHUNK_COMPRESSED, CHUNK_HEAD_LEN, HASH_LEN,
+    method, AckStatus, ChunkHead, EntryKind, FileMeta, Frame, Limits, BLOCK_HEAD_LEN, BLOCK_RAW, CHUNK_COMPRESSED,
+    CHUNK_HEAD_LEN, HASH_LEN,
 };
+use crate::proto::handshake::{admit_lane, Negotiated, Refusal};
 use crate::proto::hash::ChunkHasher;
 use crate::proto::path::{components, show};
 use crate::proto::receiver::{ChunkPlan, Next, Receiver};
-use crate::storage::dest::{self, DestError, DestRoot, Opened, TempFile};
+use crate::storage::dest::{DestError, Kept};
 use crate::storage::journal::Identity;
-use crate::storage::pieces::PieceWriter;
+use crate::storage::store::{self, Destination, IncomingRef, Opened, StoreConfig};
 use crate::transport::conn::{Closer, Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{eof_is_error, read_frame, read_header, write_frame, WireError};
 use std::collections::HashMap;
@@ -30,13 +31,13 @@ use std::sync::{Arc, Condvar, Mutex};
 const PIECE: usize = 1 << 20;
 
 struct OpenFile {
-    temp: Option<TempFile>,
+    file: IncomingRef,
     meta: FileMeta,
 }
 
 struct State {
     rx: Receiver,
-    dest: Option<DestRoot>,
+    dest: Box<dyn Destination>,
     open: HashMap<u64, OpenFile>,
     dirs: Vec<FileMeta>,
     joined: Vec<bool>,
@@ -61,15 +62,25 @@ pub(crate) enum Mode {
     Send,
 }
 
+/// How a session is set up, besides what the handshake agreed on.
+pub(crate) struct Setup<'a> {
+    /// Receive, or hand joined lanes to the sending role.
+    pub(crate) mode: Mode,
+    /// Where files land (`None`: `--discard`).
+    pub(crate) root: Option<&'a std::path::Path>,
+    /// How the destination writes.
+    pub(crate) store: StoreConfig,
+    /// A line per session.
+    pub(crate) verbose: bool,
+    /// Keys the lanes must prove (`None`: this end dialed them itself).
+    pub(crate) keys: Option<SessionKeys>,
+}
+
 /// One session: the receiving role, plus lane admission on the listening side.
 pub(crate) struct Session {
     mode: Mode,
-    /// Resume was negotiated (protocol-spec §5.11).
-    resume: AtomicBool,
-    /// Compressed chunks were negotiated (capability bit 1).
-    compress: AtomicBool,
-    /// Delta was negotiated (capability bit 3).
-    delta: AtomicBool,
+    /// What the handshake agreed on (resume, compression, delta, lanes).
+    n: Negotiated,
     /// Bytes of compressed chunk bodies received.
     compressed_in: std::sync::atomic::AtomicU64,
     /// Permission bits kept of what the peer sends (a daemon: no setuid, setgid
@@ -79,6 +90,10 @@ pub(crate) struct Session {
     /// from the peer (the daemon ends a session silent past --timeout).
     born: std::time::Instant,
     last_heard: std::sync::atomic::AtomicU64,
+    /// Frames this end is working on (a delta's copy of an old file, a
+    /// journal's read-back, a durable rename): the peer waits then, it is not
+    /// silent.
+    working: std::sync::atomic::AtomicUsize,
     verbose: bool,
     handed_cv: Condvar,
     id: [u8; 16],
@@ -93,40 +108,36 @@ pub(crate) struct Session {
     /// The ERROR the peer ended the session with, if it did.
     peer_error: Mutex<Option<(u16, String)>>,
     /// Partial files left for a resume when the session ended.
-    kept: Mutex<Vec<dest::Kept>>,
+    kept: Mutex<Vec<Kept>>,
+    /// How the destination writes (lanes make their piece writers from it).
+    store: StoreConfig,
 }
 
 impl Session {
-    /// A session writing under `root` (`None`: discard everything), whose lanes
-    /// must prove `keys` (`None`: this end dialed them itself).
-    #[allow(clippy::too_many_arguments)]
+    /// A session set up as `setup` says, for what the handshake agreed on.
     pub(crate) fn new(
-        mode: Mode,
-        root: Option<&std::path::Path>,
-        verbose: bool,
-        id: [u8; 16],
-        keys: Option<SessionKeys>,
-        lanes: u16,
-        chunk_size: u64,
+        setup: Setup<'_>,
+        n: &Negotiated,
         control: &Conn,
         w: BufWriter<ConnWriter>,
     ) -> io::Result<Arc<Self>> {
-        let dest = match (mode, root) {
-            (Mode::Receive, Some(r)) => Some(DestRoot::open(r)?),
-            _ => None,
+        let Setup { mode, root, store: store_cfg, verbose, keys } = setup;
+        let (id, lanes, chunk_size) = (n.session_id, n.lanes, u64::from(n.chunk_size));
+        let dest = match mode {
+            Mode::Receive => store::open(root, store_cfg)?,
+            Mode::Send => store::open(None, store_cfg)?,
         };
         let tag: String = id[..6].iter().map(|b| format!("{b:02x}")).collect();
         let control_stream = control.closer()?;
         let encrypted = control.is_tls();
         Ok(Arc::new(Session {
             mode,
-            resume: AtomicBool::new(false),
-            compress: AtomicBool::new(false),
-            delta: AtomicBool::new(false),
+            n: n.clone(),
             compressed_in: std::sync::atomic::AtomicU64::new(0),
             mode_mask: std::sync::atomic::AtomicU32::new(0o7777),
             born: std::time::Instant::now(),
             last_heard: std::sync::atomic::AtomicU64::new(0),
+            working: std::sync::atomic::AtomicUsize::new(0),
             verbose,
             handed_cv: Condvar::new(),
             id,
@@ -150,6 +161,7 @@ impl Session {
             failed: AtomicBool::new(false),
             peer_error: Mutex::new(None),
             kept: Mutex::new(Vec::new()),
+            store: store_cfg,
         }))
     }
 
@@ -166,6 +178,22 @@ impl Session {
     /// Notes progress: a frame from the peer, or an answer to it.
     fn heard(&self) {
         self.last_heard.store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// True while this end works on a frame (the peer is waiting for it).
+    pub(crate) fn is_working(&self) -> bool {
+        self.working.load(Ordering::SeqCst) > 0
+    }
+
+    /// Cuts every connection of the session without taking any of its locks
+    /// (the watchdog's last resort when an orderly end is stuck).
+    pub(crate) fn cut(&self) {
+        self.control_stream.shutdown(Shutdown::Both);
+        if let Ok(st) = self.state.try_lock() {
+            for l in &st.lanes {
+                l.shutdown(Shutdown::Both);
+            }
+        }
     }
 
     /// How long since the session last made progress (a frame from the peer on
@@ -245,6 +273,7 @@ impl Session {
 
     /// Handles one control frame; an `Err` has already been reported to the client.
     fn on_control(&self, f: Frame) -> Result<(), String> {
+        let _working = Working::new(&self.working);
         let res = match f {
             Frame::Target { path } => self.on_target(&path),
             Frame::File(meta) => self.on_file(meta),
@@ -258,8 +287,8 @@ impl Session {
                 record(&mut st.failures, &format!("{path}: sender gave up: {message}"));
                 match st.rx.on_file_abort(id) {
                     Ok(true) => {
-                        if let Some(OpenFile { temp: Some(t), .. }) = st.open.remove(&id) {
-                            dest::discard(&t);
+                        if let Some(of) = st.open.remove(&id) {
+                            of.file.discard();
                         }
                         Ok(())
                     }
@@ -304,10 +333,7 @@ impl Session {
         let comps = components(path).map_err(|e| Fatal::Code(code::PATH_REFUSED, e.to_string()))?;
         let kind = {
             let mut st = self.state.lock().expect("state");
-            match st.dest.as_mut() {
-                None => TargetKind::Dir,
-                Some(d) => d.target_kind(&comps).map_err(|e| Fatal::Code(code::PATH_REFUSED, e.to_string()))?,
-            }
+            st.dest.target_kind(&comps).map_err(|e| Fatal::Code(code::PATH_REFUSED, e.to_string()))?
         };
         self.queue_control(&Frame::TargetInfo { kind }).map_err(io_fatal)
     }
@@ -318,16 +344,21 @@ impl Session {
         let st = &mut *guard;
         st.rx.on_file(&meta).map_err(Fatal::Protocol)?;
         let id = meta.id;
-        let replies = match st.dest.as_mut() {
-            None if meta.kind == EntryKind::File => {
-                st.open.insert(id, OpenFile { temp: None, meta });
-                vec![st.rx.on_opened(id)]
-            }
-            None => vec![st.rx.on_created(id)],
-            Some(d) => {
+        let replies = {
+            let d = &mut st.dest;
+            {
                 let comps = components(&meta.path).map_err(Fatal::Protocol)?;
+                // A daemon (which masks modes) sets metadata only on directories
+                // this session created: a token holder must not open up, or
+                // lock, a directory that was there before (and repeats of one
+                // directory cost no memory).
+                let daemon = self.mode_mask.load(Ordering::Relaxed) != 0o7777;
+                let mut remember_dir = false;
                 let res = match meta.kind {
-                    EntryKind::Dir => d.make_dir(&comps).map(|_| None),
+                    EntryKind::Dir => d.make_dir(&comps).map(|created| {
+                        remember_dir = created || !daemon;
+                        None
+                    }),
                     EntryKind::Symlink => d.make_symlink(&comps, &meta.link, &self.tag, id).map(|_| None),
                     EntryKind::File => {
                         let ident = Identity {
@@ -337,11 +368,12 @@ impl Session {
                             mtime_nsec: meta.mtime_nsec,
                             chunk_size: self.chunk_size,
                         };
-                        d.open_partial(&comps, &ident, self.resume.load(Ordering::SeqCst)).map(Some)
+                        d.open_file(&comps, &ident, self.n.resume()).map(Some)
                     }
                 };
                 match res {
-                    Ok(Some(Opened::Partial(temp, have, changed))) => {
+                    Ok(Some(Opened::Partial(file, have, changed))) => {
+                        let file: IncomingRef = file.into();
                         let mut out = Vec::new();
                         if changed {
                             let message = format!(
@@ -350,22 +382,22 @@ impl Session {
                             );
                             out.push(Frame::Notice { code: code::SOURCE_CHANGED, message });
                         }
-                        if have.is_empty() && self.delta.load(Ordering::Relaxed) && meta.size > 0 {
+                        if have.is_empty() && self.n.delta() && meta.size > 0 {
                             // Delta: what the file under its name holds goes into the
                             // new one first (below, outside the session's lock: the
                             // file is not ready, so no lane touches it meanwhile).
-                            seed = Some((id, temp.dir.clone(), temp.name.clone(), temp.file.clone(), meta.size));
-                            st.open.insert(id, OpenFile { temp: Some(temp), meta });
+                            seed = Some((id, file.clone(), meta.size));
+                            st.open.insert(id, OpenFile { file, meta });
                             out
                         } else {
-                            st.open.insert(id, OpenFile { temp: Some(temp), meta });
+                            st.open.insert(id, OpenFile { file, meta });
                             out.extend(st.rx.on_resumed(id, &have));
                             out
                         }
                     }
                     Ok(Some(Opened::InPlace)) => vec![st.rx.on_created(id)],
                     Ok(None) => {
-                        if meta.kind == EntryKind::Dir {
+                        if remember_dir {
                             st.dirs.push(meta);
                         }
                         vec![st.rx.on_created(id)]
@@ -386,8 +418,8 @@ impl Session {
         };
         drop(guard);
         let mut replies = replies;
-        if let Some((id, dir, name, file, size)) = seed {
-            let sums = dest::seed_from_old(&dir, &name, &file, size, self.chunk_size);
+        if let Some((id, file, size)) = seed {
+            let sums = file.seed_from_old(size, self.chunk_size);
             // The peer waited on this end's copy: that was not its silence.
             self.heard();
             replies.extend(self.state.lock().expect("state").rx.on_seeded(id, &sums));
@@ -400,6 +432,7 @@ impl Session {
 
     /// Carries out what the receiver decided for a file.
     fn settle(&self, next: Next) -> Result<(), Fatal> {
+        let _working = Working::new(&self.working);
         // The control queue is held from the file's last state change until its
         // answer is queued, and maybe_finish takes it first as well: SESSION_DONE
         // can never overtake a FILE_DONE or FILE_FAILED (the sender stops reading
@@ -410,8 +443,8 @@ impl Session {
             Next::Fail(frame) => {
                 let mut st = self.state.lock().expect("state");
                 if let Frame::FileFailed { id, ref message, .. } = frame {
-                    if let Some(OpenFile { temp: Some(t), .. }) = st.open.remove(&id) {
-                        dest::discard(&t);
+                    if let Some(of) = st.open.remove(&id) {
+                        of.file.discard();
                     }
                     st.rx.forget(id);
                     record(&mut st.failures, message);
@@ -421,10 +454,10 @@ impl Session {
             Next::Finalize(id) => {
                 let of = self.state.lock().expect("state").open.remove(&id);
                 let res = match &of {
-                    Some(OpenFile { temp: Some(t), meta }) => {
+                    Some(OpenFile { file, meta }) => {
                         let mode = meta.mode & self.mode_mask.load(Ordering::Relaxed);
-                        dest::finalize(t, mode, meta.mtime_sec, meta.mtime_nsec).map_err(|e| {
-                            dest::discard(t);
+                        file.place(mode, meta.mtime_sec, meta.mtime_nsec).map_err(|e| {
+                            file.discard();
                             format!("cannot put {} in place: {e}", show(&meta.path))
                         })
                     }
@@ -459,16 +492,12 @@ impl Session {
         }
         st.done = true;
         let dirs = std::mem::take(&mut st.dirs);
-        if let Some(d) = st.dest.as_mut() {
-            // Deepest first, so setting a parent's mtime comes after its children changed it.
-            for m in dirs.iter().rev() {
-                let Ok(comps) = components(&m.path) else { continue };
-                if let Ok(fd) = d.dir(&comps, false) {
-                    let mode = m.mode & self.mode_mask.load(Ordering::Relaxed);
-                    if let Err(e) = dest::set_dir_meta(&fd, mode, m.mtime_sec, m.mtime_nsec) {
-                        say!("gfast serve: cannot set metadata of {}: {e}", show(&m.path));
-                    }
-                }
+        // Deepest first, so setting a parent's mtime comes after its children changed it.
+        for m in dirs.iter().rev() {
+            let Ok(comps) = components(&m.path) else { continue };
+            let mode = m.mode & self.mode_mask.load(Ordering::Relaxed);
+            if let Err(e) = st.dest.set_dir_meta(&comps, mode, m.mtime_sec, m.mtime_nsec) {
+                say!("gfast serve: cannot set metadata of {}: {e}", show(&m.path));
             }
         }
         let (files, bytes) = st.rx.finished();
@@ -478,21 +507,6 @@ impl Session {
         }
         let (w, scratch) = ctl.as_mut().ok_or_else(taken).map_err(io_fatal)?;
         write_frame(w, &Frame::SessionDone { files, bytes }, scratch).and_then(|_| w.flush()).map_err(io_fatal)
-    }
-
-    /// Resume was negotiated for this session.
-    pub(crate) fn set_resume(&self, on: bool) {
-        self.resume.store(on, Ordering::SeqCst);
-    }
-
-    /// Delta was negotiated (capability bit 3 accepted).
-    pub(crate) fn set_delta(&self, on: bool) {
-        self.delta.store(on, Ordering::SeqCst);
-    }
-
-    /// Compressed chunks may come (capability bit 1 accepted).
-    pub(crate) fn set_compress(&self, on: bool) {
-        self.compress.store(on, Ordering::SeqCst);
     }
 
     /// Send mode: waits until all `n` lanes joined (in lane order), or `timeout`.
@@ -535,7 +549,7 @@ impl Session {
     }
 
     /// The partial files this session left for a resume (once it ended).
-    pub(crate) fn take_kept(&self) -> Vec<dest::Kept> {
+    pub(crate) fn take_kept(&self) -> Vec<Kept> {
         std::mem::take(&mut *self.kept.lock().expect("kept"))
     }
 
@@ -543,15 +557,10 @@ impl Session {
     pub(crate) fn cleanup(&self) {
         let mut st = self.state.lock().expect("state");
         for (_, of) in st.open.drain() {
-            match of.temp {
-                // A resumable partial file stays, with its journal sealed, for a resume.
-                Some(t) if t.journal.is_some() => {
-                    if let Some(k) = dest::keep(&t) {
-                        self.kept.lock().expect("kept").push(k);
-                    }
-                }
-                Some(t) => dest::discard(&t),
-                None => {}
+            // A resumable partial file stays, with its journal sealed, for a resume.
+            match of.file.keep() {
+                Some(k) => self.kept.lock().expect("kept").push(k),
+                None => of.file.discard(),
             }
         }
         for l in st.lanes.drain(..) {
@@ -563,7 +572,7 @@ impl Session {
         let mut w = BufWriter::with_capacity(16 << 10, w);
         let mut scratch = Vec::new();
         let limits = Limits::lane(self.chunk_size as u32);
-        let mut pw = PieceWriter::new(PIECE);
+        let mut pw = self.store.piece_writer(PIECE);
         let mut unsqueeze = Unsqueeze::default();
         loop {
             let h = match read_header(&mut r, &limits) {
@@ -576,7 +585,7 @@ impl Session {
             }
             self.heard();
             let compressed = h.flags == CHUNK_COMPRESSED;
-            if compressed && !self.compress.load(Ordering::Relaxed) {
+            if compressed && !self.n.compress() {
                 return Err(self.lane_protocol(ProtocolError::Unexpected("compressed chunk without capability bit 1")));
             }
             let mut hb = [0u8; CHUNK_HEAD_LEN];
@@ -597,12 +606,7 @@ impl Session {
             let (plan, file) = {
                 let st = self.state.lock().expect("state");
                 match st.rx.on_chunk_head(id, offset, len as u64) {
-                    Ok(p) => (
-                        p,
-                        st.open.get(&id).and_then(|o| {
-                            o.temp.as_ref().map(|t| (t.file.clone(), t.journal.as_ref().map(|j| j.0.clone())))
-                        }),
-                    ),
+                    Ok(p) => (p, st.open.get(&id).map(|o| o.file.clone())),
                     Err(e) => return Err(self.lane_protocol(e)),
                 }
             };
@@ -632,8 +636,8 @@ impl Session {
                 self.heard();
                 let piece = &mut pw.buffer()[..n];
                 hasher.update(piece);
-                if let (Some((f, _)), None) = (&file, &write_err) {
-                    if let Err(e) = pw.write(f, offset + done as u64, n) {
+                if let (Some(f), None) = (&file, &write_err) {
+                    if let Err(e) = f.write_piece(&mut pw, offset + done as u64, n) {
                         write_err = Some(e);
                     }
                 }
@@ -649,10 +653,10 @@ impl Session {
                 return Err(self.lane_protocol(ProtocolError::Unexpected("compressed chunk longer than its blocks")));
             }
             let ok = plan == ChunkPlan::Store && !undecodable && hasher.finish() == trailer;
-            if let (true, None, Some((_, Some(j)))) = (ok, &write_err, &file) {
+            if let (true, None, Some(f)) = (ok, &write_err, &file) {
                 // Verified and written: note it in the journal (synced when the session lets go).
                 let idx = (offset / self.chunk_size) as u32;
-                if let Err(e) = j.lock().expect("journal").add(idx, trailer) {
+                if let Err(e) = f.record(idx, trailer) {
                     write_err = Some(e);
                 }
             }
@@ -773,6 +777,22 @@ impl Unsqueeze {
     }
 }
 
+/// Counts a piece of this end's own work while it runs.
+struct Working<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Working<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Working(n)
+    }
+}
+
+impl Drop for Working<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn taken() -> io::Error {
     io::Error::other("the control connection belongs to the sending role")
 }
@@ -789,18 +809,30 @@ fn record(f: &mut (u64, Vec<String>), m: &str) {
 /// Returns entries and bytes completed, and the compressed bytes they took.
 pub(crate) fn receive_dialed(
     root: &std::path::Path,
-    ctl: &Conn,
-    ctl_r: BufReader<ConnReader>,
-    ctl_w: BufWriter<ConnWriter>,
-    lanes: Vec<Lane>,
-    chunk_size: u64,
-    (resume, compress, delta): (bool, bool, bool),
+    store: StoreConfig,
+    w: super::send::Wired,
+    timeout: std::time::Duration,
 ) -> Result<(u64, u64, u64), Error> {
-    let s = Session::new(Mode::Receive, Some(root), false, [0; 16], None, lanes.len() as u16, chunk_size, ctl, ctl_w)
-        .map_err(|e| Error::Io(format!("cannot open '{}'", root.display()), e))?;
-    s.set_resume(resume);
-    s.set_compress(compress);
-    s.set_delta(delta);
+    let super::send::Wired { ctl, ctl_r, ctl_w, lanes, n, .. } = w;
+    let setup = Setup { mode: Mode::Receive, root: Some(root), store, verbose: false, keys: None };
+    let s =
+        Session::new(setup, &n, &ctl, ctl_w).map_err(|e| Error::Io(format!("cannot open '{}'", root.display()), e))?;
+    // What a server sends gets no setuid, setgid or sticky bit here either.
+    s.set_mode_mask(0o777);
+    // A server that stays connected but sends nothing is given up on after --timeout.
+    let (silent, over) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let watch = {
+        let (s, silent, over) = (s.clone(), silent.clone(), over.clone());
+        std::thread::spawn(move || {
+            while !over.load(Ordering::SeqCst) && !s.completed() && !s.has_failed() {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                if s.silent_for() > timeout && !s.completed() {
+                    silent.store(true, Ordering::SeqCst);
+                    s.fail(code::CANCELLED, "the client heard nothing for its --timeout");
+                }
+            }
+        })
+    };
     let mut handles = Vec::new();
     for (c, r, w) in lanes {
         s.state.lock().expect("state").lanes.push(c.closer().map_err(|e| Error::Io("socket".into(), e))?);
@@ -818,6 +850,11 @@ pub(crate) fn receive_dialed(
     s.cleanup();
     for h in handles {
         let _ = h.join();
+    }
+    over.store(true, Ordering::SeqCst);
+    let _ = watch.join();
+    if silent.load(Ordering::SeqCst) && !done {
+        return Err(Error::Silent(timeout.as_secs()));
     }
     let st = s.state.lock().expect("state");
     if st.failures.0 > 0 {
@@ -865,14 +902,14 @@ pub(crate) fn run_lane(
 ) -> Result<(), WireError> {
     {
         let mut st = s.state.lock().expect("state");
-        let ok = s.keys.as_ref().is_some_and(|k| k.verify_join(&s.id, lane, &mac)) && conn.is_tls() == st.encrypted;
-        match st.joined.get_mut(lane as usize) {
-            Some(j) if ok && !*j => *j = true,
-            _ => {
-                drop(st);
-                let m = "data connection refused: bad or repeated JOIN, or not encrypted like the session";
-                return refuse(&conn, &mut w, code::AUTH_FAILED, m);
-            }
+        let like_session = conn.is_tls() == st.encrypted;
+        let admitted = match &s.keys {
+            Some(k) => admit_lane(k, &s.id, (lane, &mac), &mut st.joined, like_session),
+            None => Err(Refusal { code: code::AUTH_FAILED, message: "this end takes no lanes".into() }),
+        };
+        if let Err(r) = admitted {
+            drop(st);
+            return refuse(&conn, &mut w, r.code, &r.message);
         }
         st.lanes.push(conn.closer()?);
     }

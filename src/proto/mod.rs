@@ -5,7 +5,9 @@
 pub mod auth;
 pub mod error;
 pub mod frame;
+pub mod handshake;
 pub mod hash;
+pub mod lane;
 pub mod path;
 pub mod receiver;
 pub mod sender;

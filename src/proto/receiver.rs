@@ -92,7 +92,9 @@ impl Receiver {
         if n >= u64::from(u32::MAX) {
             return Err(ProtocolError::TooManyChunks(meta.size));
         }
-        self.next_id = meta.id + 1;
+        // The last id a u64 holds cannot be followed by another: refusing it keeps
+        // ids strictly increasing (a wrapped next id would let ids repeat).
+        self.next_id = meta.id.checked_add(1).ok_or(ProtocolError::FileIdOrder(meta.id))?;
         self.announced += 1;
         self.files.insert(
             meta.id,
@@ -378,6 +380,15 @@ mod tests {
         let (s, _) = rx.on_chunk_checked(1, 64 << 10, [1; HASH_LEN], true);
         assert_eq!(s, AckStatus::Ok);
         assert_eq!(rx.files[&1].verified.len(), 1);
+    }
+
+    #[test]
+    fn file_ids_never_repeat_not_even_at_the_end_of_u64() {
+        let mut rx = Receiver::new(64 << 10);
+        assert_eq!(rx.on_file(&meta(u64::MAX, 10)), Err(ProtocolError::FileIdOrder(u64::MAX)));
+        rx.on_file(&meta(u64::MAX - 1, 10)).unwrap();
+        assert!(rx.on_file(&meta(u64::MAX - 1, 10)).is_err(), "the same id twice");
+        assert!(rx.on_file(&meta(3, 10)).is_err(), "a smaller id");
     }
 
     #[test]

@@ -26,10 +26,33 @@ pub struct ChunkTask<S> {
     pub source: S,
     /// True when this is a retransmission.
     pub retry: bool,
-    /// Delta: the hash of what the receiver's old file holds here. The lane
-    /// hashes the source chunk first and, when it is the same, reports
+    /// What the receiver says it holds here already. The lane hashes the
+    /// source chunk first and, when it is the same, reports
     /// [`Sender::on_chunk_same`] instead of sending it.
-    pub expect: Option<[u8; HASH_LEN]>,
+    pub expect: Option<Expect>,
+}
+
+/// A chunk the receiver says it holds (its hash): checked against the source
+/// before anything is skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Delta (§5.13): the old file under the name holds it (FILE_SUMS); when
+    /// equal, FILE_SAME tells the receiver to keep it.
+    Old([u8; HASH_LEN]),
+    /// Resume (§5.11): the partial file's journal holds it (FILE_HAVE); when
+    /// equal nothing is said, the receiver counts it already. A journal whose
+    /// chunk differs from this source (another client's interrupted push of a
+    /// file with the same name, size and mtime) is simply overwritten.
+    Resumed([u8; HASH_LEN]),
+}
+
+impl Expect {
+    /// The hash the receiver holds.
+    pub fn hash(&self) -> [u8; HASH_LEN] {
+        match self {
+            Expect::Old(h) | Expect::Resumed(h) => *h,
+        }
+    }
 }
 
 /// A file that did not arrive, with the reason.
@@ -73,7 +96,7 @@ struct FileTx<S> {
     hashed: usize,
     retries: HashMap<u64, u8>,
     end_sent: bool,
-    candidates: HashMap<u32, [u8; HASH_LEN]>,
+    candidates: HashMap<u32, Expect>,
 }
 
 /// Sender state machine; `S` is the engine's handle for a source file.
@@ -239,18 +262,13 @@ impl<S: Clone> Sender<S> {
                 if !self.resume || f.ready || f.meta.kind != EntryKind::File {
                     return Err(ProtocolError::Unexpected("FILE_HAVE"));
                 }
+                // Not trusted yet: each is hashed from the source before it is
+                // skipped (see [`Expect::Resumed`]).
                 for &(idx, hash) in chunks {
-                    let slot = f.hashes.get_mut(idx as usize).ok_or(ProtocolError::BadChunk {
-                        id,
-                        offset: idx as u64 * cs,
-                        len: 0,
-                    })?;
-                    if slot.is_none() {
-                        *slot = Some(hash);
-                        f.hashed += 1;
-                        let off = idx as u64 * cs;
-                        self.stats.bytes_resumed += (f.meta.size - off).min(cs);
+                    if idx as usize >= f.hashes.len() {
+                        return Err(ProtocolError::BadChunk { id, offset: idx as u64 * cs, len: 0 });
                     }
+                    f.candidates.insert(idx, Expect::Resumed(hash));
                 }
                 Ok(())
             }
@@ -263,7 +281,7 @@ impl<S: Clone> Sender<S> {
                     if idx as usize >= f.hashes.len() {
                         return Err(ProtocolError::BadChunk { id, offset: idx as u64 * self.chunk_size, len: 0 });
                     }
-                    f.candidates.insert(idx, hash);
+                    f.candidates.insert(idx, Expect::Old(hash));
                 }
                 Ok(())
             }
@@ -344,7 +362,7 @@ impl<S: Clone> Sender<S> {
     /// file holds (its hash is `hash`): it is not sent, and FILE_SAME tells the
     /// receiver to keep it.
     /// Returns whether it counted (false: the file is gone, say aborted).
-    pub fn on_chunk_same(&mut self, id: u64, offset: u64, hash: [u8; HASH_LEN]) -> bool {
+    pub fn on_chunk_same(&mut self, id: u64, offset: u64, expect: Expect) -> bool {
         let cs = self.chunk_size;
         let Some(f) = self.files.get_mut(&id) else { return false };
         let idx = (offset / cs) as usize;
@@ -352,10 +370,16 @@ impl<S: Clone> Sender<S> {
         if slot.is_some() {
             return false;
         }
-        *slot = Some(hash);
+        *slot = Some(expect.hash());
         f.hashed += 1;
-        self.stats.bytes_unchanged += (f.meta.size - offset).min(cs);
-        self.outbox.push_back(Frame::FileSame { id, chunks: vec![idx as u32] });
+        let len = (f.meta.size - offset).min(cs);
+        match expect {
+            Expect::Old(_) => {
+                self.stats.bytes_unchanged += len;
+                self.outbox.push_back(Frame::FileSame { id, chunks: vec![idx as u32] });
+            }
+            Expect::Resumed(_) => self.stats.bytes_resumed += len,
+        }
         self.maybe_end(id);
         true
     }

@@ -283,11 +283,14 @@ fn a_resumed_file_sends_only_the_missing_chunks() {
     let mut tx: Sender<()> = Sender::new(4096, 8);
     tx.set_resume(true);
     let (mut rx, _) = announce_one(&mut tx, data.len() as u64);
-    // The receiver's journal holds chunks 0, 1, 2, 5 and 10 (the short last one).
-    let have: Vec<(u32, [u8; 16])> = [0u32, 1, 2, 5, 10]
+    // The receiver's journal holds chunks 0, 1, 2, 5 and 10 (the short last
+    // one) of this source, and chunk 7 of something else (another client's
+    // interrupted push of a file with the same name, size and mtime).
+    let mut have: Vec<(u32, [u8; 16])> = [0u32, 1, 2, 5, 10]
         .iter()
         .map(|&i| (i, chunk_hash(&data[i as usize * 4096..((i as usize + 1) * 4096).min(data.len())])))
         .collect();
+    have.push((7, chunk_hash(b"not this source's chunk 7")));
     for f in rx.on_resumed(0, &have) {
         tx.on_frame(&wire(&f)).unwrap();
     }
@@ -295,6 +298,11 @@ fn a_resumed_file_sends_only_the_missing_chunks() {
     let mut next = Next::Wait;
     while let Some(t) = tx.next_chunk() {
         let d = &data[t.offset as usize..(t.offset + t.len as u64) as usize];
+        // The sender checks what the journal claims against its source.
+        if let Some(e) = t.expect.filter(|e| e.hash() == chunk_hash(d)) {
+            assert!(tx.on_chunk_same(t.id, t.offset, e));
+            continue;
+        }
         tx.on_chunk_sent(t.id, t.offset, chunk_hash(d));
         assert_eq!(rx.on_chunk_head(t.id, t.offset, t.len as u64), Ok(ChunkPlan::Store));
         let (_, n) = rx.on_chunk_checked(t.id, t.offset, chunk_hash(d), true);
@@ -303,7 +311,8 @@ fn a_resumed_file_sends_only_the_missing_chunks() {
         }
         sent.push(t.offset / 4096);
     }
-    assert_eq!(sent, vec![3, 4, 6, 7, 8, 9], "only the missing chunks are sent");
+    assert_eq!(sent, vec![3, 4, 6, 7, 8, 9], "only the missing chunks and the foreign one are sent");
+    assert_eq!(tx.stats().bytes_resumed, 4 * 4096 + 100, "what the journal held of this source");
     while let Some(f) = tx.poll_frame() {
         if let Frame::FileEnd { id, digest } = wire(&f) {
             next = rx.on_file_end(id, digest).unwrap();
@@ -334,8 +343,8 @@ fn delta_sends_only_changed_chunks_and_the_digest_covers_the_kept_ones() {
     while let Some(t) = tx.next_chunk() {
         let d = &new[t.offset as usize..(t.offset + t.len as u64) as usize];
         let h = chunk_hash(d);
-        if t.expect == Some(h) {
-            tx.on_chunk_same(t.id, t.offset, h);
+        if t.expect.map(|e| e.hash()) == Some(h) {
+            tx.on_chunk_same(t.id, t.offset, t.expect.expect("checked"));
             same.push(t.offset / 4096);
             continue;
         }

@@ -57,6 +57,8 @@ const DIR_CACHE_MAX: usize = 256;
 pub struct DestRoot {
     root: Arc<OwnedFd>,
     cache: HashMap<Vec<u8>, Arc<OwnedFd>>,
+    /// The root's path, for what must be found again later (expiring partials).
+    path: std::path::PathBuf,
 }
 
 fn cstr(name: &[u8]) -> io::Result<CString> {
@@ -109,7 +111,7 @@ impl DestRoot {
         }
         // SAFETY: a fresh descriptor that nothing else owns.
         let root = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
-        Ok(DestRoot { root, cache: HashMap::new() })
+        Ok(DestRoot { root, cache: HashMap::new(), path: path.to_path_buf() })
     }
 
     /// Opens the directory named by `comps` (all components), creating missing ones
@@ -221,6 +223,9 @@ pub struct TempFile {
     pub temp: Vec<u8>,
     /// Final name (last path component).
     pub name: Vec<u8>,
+    /// The root, and the directory's path under it (to find it again later
+    /// without holding its descriptor).
+    pub place: (std::path::PathBuf, Vec<u8>),
     /// The chunk journal and its name.
     pub journal: Option<(Arc<Mutex<Journal>>, Vec<u8>)>,
     /// An anonymous file (O_TMPFILE): it gets the name `temp` only when complete.
@@ -336,6 +341,7 @@ impl DestRoot {
                     dir,
                     temp,
                     name: name.to_vec(),
+                    place: (self.path.clone(), parent.join(&b'/')),
                     journal: None,
                     anon: true,
                 };
@@ -354,6 +360,7 @@ impl DestRoot {
                     dir,
                     temp: part,
                     name: name.to_vec(),
+                    place: (self.path.clone(), parent.join(&b'/')),
                     journal,
                     anon: false,
                 };
@@ -481,22 +488,33 @@ fn check_space(dir: &OwnedFd, size: u64) -> io::Result<()> {
 pub fn keep(t: &TempFile) -> Option<Kept> {
     let (j, jname) = t.journal.as_ref()?;
     let _ = j.lock().expect("journal").seal(&t.file);
-    Some(Kept { dir: t.dir.clone(), part: t.temp.clone(), journal: jname.clone() })
+    let (root, dir) = t.place.clone();
+    Some(Kept { root, dir, part: t.temp.clone(), journal: jname.clone(), at: std::time::Instant::now() })
 }
 
-/// A partial file and its journal left for a resume.
+/// A partial file and its journal left for a resume: where to find them
+/// again (no descriptor is held: a token holder could otherwise pin one per
+/// directory for as long as the partials are kept).
 pub struct Kept {
-    dir: Arc<OwnedFd>,
+    root: std::path::PathBuf,
+    dir: Vec<u8>,
     part: Vec<u8>,
     journal: Vec<u8>,
+    at: std::time::Instant,
 }
 
 impl Kept {
     /// Removes the partial file and its journal if neither was written for
     /// `ttl` and no session holds the partial file now. Returns true when they
-    /// are gone (or were already).
+    /// are gone (or were already, or cannot be reached any more).
     pub fn expire(&self, ttl: Duration) -> bool {
-        expire_pair(&self.dir, &self.part, &self.journal, ttl)
+        if self.at.elapsed() < ttl {
+            return false; // not due: nothing to look at yet
+        }
+        let Ok(mut root) = DestRoot::open(&self.root) else { return true };
+        let comps: Vec<&[u8]> = self.dir.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+        let Ok(dir) = root.dir(&comps, false) else { return true };
+        expire_pair(&dir, &self.part, &self.journal, ttl)
     }
 }
 
@@ -574,24 +592,16 @@ pub fn discard(t: &TempFile) {
     }
 }
 
-static DURABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// `--fsync`: every file is made durable (fdatasync) before it is renamed into
-/// place, and its directory entry after. Off by default, like rsync and cp.
-pub fn set_durable(on: bool) {
-    DURABLE.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// Sets mode and mtime on the temporary file and renames it over the final name
-/// (with `--fsync`: its data synced first, the directory after). `mode` is
+/// (`durable`, `--fsync`: its data synced first, the directory after; off by
+/// default, like rsync and cp). `mode` is
 /// applied as given: the caller has masked it (a daemon strips setuid, setgid
 /// and sticky bits and applies its umask). The name renamed is checked to still
 /// be the verified inode, so nothing else can be put in place under its name.
-pub fn finalize(t: &TempFile, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
+pub fn finalize(t: &TempFile, mode: u32, (mtime_sec, mtime_nsec): (i64, u32), durable: bool) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     t.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
     t.file.set_modified(to_system_time(mtime_sec, mtime_nsec))?;
-    let durable = DURABLE.load(std::sync::atomic::Ordering::Relaxed);
     if durable {
         t.file.sync_data()?;
     }

@@ -201,10 +201,23 @@ impl Journal {
         if good < buf.len() {
             file.set_len(good as u64)?;
         }
-        Ok(Found::Resumable(
-            Journal { file, head_mac, records },
-            Claims { sealed: have[..durable].to_vec(), unsealed: have[durable..].to_vec() },
-        ))
+        // A chunk written again (the sender found the journal's differed from
+        // its source) has a later record: the last one of each chunk counts.
+        let mut last = std::collections::HashMap::new();
+        for (pos, &(idx, h)) in have.iter().enumerate() {
+            last.insert(idx, (pos, h));
+        }
+        let mut claims = Claims::default();
+        for (pos, &(idx, h)) in have.iter().enumerate() {
+            if last.get(&idx).is_some_and(|&(p, _)| p == pos) {
+                if pos < durable {
+                    claims.sealed.push((idx, h))
+                } else {
+                    claims.unsealed.push((idx, h))
+                }
+            }
+        }
+        Ok(Found::Resumable(Journal { file, head_mac, records }, claims))
     }
 
     /// Seals the journal when a session lets go of a partial file in an orderly

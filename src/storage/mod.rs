@@ -5,6 +5,7 @@ pub mod dest;
 pub mod jobs;
 pub mod journal;
 pub mod pieces;
+pub mod store;
 pub mod walk;
 
 /// Writes a small private file (mode 0600) whole or not at all: under a

@@ -12,7 +12,7 @@ use std::io;
 use std::ops::Deref;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use io_uring::{opcode, types, IoUring};
 
@@ -26,17 +26,6 @@ pub enum IoMode {
     Uring,
     /// pwrite(2).
     Pwrite,
-}
-
-static MODE: OnceLock<IoMode> = OnceLock::new();
-
-/// Sets the process-wide write mode (first call wins; default [`IoMode::Pwrite`]).
-pub fn set_mode(m: IoMode) {
-    let _ = MODE.set(m);
-}
-
-fn mode() -> IoMode {
-    *MODE.get().unwrap_or(&IoMode::Pwrite)
 }
 
 /// Largest single write. On ext4 (kernel 6.18, the machine in
@@ -142,9 +131,9 @@ struct Uring {
 }
 
 impl PieceWriter {
-    /// A writer for pieces of at most `piece` bytes, using the process-wide mode.
-    pub fn new(piece: usize) -> PieceWriter {
-        match mode() {
+    /// A writer for pieces of at most `piece` bytes, writing with `mode`.
+    pub fn new(piece: usize, mode: IoMode) -> PieceWriter {
+        match mode {
             IoMode::Pwrite => PieceWriter { piece, inner: Inner::Pwrite(vec![0u8; piece]) },
             IoMode::Uring => Self::with_ring(piece, Uring::new(piece)),
         }

@@ -28,6 +28,9 @@ pub struct WalkError {
     pub error: io::Error,
 }
 
+/// One step of a walk: an entry, or a source that could not be read.
+pub type Walked = Result<Item, WalkError>;
+
 /// Depth-first walker over several roots. Command-line roots are followed if they
 /// are symlinks (as `cp -r` does); links inside a tree are sent as links.
 pub struct Walker {

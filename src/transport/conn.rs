@@ -162,6 +162,8 @@ pub enum Closer {
     Tcp(TcpStream),
     /// A QUIC stream.
     Quic(Arc<quic::Stream>),
+    /// A whole QUIC connection (closed, whatever `how`).
+    QuicConn(quinn::Connection),
 }
 
 impl Closer {
@@ -172,6 +174,7 @@ impl Closer {
             Closer::Tcp(t) => {
                 let _ = t.shutdown(how);
             }
+            Closer::QuicConn(c) => quic::refuse(c, 0, "closed by the server"),
             Closer::Quic(s) => {
                 if how != Shutdown::Write {
                     s.cancel.send_replace(true);

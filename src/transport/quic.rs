@@ -49,12 +49,12 @@ pub fn rt() -> &'static tokio::runtime::Runtime {
 /// control only caps; memory is used as data is in flight), a send window that
 /// [`govern_send_window`] then follows, BBR, keepalive and idle timeout from
 /// --timeout, MTU discovery up to `mtu_upper`.
-fn transport(timeout: Duration, max_streams: u32, mtu_upper: u16) -> Arc<quinn::TransportConfig> {
+fn transport(timeout: Duration, max_streams: u32, mtu_upper: u16, receive_window: u32) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(max_streams))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
         .stream_receive_window(quinn::VarInt::from_u32(32 << 20))
-        .receive_window(quinn::VarInt::from_u32(256 << 20))
+        .receive_window(quinn::VarInt::from_u32(receive_window))
         .send_window(MIN_SEND_WINDOW)
         .keep_alive_interval(Some((timeout / 4).max(Duration::from_secs(1))))
         .max_idle_timeout(quinn::IdleTimeout::try_from(timeout).ok())
@@ -169,9 +169,27 @@ impl Listener {
     /// discovery bounded by the interface towards that peer.
     pub fn config_for(&self, peer: SocketAddr) -> Arc<quinn::ServerConfig> {
         let mut c = self.config.clone();
-        c.transport_config(transport(self.timeout, self.max_streams, mtu_ceiling(peer)));
+        c.transport_config(transport(self.timeout, self.max_streams, mtu_ceiling(peer), PRE_AUTH_RECEIVE_WINDOW));
         Arc::new(c)
     }
+}
+
+/// A connection's receive window (all its streams together) once a session
+/// authenticated on it: room for a fast long link (flow control only caps).
+const RECEIVE_WINDOW: u32 = 256 << 20;
+/// ... and before: a peer without the token makes the server buffer at most
+/// this much per connection, however many streams it opens (protocol-spec §5.14).
+const PRE_AUTH_RECEIVE_WINDOW: u32 = 1 << 20;
+
+/// A session authenticated on `conn`: its streams get the full receive window.
+pub fn authenticated(conn: &quinn::Connection) {
+    conn.set_receive_window(quinn::VarInt::from_u32(RECEIVE_WINDOW));
+}
+
+/// Closes `conn` with application error `code` and `reason` (one line the
+/// peer's QUIC stack reports).
+pub fn refuse(conn: &quinn::Connection, code: u16, reason: &str) {
+    conn.close(quinn::VarInt::from_u32(u32::from(code)), reason.as_bytes());
 }
 
 /// Listens for QUIC on `addr` (UDP).
@@ -181,7 +199,7 @@ pub fn listen(addr: SocketAddr, tls: &Arc<ServerConfig>, timeout: Duration, max_
     c.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(c).map_err(io::Error::other)?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    sc.transport_config(transport(timeout, max_streams, MTU_UPPER));
+    sc.transport_config(transport(timeout, max_streams, MTU_UPPER, PRE_AUTH_RECEIVE_WINDOW));
     let (sock, note) = udp_socket(addr)?;
     Ok(Listener { endpoint: endpoint(sock, Some(sc.clone()))?, note, config: sc, timeout, max_streams })
 }
@@ -209,7 +227,7 @@ pub fn connect(target: &str, tls: &Arc<ClientConfig>, timeout: Duration) -> io::
     c.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(c).map_err(io::Error::other)?;
     let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
-    cc.transport_config(transport(timeout, 1024, mtu_ceiling(addr)));
+    cc.transport_config(transport(timeout, 1024, mtu_ceiling(addr), RECEIVE_WINDOW));
     let ep = endpoint(sock, None)?;
     let connecting = {
         let _g = rt().enter();

@@ -1,0 +1,346 @@
+//! The storage seam: what the receiving role needs from where files land
+//! ([`Destination`], [`Incoming`]), and how it is configured ([`StoreConfig`]).
+//! The engine talks to these traits only; today's implementations are the
+//! confined local directory ([`LocalDir`]) and `--discard` ([`Discard`]). A
+//! second local directory (a copy with no network), an object store or a shard
+//! of a tree plug in here without touching the engine.
+
+use super::dest::{self, DestError, DestRoot, Kept, Opened as DirOpened, TempFile};
+use super::journal::{Held, Identity};
+use super::pieces::{IoMode, PieceWriter};
+use crate::proto::frame::{TargetKind, HASH_LEN};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// How a destination writes (no process globals: each session carries its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Make each file durable (fdatasync, then its directory) before it takes
+    /// its final name (`--fsync`).
+    pub durable: bool,
+    /// How lanes write received pieces (`--io`).
+    pub io: IoMode,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { durable: false, io: IoMode::Pwrite }
+    }
+}
+
+impl StoreConfig {
+    /// A lane's writer of pieces of at most `piece` bytes.
+    pub fn piece_writer(&self, piece: usize) -> PieceWriter {
+        PieceWriter::new(piece, self.io)
+    }
+}
+
+/// A file being received (protocol-spec §5.6): written at offsets by the lanes,
+/// then placed under its final name, discarded, or kept for a resume.
+pub trait Incoming: Send + Sync {
+    /// Writes the first `n` bytes of `pw`'s buffer at `offset` (with io_uring
+    /// it completes at the lane's next [`PieceWriter::finish`]).
+    fn write_piece(&self, pw: &mut PieceWriter, offset: u64, n: usize) -> io::Result<()>;
+    /// Notes a chunk that was verified and written (the resume journal, §5.11).
+    fn record(&self, idx: u32, hash: [u8; HASH_LEN]) -> io::Result<()>;
+    /// Delta (§5.13): copies the whole chunks of the file now under the final
+    /// name that lie within both sizes into this one; their indexes and hashes.
+    fn seed_from_old(&self, new_size: u64, chunk_size: u64) -> Vec<(u32, [u8; HASH_LEN])>;
+    /// Every chunk verified and the digest matched: gives it its mode and mtime
+    /// and puts it under its final name.
+    fn place(&self, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()>;
+    /// Removes what was written (the file failed or was aborted).
+    fn discard(&self);
+    /// The session let go: keeps what was written for a resume, if this
+    /// destination can; where it was kept, for its expiry.
+    fn keep(&self) -> Option<Kept>;
+}
+
+/// What [`Destination::open_file`] found.
+pub enum Opened {
+    /// Resume: the final name already holds this file (same size and mtime).
+    InPlace,
+    /// A file to write into, the chunks its journal already holds, and whether
+    /// it belonged to an earlier version of the source.
+    Partial(Box<dyn Incoming>, Held, bool),
+}
+
+/// Where a session's entries land. Paths are the components of a wire path
+/// already checked by `proto::path::components`.
+pub trait Destination: Send {
+    /// What is at `comps` now (TARGET, §4.6).
+    fn target_kind(&mut self, comps: &[&[u8]]) -> Result<TargetKind, DestError>;
+    /// Creates (or keeps) a directory and its parents; true when the
+    /// directory itself was created now.
+    fn make_dir(&mut self, comps: &[&[u8]]) -> Result<bool, DestError>;
+    /// Creates a symlink, replacing a file or link at the name.
+    fn make_symlink(&mut self, comps: &[&[u8]], target: &[u8], tag: &str, id: u64) -> Result<(), DestError>;
+    /// Opens a file to receive (§5.6, §5.11).
+    fn open_file(&mut self, comps: &[&[u8]], ident: &Identity, resume: bool) -> Result<Opened, DestError>;
+    /// Sets a directory's mode and mtime once its contents are complete.
+    fn set_dir_meta(&mut self, comps: &[&[u8]], mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()>;
+}
+
+/// The local directory tree under a root, confined (see [`DestRoot`]).
+pub struct LocalDir {
+    root: DestRoot,
+    cfg: StoreConfig,
+}
+
+impl LocalDir {
+    /// Opens the root directory.
+    pub fn open(path: &Path, cfg: StoreConfig) -> io::Result<LocalDir> {
+        Ok(LocalDir { root: DestRoot::open(path)?, cfg })
+    }
+}
+
+impl Destination for LocalDir {
+    fn target_kind(&mut self, comps: &[&[u8]]) -> Result<TargetKind, DestError> {
+        self.root.target_kind(comps)
+    }
+
+    fn make_dir(&mut self, comps: &[&[u8]]) -> Result<bool, DestError> {
+        let existed = self.root.target_kind(comps)? == TargetKind::Dir;
+        self.root.make_dir(comps).map(|_| !existed)
+    }
+
+    fn make_symlink(&mut self, comps: &[&[u8]], target: &[u8], tag: &str, id: u64) -> Result<(), DestError> {
+        self.root.make_symlink(comps, target, tag, id)
+    }
+
+    fn open_file(&mut self, comps: &[&[u8]], ident: &Identity, resume: bool) -> Result<Opened, DestError> {
+        Ok(match self.root.open_partial(comps, ident, resume)? {
+            DirOpened::InPlace => Opened::InPlace,
+            DirOpened::Partial(t, held, changed) => {
+                Opened::Partial(Box::new(LocalFile { t, durable: self.cfg.durable }), held, changed)
+            }
+        })
+    }
+
+    fn set_dir_meta(&mut self, comps: &[&[u8]], mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
+        let fd = self.root.dir(comps, false).map_err(|e| io::Error::other(e.to_string()))?;
+        dest::set_dir_meta(&fd, mode, mtime_sec, mtime_nsec)
+    }
+}
+
+/// A file received into a [`LocalDir`]: its partial file and journal.
+struct LocalFile {
+    t: TempFile,
+    durable: bool,
+}
+
+impl Incoming for LocalFile {
+    fn write_piece(&self, pw: &mut PieceWriter, offset: u64, n: usize) -> io::Result<()> {
+        pw.write(&self.t.file, offset, n)
+    }
+
+    fn record(&self, idx: u32, hash: [u8; HASH_LEN]) -> io::Result<()> {
+        match &self.t.journal {
+            Some((j, _)) => j.lock().expect("journal").add(idx, hash),
+            None => Ok(()),
+        }
+    }
+
+    fn seed_from_old(&self, new_size: u64, chunk_size: u64) -> Vec<(u32, [u8; HASH_LEN])> {
+        dest::seed_from_old(&self.t.dir, &self.t.name, &self.t.file, new_size, chunk_size)
+    }
+
+    fn place(&self, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
+        dest::finalize(&self.t, mode, (mtime_sec, mtime_nsec), self.durable)
+    }
+
+    fn discard(&self) {
+        dest::discard(&self.t);
+    }
+
+    fn keep(&self) -> Option<Kept> {
+        dest::keep(&self.t)
+    }
+}
+
+/// `--discard`: every entry is taken and verified, nothing is written.
+pub struct Discard;
+
+/// A file received into [`Discard`].
+struct Dropped;
+
+impl Incoming for Dropped {
+    fn write_piece(&self, _: &mut PieceWriter, _: u64, _: usize) -> io::Result<()> {
+        Ok(())
+    }
+    fn record(&self, _: u32, _: [u8; HASH_LEN]) -> io::Result<()> {
+        Ok(())
+    }
+    fn seed_from_old(&self, _: u64, _: u64) -> Vec<(u32, [u8; HASH_LEN])> {
+        Vec::new()
+    }
+    fn place(&self, _: u32, _: i64, _: u32) -> io::Result<()> {
+        Ok(())
+    }
+    fn discard(&self) {}
+    fn keep(&self) -> Option<Kept> {
+        None
+    }
+}
+
+impl Destination for Discard {
+    fn target_kind(&mut self, _: &[&[u8]]) -> Result<TargetKind, DestError> {
+        Ok(TargetKind::Dir)
+    }
+    fn make_dir(&mut self, _: &[&[u8]]) -> Result<bool, DestError> {
+        Ok(true)
+    }
+    fn make_symlink(&mut self, _: &[&[u8]], _: &[u8], _: &str, _: u64) -> Result<(), DestError> {
+        Ok(())
+    }
+    fn open_file(&mut self, _: &[&[u8]], _: &Identity, _: bool) -> Result<Opened, DestError> {
+        Ok(Opened::Partial(Box::new(Dropped), Vec::new(), false))
+    }
+    fn set_dir_meta(&mut self, _: &[&[u8]], _: u32, _: i64, _: u32) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Opens the destination for a receiving session: the directory at `root`, or
+/// nothing at all (`None`: `--discard`).
+pub fn open(root: Option<&Path>, cfg: StoreConfig) -> io::Result<Box<dyn Destination>> {
+    Ok(match root {
+        Some(r) => Box::new(LocalDir::open(r, cfg)?),
+        None => Box::new(Discard),
+    })
+}
+
+/// A shared handle on a file being received (the lanes and the control
+/// thread hold it at once).
+pub type IncomingRef = Arc<dyn Incoming>;
+
+/// A source file open for reading (the sending role reads chunks through it).
+pub trait SourceFile: Send + Sync {
+    /// Fills `buf` from `offset`; an end of file before it is full is
+    /// `UnexpectedEof` (the source shrank).
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Reads `n` bytes at `offset` into a new buffer (QUIC keeps what it is
+    /// given until acknowledged, so each piece gets its own).
+    fn read_owned(&self, n: usize, offset: u64) -> io::Result<bytes::BytesMut> {
+        let mut b = bytes::BytesMut::zeroed(n);
+        self.read_exact_at(&mut b, offset)?;
+        Ok(b)
+    }
+
+    /// The hash of `len` bytes at `offset`, read through `buf`; `None` when
+    /// they cannot be read.
+    fn hash_range(&self, offset: u64, len: usize, buf: &mut [u8]) -> Option<[u8; HASH_LEN]> {
+        let mut h = crate::proto::hash::ChunkHasher::new();
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len());
+            self.read_exact_at(&mut buf[..n], offset + done as u64).ok()?;
+            h.update(&buf[..n]);
+            done += n;
+        }
+        Some(h.finish())
+    }
+}
+
+/// What a source looks like now: size and mtime (to tell whether it changed
+/// while it was sent, protocol-spec §5.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds.
+    pub mtime_sec: i64,
+    /// Modification time, nanoseconds.
+    pub mtime_nsec: u32,
+}
+
+/// Where a sending session's files come from. Today the local tree; a second
+/// local directory, an object store or a shard plug in here.
+pub trait Source: Send + Sync {
+    /// The entries under `roots` (local path, destination path), depth first.
+    fn walk(&self, roots: Vec<(std::path::PathBuf, Vec<u8>)>) -> Box<dyn Iterator<Item = super::walk::Walked> + Send>;
+    /// Opens a file the walk listed.
+    fn open(&self, path: &Path) -> io::Result<Box<dyn SourceFile>>;
+    /// The file's size and mtime now.
+    fn stamp(&self, path: &Path) -> io::Result<Stamp>;
+}
+
+/// The local file system: a client's sources (command-line roots followed if
+/// they are symlinks, as `cp -r` does), or a daemon's root it serves pulls
+/// from (every file opened under it, never through a symlink; its own partial
+/// files left out).
+pub struct LocalTree {
+    served: Option<super::dest::SourceRoot>,
+}
+
+impl LocalTree {
+    /// A client's sources.
+    pub fn client() -> LocalTree {
+        LocalTree { served: None }
+    }
+
+    /// What a daemon serves from under `root`.
+    pub fn served(root: super::dest::SourceRoot) -> LocalTree {
+        LocalTree { served: Some(root) }
+    }
+}
+
+impl Source for LocalTree {
+    fn walk(&self, roots: Vec<(std::path::PathBuf, Vec<u8>)>) -> Box<dyn Iterator<Item = super::walk::Walked> + Send> {
+        match self.served {
+            Some(_) => Box::new(super::walk::Walker::serving(roots)),
+            None => Box::new(super::walk::Walker::new(roots)),
+        }
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn SourceFile>> {
+        let f = match &self.served {
+            Some(root) => root.open_file(path)?,
+            None => std::fs::File::open(path)?,
+        };
+        Ok(Box::new(LocalSourceFile(f)))
+    }
+
+    fn stamp(&self, path: &Path) -> io::Result<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Stamp { size: m.len(), mtime_sec: m.mtime(), mtime_nsec: m.mtime_nsec().clamp(0, 999_999_999) as u32 })
+    }
+}
+
+/// A local file open for reading.
+struct LocalSourceFile(std::fs::File);
+
+impl SourceFile for LocalSourceFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.0, buf, offset)
+    }
+
+    fn read_owned(&self, n: usize, off: u64) -> io::Result<bytes::BytesMut> {
+        use std::os::fd::AsRawFd;
+        let mut b = bytes::BytesMut::with_capacity(n);
+        let mut got = 0;
+        while got < n {
+            let spare = &mut b.spare_capacity_mut()[got..n];
+            // SAFETY: pread writes at most spare.len() bytes into memory we own.
+            let r = unsafe {
+                libc::pread(self.0.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), (off + got as u64) as i64)
+            };
+            match r {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                r if r > 0 => got += r as usize,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        // SAFETY: the first n bytes were written by pread above (never initialised twice).
+        unsafe { b.set_len(n) };
+        Ok(b)
+    }
+}
