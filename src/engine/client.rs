@@ -359,12 +359,11 @@ fn open_conn(
         (Some(want), Some(got)) if want != got => key_changed(cfg, want, got),
         _ if e.kind() == std::io::ErrorKind::ConnectionRefused => Error::Remote(code::BUSY, e.to_string()),
         _ if is_timeout(&e) => Error::NoAnswer(cfg.server.clone(), cfg.tuning.timeout.as_secs()),
-        _ if e.kind() == std::io::ErrorKind::InvalidData || e.to_string().contains("alert") => {
-            Error::Protocol(format!(
+        // Every TLS failure (an alert included) comes as InvalidData (transport/record.rs).
+        _ if e.kind() == std::io::ErrorKind::InvalidData => Error::Protocol(format!(
             "TLS handshake with {} failed: {e} (is it a gfast server, and does it allow your --no-encrypt setting?)",
             cfg.server
-        ))
-        }
+        )),
         _ => Error::PeerVanished(format!("TLS handshake with {}: {e}", cfg.server)),
     })?;
     conn.set_read_timeout(None).ok();

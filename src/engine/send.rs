@@ -8,8 +8,9 @@
 
 use super::error::Error;
 use super::stats::Stats;
+use crate::proto::chunk::BlockEncoder;
 use crate::proto::error::code;
-use crate::proto::frame::{method, ChunkHead, Frame, Limits, TargetKind, BLOCK_HEAD_LEN, BLOCK_RAW, CHUNK_COMPRESSED};
+use crate::proto::frame::{ChunkHead, Frame, Limits, TargetKind, BLOCK_RAW, CHUNK_COMPRESSED};
 use crate::proto::handshake::Negotiated;
 use crate::proto::hash::ChunkHasher;
 use crate::proto::lane::LaneWindow;
@@ -316,10 +317,13 @@ pub fn run_sender(w: Wired, sources: &[PathBuf], target: Target, stats: Arc<Stat
     let wf = shared.walk_failures.lock().expect("walk failures");
     let failed = tx.failed_count() + wf.0;
     if failed > 0 {
-        let all: Vec<&Failure> = wf.1.iter().chain(tx.failures()).collect();
-        let render = |f: &Failure| {
+        // A walk failure's message names its local path already; a transfer
+        // failure is named by its destination path unless its message does.
+        let all: Vec<(&Failure, bool)> =
+            wf.1.iter().map(|f| (f, true)).chain(tx.failures().iter().map(|f| (f, false))).collect();
+        let render = |&(f, named): &(&Failure, bool)| {
             let p = show(&f.path);
-            if f.message.contains(&p) || f.message.contains("cannot read '") {
+            if named || f.message.contains(&p) {
                 f.message.clone()
             } else {
                 format!("{p}: {}", f.message)
@@ -332,7 +336,7 @@ pub fn run_sender(w: Wired, sources: &[PathBuf], target: Target, stats: Arc<Stat
             say!("gfast: … and {} more", failed as usize - MAX_FAILURES_SHOWN);
         }
         let total = tx.stats().announced + wf.0;
-        return Err(Error::Incomplete { failed, total, first: render(all[0]) });
+        return Err(Error::Incomplete { failed, total, first: render(&all[0]) });
     }
     Ok(tx.stats().done)
 }
@@ -566,16 +570,17 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
             // Compressed: the blocks are made first, since the frame's length leads it.
             let src = if read_err.is_none() { cur.as_ref().map(|c| c.1.as_ref()) } else { None };
             let hash = z.assemble(&mut piece, task.id, src, &mut read_err, (task.offset, task.len as usize), corrupt);
-            let (wire, raw) = (z.used as u64, task.len as u64);
+            let body = z.enc.body();
+            let (wire, raw) = (body.len() as u64, task.len as u64);
             sh.stats.mark_first_byte();
-            let sent = w.write_all(&head.encode_prefix_flagged(CHUNK_COMPRESSED, z.used as u32)).and_then(|_| {
+            let sent = w.write_all(&head.encode_prefix_flagged(CHUNK_COMPRESSED, body.len() as u32)).and_then(|_| {
                 if owned {
                     // QUIC keeps what it is given until it is acknowledged: a copy
                     // of the compressed bytes, so the body buffer is kept for the next.
-                    let body = bytes::Bytes::copy_from_slice(&z.out[..z.used]);
+                    let body = bytes::Bytes::copy_from_slice(body);
                     w.flush().and_then(|_| w.get_mut().write_owned(body))
                 } else {
-                    w.write_all(&z.out[..z.used])
+                    w.write_all(body)
                 }
             });
             if let Err(e) = sent.and_then(|_| w.write_all(&hash)) {
@@ -667,46 +672,25 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
     }
 }
 
-/// A lane's compressor: makes a compressed CHUNK's body (protocol-spec §4.14).
+/// A lane's compressor: reads a chunk a block at a time through the lane's
+/// piece buffer and has `proto::chunk::BlockEncoder` make the compressed
+/// CHUNK's body (protocol-spec §4.14).
 struct Squeeze {
-    zstd: zstd::bulk::Compressor<'static>,
-    /// Where a block is compressed.
-    zbuf: Vec<u8>,
-    /// The body being made: the raw length, then the blocks (its first `used`
-    /// bytes; the buffer is kept at its largest size between chunks).
-    out: Vec<u8>,
-    used: usize,
-    /// Blocks still to send as they are without trying: a block that did not
-    /// shrink is followed by [`SKIP_AFTER_STORED`] more of the same file that are
-    /// not tried (1 GiB of random data over loopback, TLS: 1.76-1.80 GB/s and
-    /// 0.78-0.81 sender CPU s/GiB, against 1.55-1.58 and 0.95-0.97 trying every
-    /// block).
-    skip: u32,
-    /// The file the last block belonged to.
-    file: u64,
+    enc: BlockEncoder,
 }
 
 // A compressed block is read through the lane's piece buffer.
 const _: () = assert!(PIECE >= BLOCK_RAW);
 
-/// See [`Squeeze::skip`].
-const SKIP_AFTER_STORED: u32 = 15;
-
-/// zstd level: 1 compressed a mixed corpus here at 560-600 MB/s per core,
-/// within 4 % of level 3's ratio at 410-480 MB/s.
-const ZSTD_LEVEL: i32 = 1;
-
 impl Squeeze {
     fn new() -> Squeeze {
-        let zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("a zstd compressor at level 1");
-        let zbuf = vec![0u8; zstd::zstd_safe::compress_bound(BLOCK_RAW)];
-        Squeeze { zstd, zbuf, out: Vec::new(), used: 0, skip: 0, file: u64::MAX }
+        Squeeze { enc: BlockEncoder::new().expect("a zstd compressor at level 1") }
     }
 
     /// Reads `len` bytes of the source at `offset` a block at a time, hashes
-    /// them, and appends each block to `out` (zstd when that is smaller, else as
-    /// it is); returns the chunk's hash. A read error is handled as in the plain
-    /// path: zeros, and a hash that cannot match.
+    /// them, and appends each block to the body; returns the chunk's hash. A
+    /// read error is handled as in the plain path: zeros, and a hash that
+    /// cannot match.
     fn assemble(
         &mut self,
         piece: &mut [u8],
@@ -716,18 +700,10 @@ impl Squeeze {
         (offset, len): (u64, usize),
         corrupt: bool,
     ) -> [u8; crate::proto::frame::HASH_LEN] {
-        if file != self.file {
-            (self.file, self.skip) = (file, 0);
-        }
-        // A block is read into the lane's piece buffer (which stays in the cache:
-        // reading in place into the 8 MiB body measured 10 % more sender CPU),
-        // then goes into the body compressed or as it is.
-        let need = 4 + len.div_ceil(BLOCK_RAW) * BLOCK_HEAD_LEN + len;
-        if self.out.len() < need {
-            self.out.resize(need, 0);
-        }
-        self.out[..4].copy_from_slice(&(len as u32).to_be_bytes());
-        let mut used = 4;
+        // A block is read into the lane's piece buffer (which stays in the
+        // cache: reading in place into the body cost more sender CPU,
+        // benches/README.md), then goes into the body compressed or as it is.
+        self.enc.start(file, len);
         let mut hasher = ChunkHasher::new();
         let mut done = 0usize;
         while done < len {
@@ -746,35 +722,9 @@ impl Squeeze {
             if corrupt && done == 0 {
                 buf[0] ^= 1;
             }
-            let at = used;
-            let dst = &mut self.out[at + BLOCK_HEAD_LEN..];
-            let tried = match self.skip {
-                0 => self.zstd.compress_to_buffer(&buf[..], &mut self.zbuf[..]).ok(),
-                _ => {
-                    self.skip -= 1;
-                    None
-                }
-            };
-            let (m, stored) = match tried {
-                Some(k) if k < n => {
-                    dst[..k].copy_from_slice(&self.zbuf[..k]);
-                    (method::ZSTD, k)
-                }
-                t => {
-                    if t.is_some() {
-                        self.skip = SKIP_AFTER_STORED;
-                    }
-                    dst[..n].copy_from_slice(buf);
-                    (method::STORED, n)
-                }
-            };
-            self.out[at] = m;
-            self.out[at + 1..at + 5].copy_from_slice(&(n as u32).to_be_bytes());
-            self.out[at + 5..at + 9].copy_from_slice(&(stored as u32).to_be_bytes());
-            used = at + BLOCK_HEAD_LEN + stored;
+            self.enc.push(buf);
             done += n;
         }
-        self.used = used;
         let mut hash = hasher.finish();
         if read_err.is_some() {
             hash[0] ^= 0xff;

@@ -7,10 +7,11 @@
 use super::error::Error;
 use super::server::refuse;
 use crate::proto::auth::SessionKeys;
+use crate::proto::chunk::{BlockDecoder, BlockHead};
 use crate::proto::error::{code, ProtocolError};
 use crate::proto::frame::{
-    method, AckStatus, ChunkHead, EntryKind, FileMeta, Frame, Limits, BLOCK_HEAD_LEN, BLOCK_RAW, CHUNK_COMPRESSED,
-    CHUNK_HEAD_LEN, HASH_LEN,
+    method, AckStatus, ChunkHead, EntryKind, FileMeta, Frame, Limits, BLOCK_HEAD_LEN, CHUNK_COMPRESSED, CHUNK_HEAD_LEN,
+    HASH_LEN,
 };
 use crate::proto::handshake::{admit_lane, Negotiated, Refusal};
 use crate::proto::hash::ChunkHasher;
@@ -613,6 +614,9 @@ impl Session {
             let mut hasher = ChunkHasher::new();
             let mut done = 0usize;
             let mut write_err: Option<io::Error> = None;
+            if let (Some(f), ChunkPlan::Store) = (&file, plan) {
+                write_err = f.reserve(offset, u64::from(len)).err();
+            }
             // A block that does not decompress to what it says is a bad chunk:
             // acknowledged BAD_HASH and sent again, like corrupted data.
             let mut undecodable = false;
@@ -698,22 +702,23 @@ impl Session {
 
     fn lane_protocol_or_io(&self, e: BlockError) -> WireError {
         match e {
-            BlockError::Protocol(m) => self.lane_protocol(ProtocolError::Unexpected(m)),
+            BlockError::Protocol(p) => self.lane_protocol(p),
             BlockError::Io(e) => WireError::Io(eof_is_error(e)),
         }
     }
 }
 
-/// A lane's reader of compressed chunks' blocks (protocol-spec §4.14).
+/// A lane's reader of compressed chunks' blocks (protocol-spec §4.14): it
+/// moves the bytes; `proto::chunk` checks each block's header and decodes it.
 #[derive(Default)]
 struct Unsqueeze {
-    zstd: Option<zstd::bulk::Decompressor<'static>>,
+    dec: BlockDecoder,
     stored: Vec<u8>,
 }
 
 /// Reading a block failed: the peer broke the protocol, or the connection broke.
 enum BlockError {
-    Protocol(&'static str),
+    Protocol(ProtocolError),
     Io(io::Error),
 }
 
@@ -737,43 +742,24 @@ impl Unsqueeze {
         left: usize,
         out: &mut [u8],
     ) -> Result<Result<usize, usize>, BlockError> {
+        let short = || BlockError::Protocol(ProtocolError::Unexpected("compressed chunk shorter than its blocks"));
         let mut take = |n: usize| {
-            *body =
-                body.checked_sub(n as u32).ok_or(BlockError::Protocol("compressed chunk shorter than its blocks"))?;
+            *body = body.checked_sub(n as u32).ok_or_else(short)?;
             Ok::<_, BlockError>(())
         };
         take(BLOCK_HEAD_LEN)?;
-        let mut h = [0u8; BLOCK_HEAD_LEN];
-        r.read_exact(&mut h)?;
-        let raw = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
-        let stored = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) as usize;
-        // Every block but the last holds exactly BLOCK_RAW raw bytes.
-        if raw == 0 || raw > left.min(BLOCK_RAW) || (raw < BLOCK_RAW && raw != left) {
-            return Err(BlockError::Protocol("a compressed chunk's block has the wrong raw length"));
-        }
+        let mut hb = [0u8; BLOCK_HEAD_LEN];
+        r.read_exact(&mut hb)?;
+        let h = BlockHead::decode(&hb, left).map_err(BlockError::Protocol)?;
+        let (raw, stored) = (h.raw as usize, h.stored as usize);
         take(stored)?;
-        match h[0] {
-            method::STORED if stored == raw => {
-                r.read_exact(&mut out[..raw])?;
-                Ok(Ok(raw))
-            }
-            method::ZSTD if stored <= raw => {
-                self.stored.resize(stored, 0);
-                r.read_exact(&mut self.stored)?;
-                let z = match &mut self.zstd {
-                    Some(z) => z,
-                    None => self.zstd.insert(zstd::bulk::Decompressor::new()?),
-                };
-                match z.decompress_to_buffer(&self.stored[..], &mut out[..raw]) {
-                    Ok(k) if k == raw => Ok(Ok(raw)),
-                    _ => {
-                        out[..raw].fill(0);
-                        Ok(Err(raw))
-                    }
-                }
-            }
-            _ => Err(BlockError::Protocol("a compressed chunk's block has an unknown method or a bad length")),
+        if h.method == method::STORED {
+            r.read_exact(&mut out[..raw])?;
+            return Ok(Ok(raw));
         }
+        self.stored.resize(stored, 0);
+        r.read_exact(&mut self.stored)?;
+        Ok(if self.dec.unzstd(&self.stored, &mut out[..raw])? { Ok(raw) } else { Err(raw) })
     }
 }
 
@@ -935,6 +921,7 @@ pub(crate) fn run_lane(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::frame::BLOCK_RAW;
 
     fn block(m: u8, raw: usize, data: &[u8]) -> Vec<u8> {
         let mut b = vec![m];
@@ -949,7 +936,8 @@ mod tests {
         let mut out = vec![7u8; BLOCK_RAW];
         let mut body = bytes.len() as u32;
         let r = Unsqueeze::default().read_block(&mut &bytes[..], &mut body, left, &mut out).map_err(|e| match e {
-            BlockError::Protocol(m) => m,
+            BlockError::Protocol(ProtocolError::Unexpected(m)) => m,
+            BlockError::Protocol(_) => "protocol",
             BlockError::Io(_) => "io",
         });
         (r, out, body)

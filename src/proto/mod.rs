@@ -3,6 +3,7 @@
 //! drives it (see `protocol-spec/`).
 
 pub mod auth;
+pub mod chunk;
 pub mod error;
 pub mod frame;
 pub mod handshake;

@@ -39,6 +39,9 @@ impl StoreConfig {
 /// A file being received (protocol-spec §5.6): written at offsets by the lanes,
 /// then placed under its final name, discarded, or kept for a resume.
 pub trait Incoming: Send + Sync {
+    /// A chunk of `len` bytes at `offset` is about to arrive: the space for it
+    /// may be reserved now (never ahead of the data, §5.6).
+    fn reserve(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Writes the first `n` bytes of `pw`'s buffer at `offset` (with io_uring
     /// it completes at the lane's next [`PieceWriter::finish`]).
     fn write_piece(&self, pw: &mut PieceWriter, offset: u64, n: usize) -> io::Result<()>;
@@ -131,6 +134,10 @@ struct LocalFile {
 }
 
 impl Incoming for LocalFile {
+    fn reserve(&self, offset: u64, len: u64) -> io::Result<()> {
+        dest::reserve(&self.t.file, offset, len)
+    }
+
     fn write_piece(&self, pw: &mut PieceWriter, offset: u64, n: usize) -> io::Result<()> {
         pw.write(&self.t.file, offset, n)
     }
@@ -166,6 +173,9 @@ pub struct Discard;
 struct Dropped;
 
 impl Incoming for Dropped {
+    fn reserve(&self, _: u64, _: u64) -> io::Result<()> {
+        Ok(())
+    }
     fn write_piece(&self, _: &mut PieceWriter, _: u64, _: usize) -> io::Result<()> {
         Ok(())
     }
