@@ -101,7 +101,7 @@ impl Drop for Map {
 }
 
 /// Sends bytes [off, off+len) of `src` on `s`; returns the thread's CPU seconds.
-fn sender(how: Send, src: &File, map: Option<&Map>, mut s: TcpStream, off: u64, len: u64) -> f64 {
+fn sender(how: Send, src: &File, map: Option<&Map>, mut s: TcpStream, (off, len): (u64, u64)) -> f64 {
     let c0 = thread_cpu();
     let mut buf = vec![0u8; PIECE];
     let fd = s.as_raw_fd();
@@ -170,7 +170,7 @@ fn sender(how: Send, src: &File, map: Option<&Map>, mut s: TcpStream, off: u64, 
                 let mut o = at as libc::loff_t;
                 let mut left = n;
                 while left > 0 {
-                    left -= splice_via(pipe, src.as_raw_fd(), Some(&mut o), fd, None, left);
+                    left -= splice_via(pipe, (src.as_raw_fd(), Some(&mut o)), (fd, None), left);
                 }
             }
             Send::PreadZerocopy => {
@@ -230,10 +230,8 @@ fn new_pipe() -> [i32; 2] {
 /// (an offset where that side is a file); returns how many (0: end of input).
 fn splice_via(
     pipe: [i32; 2],
-    from: i32,
-    from_off: Option<&mut libc::loff_t>,
-    to: i32,
-    mut to_off: Option<&mut libc::loff_t>,
+    (from, from_off): (i32, Option<&mut libc::loff_t>),
+    (to, mut to_off): (i32, Option<&mut libc::loff_t>),
     n: usize,
 ) -> usize {
     let ptr = |o: Option<&mut libc::loff_t>| o.map_or(std::ptr::null_mut(), |r| r as *mut libc::loff_t);
@@ -294,7 +292,7 @@ fn reap_zerocopy_once(fd: i32, block: bool) -> (u32, u32) {
 }
 
 /// Receives `len` bytes on `s` for offset `off` of `dst`; returns CPU seconds.
-fn receiver(how: Recv, dst: Option<&File>, map: Option<&Map>, mut s: TcpStream, off: u64, len: u64) -> f64 {
+fn receiver(how: Recv, dst: Option<&File>, map: Option<&Map>, mut s: TcpStream, (off, len): (u64, u64)) -> f64 {
     let c0 = thread_cpu();
     let mut buf = vec![0u8; PIECE];
     let pipe = if matches!(how, Recv::SpliceThenHash | Recv::SpliceHashMap) { new_pipe() } else { [0i32; 2] };
@@ -334,7 +332,7 @@ fn receiver(how: Recv, dst: Option<&File>, map: Option<&Map>, mut s: TcpStream, 
                 let mut left = n;
                 let mut o = at as libc::loff_t;
                 while left > 0 {
-                    let k = splice_via(pipe, s.as_raw_fd(), None, f.as_raw_fd(), Some(&mut o), left);
+                    let k = splice_via(pipe, (s.as_raw_fd(), None), (f.as_raw_fd(), Some(&mut o)), left);
                     assert!(k > 0, "early end of stream");
                     left -= k;
                 }
@@ -367,7 +365,7 @@ struct Result1 {
     recv_cpu: f64,
 }
 
-fn run(src: &Path, dst: &Path, size: u64, streams: u64, s: Send, r: Recv) -> Result1 {
+fn run(src: &Path, dst: &Path, size: u64, streams: u64, (s, r): (Send, Recv)) -> Result1 {
     let _ = fs::remove_file(dst);
     let file = File::open(src).unwrap();
     let out = (r != Recv::ReadDrop).then(|| {
@@ -393,8 +391,8 @@ fn run(src: &Path, dst: &Path, size: u64, streams: u64, s: Send, r: Recv) -> Res
             let i = i as u64;
             let len = if i == streams - 1 { size - part * i } else { part };
             let (file, smap, out, rmap) = (&file, smap.as_ref(), out.as_ref(), rmap.as_ref());
-            hs.push(sc.spawn(move || sender(s, file, smap, c, part * i, len)));
-            hr.push(sc.spawn(move || receiver(r, out, rmap, a, part * i, len)));
+            hs.push(sc.spawn(move || sender(s, file, smap, c, (part * i, len))));
+            hr.push(sc.spawn(move || receiver(r, out, rmap, a, (part * i, len))));
         }
         let sc_: f64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
         let rc: f64 = hr.into_iter().map(|h| h.join().unwrap()).sum();
@@ -457,13 +455,13 @@ fn main() {
     // of the host hits every variant alike. On the VM this was written on, the
     // first large tmpfs write after a large free is often several times slower
     // (page allocation): one untimed run of it goes first.
-    let _ = run(&src, &dst, size, streams, Send::PreadWrite, Recv::ReadPwrite);
+    let _ = run(&src, &dst, size, streams, (Send::PreadWrite, Recv::ReadPwrite));
     let mut res: Vec<Vec<Result1>> = variants.iter().map(|_| Vec::new()).collect();
     for rep in 0..reps {
         for i in 0..variants.len() {
             let k = (i + rep) % variants.len();
             let (_, s, r) = variants[k];
-            res[k].push(run(&src, &dst, size, streams, s, r));
+            res[k].push(run(&src, &dst, size, streams, (s, r)));
         }
     }
     let med = |v: &mut Vec<f64>| {

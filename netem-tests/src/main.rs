@@ -160,7 +160,15 @@ struct Counts {
     dark: u64,
 }
 
-fn forward(mut from: File, to: File, link: Link, start: Instant, stop: Arc<AtomicBool>, seed: u64) -> Counts {
+/// One direction of the link: its two ends and its seeded randomness.
+struct Direction {
+    from: File,
+    to: File,
+    seed: u64,
+}
+
+fn forward(dir: Direction, link: Link, start: Instant, stop: Arc<AtomicBool>) -> Counts {
+    let Direction { mut from, to, seed } = dir;
     let pipe = Arc::new(Pipe { q: Mutex::new(VecDeque::new()), cv: Condvar::new() });
     let p2 = pipe.clone();
     let stop2 = stop.clone();
@@ -268,8 +276,8 @@ fn run(a: Args) -> io::Result<()> {
     let (ta2, tb2) =
         unsafe { (File::from_raw_fd(libc::dup(ta.as_raw_fd())), File::from_raw_fd(libc::dup(tb.as_raw_fd()))) };
     let (l1, l2, s1, s2) = (a.link.clone(), a.link.clone(), stop.clone(), stop.clone());
-    let ab = std::thread::spawn(move || forward(ta, tb2, l1, start, s1, 0x1234));
-    let ba = std::thread::spawn(move || forward(tb, ta2, l2, start, s2, 0x5678));
+    let ab = std::thread::spawn(move || forward(Direction { from: ta, to: tb2, seed: 0x1234 }, l1, start, s1));
+    let ba = std::thread::spawn(move || forward(Direction { from: tb, to: ta2, seed: 0x5678 }, l2, start, s2));
     println!("ready {} {} <-> {} {}", a.ns_a, a.addr_a, a.ns_b, a.addr_b);
     let _ = io::stdout().flush();
     while !stop.load(Ordering::SeqCst) && start.elapsed() < a.duration {

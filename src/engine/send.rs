@@ -569,7 +569,8 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
         let hash = if let Some(z) = squeeze.as_mut() {
             // Compressed: the blocks are made first, since the frame's length leads it.
             let src = if read_err.is_none() { cur.as_ref().map(|c| c.1.as_ref()) } else { None };
-            let hash = z.assemble(&mut piece, task.id, src, &mut read_err, (task.offset, task.len as usize), corrupt);
+            let (hash, err) = z.assemble(&mut piece, src, (task.id, task.offset, task.len as usize), corrupt);
+            read_err = read_err.or(err);
             let body = z.enc.body();
             let (wire, raw) = (body.len() as u64, task.len as u64);
             sh.stats.mark_first_byte();
@@ -687,19 +688,18 @@ impl Squeeze {
         Squeeze { enc: BlockEncoder::new().expect("a zstd compressor at level 1") }
     }
 
-    /// Reads `len` bytes of the source at `offset` a block at a time, hashes
-    /// them, and appends each block to the body; returns the chunk's hash. A
-    /// read error is handled as in the plain path: zeros, and a hash that
-    /// cannot match.
+    /// Reads `len` bytes of file `file`'s source at `offset` a block at a time
+    /// (`None`: it cannot be read), hashes them, and appends each block to the
+    /// body; returns the chunk's hash and the read error, if any. A read error
+    /// is handled as in the plain path: zeros, and a hash that cannot match.
     fn assemble(
         &mut self,
         piece: &mut [u8],
-        file: u64,
         src: Option<&dyn SourceFile>,
-        read_err: &mut Option<std::io::Error>,
-        (offset, len): (u64, usize),
+        (file, offset, len): (u64, u64, usize),
         corrupt: bool,
-    ) -> [u8; crate::proto::frame::HASH_LEN] {
+    ) -> ([u8; crate::proto::frame::HASH_LEN], Option<std::io::Error>) {
+        let mut read_err = None;
         // A block is read into the lane's piece buffer (which stays in the
         // cache: reading in place into the body cost more sender CPU,
         // benches/README.md), then goes into the body compressed or as it is.
@@ -712,7 +712,7 @@ impl Squeeze {
             match (src, &read_err) {
                 (Some(f), None) => {
                     if let Err(e) = f.read_exact_at(buf, offset + done as u64) {
-                        *read_err = Some(e);
+                        read_err = Some(e);
                         buf.fill(0);
                     }
                 }
@@ -726,10 +726,10 @@ impl Squeeze {
             done += n;
         }
         let mut hash = hasher.finish();
-        if read_err.is_some() {
+        if read_err.is_some() || src.is_none() {
             hash[0] ^= 0xff;
         }
-        hash
+        (hash, read_err)
     }
 }
 

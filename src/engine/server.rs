@@ -317,13 +317,13 @@ impl Server {
             return refuse(&conn, &mut w, code::AUTH_FAILED, m);
         }
         match first {
-            hello @ Frame::Hello { .. } => self.control(conn, r, w, &hello, (peer, pass)),
+            hello @ Frame::Hello { .. } => self.control(Accepted { conn, r, w, peer, pass }, &hello),
             Frame::Join { session_id, lane, mac } => {
                 drop(pass);
                 conn.set_read_timeout(None)?;
                 let s = self.sessions.lock().expect("sessions").get(&session_id).cloned();
                 match s {
-                    Some(s) => session::run_lane(s, conn, r, w, lane, mac),
+                    Some(s) => session::run_lane(s, (conn, r, w), (lane, mac)),
                     None if self.ended_lately(&session_id) => {
                         let _ = refuse(&conn, &mut w, code::AUTH_FAILED, "session already over");
                         if self.cfg.verbose {
@@ -339,14 +339,8 @@ impl Server {
         }
     }
 
-    fn control(
-        self: &Arc<Self>,
-        conn: Conn,
-        mut r: BufReader<ConnReader>,
-        w: ConnWriter,
-        hello: &Frame,
-        (peer, pass): (SocketAddr, Pass),
-    ) -> Result<(), WireError> {
+    fn control(self: &Arc<Self>, accepted: Accepted, hello: &Frame) -> Result<(), WireError> {
+        let Accepted { conn, mut r, w, peer, pass } = accepted;
         let mut w = BufWriter::with_capacity(64 << 10, w);
         if self.cfg.oneshot && self.started.load(Ordering::SeqCst) {
             return refuse(&conn, &mut w, code::BUSY, "this one-shot receiver already serves a session");
@@ -430,6 +424,16 @@ impl Server {
         }
         res
     }
+}
+
+/// A control connection that sent HELLO: its halves, its peer, and its place
+/// at the gate (given up once AUTH succeeded).
+struct Accepted {
+    conn: Conn,
+    r: BufReader<ConnReader>,
+    w: ConnWriter,
+    peer: SocketAddr,
+    pass: Pass,
 }
 
 /// A session's entry in the daemon's table, removed (its partial files

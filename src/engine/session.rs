@@ -878,14 +878,7 @@ fn io_fatal(e: io::Error) -> Fatal {
 }
 
 /// Attaches a data connection to its session after checking its JOIN, then runs it.
-pub(crate) fn run_lane(
-    s: Arc<Session>,
-    conn: Conn,
-    r: BufReader<ConnReader>,
-    mut w: ConnWriter,
-    lane: u16,
-    mac: [u8; 32],
-) -> Result<(), WireError> {
+pub(crate) fn run_lane(s: Arc<Session>, (conn, r, mut w): Lane, (lane, mac): (u16, [u8; 32])) -> Result<(), WireError> {
     {
         let mut st = s.state.lock().expect("state");
         let like_session = conn.is_tls() == st.encrypted;

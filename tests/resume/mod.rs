@@ -45,7 +45,7 @@ both_transports!(sigkill_loop_resumes_to_an_identical_tree, |t| {
 
     let keyfile = keydir.path().join("server.key");
     let start_server =
-        |addr: &str| Server::start_keyed(&t, root.path(), addr, &keyfile, TempDir::new("unused-key"), &[]);
+        |addr: &str| Server::start_keyed(&t, root.path(), addr, (&keyfile, TempDir::new("unused-key")), &[]);
     let mut server = start_server(&stable_addr());
     let addr = server.addr.clone();
     let key = server.key.clone();
@@ -129,7 +129,7 @@ both_transports!(jobs_are_listed_and_resumed_by_id, |t| {
     write_random(&f, 256 << 20, 21);
     let keydir = TempDir::new("jobs-key");
     let keyfile = keydir.path().join("server.key");
-    let mut s = Server::start_keyed(&t, root.path(), &stable_addr(), &keyfile, TempDir::new("k1"), &[]);
+    let mut s = Server::start_keyed(&t, root.path(), &stable_addr(), (&keyfile, TempDir::new("k1")), &[]);
     // `gfast jobs` and `gfast resume` with the test's job store.
     let gf =
         |verb: &'static str, args: &[&str]| Gfast::new(verb).args(args).env("GFAST_JOBS_DIR", store.path()).output();
@@ -159,7 +159,7 @@ both_transports!(jobs_are_listed_and_resumed_by_id, |t| {
     assert!(listing.contains("failed") && listing.contains(&id), "{listing}");
 
     // Same address, same key: resume by id sends only what is missing.
-    let _s2 = Server::start_keyed(&t, root.path(), &s.addr, &keyfile, TempDir::new("k2"), &[]);
+    let _s2 = Server::start_keyed(&t, root.path(), &s.addr, (&keyfile, TempDir::new("k2")), &[]);
     let o = gf("resume", &[&id]);
     assert_ok(&o);
     assert_same_file(&f, &root.path().join("big"));
@@ -179,7 +179,7 @@ both_transports!(a_source_changed_since_the_interruption_starts_over_with_a_note
     let keyfile = keydir.path().join("server.key");
     let f = src.path().join("f");
     fs::File::create(&f).unwrap().set_len(512 << 20).unwrap();
-    let mut s = Server::start_keyed(&t, root.path(), &stable_addr(), &keyfile, TempDir::new("k1"), &[]);
+    let mut s = Server::start_keyed(&t, root.path(), &stable_addr(), (&keyfile, TempDir::new("k1")), &[]);
     let push = Gfast::push(&t).pin(&s).arg("-q").arg(&f).arg(s.url("")).stderr(Stdio::piped()).spawn();
     let t0 = Instant::now();
     while !fs::read_dir(root.path()).unwrap().any(|e| {
@@ -194,7 +194,7 @@ both_transports!(a_source_changed_since_the_interruption_starts_over_with_a_note
     assert!(!push.wait_with_output().unwrap().status.success());
     // The source changes before the resume.
     write_random(&f, 3 << 20, 77);
-    let s2 = Server::start_keyed(&t, root.path(), &s.addr, &keyfile, TempDir::new("k2"), &[]);
+    let s2 = Server::start_keyed(&t, root.path(), &s.addr, (&keyfile, TempDir::new("k2")), &[]);
     let o = Gfast::push(&t).pin(&s2).args(["--resume", "--json"]).arg(&f).arg(s2.url("")).output();
     assert_ok(&o);
     assert!(stderr(&o).contains("changed since the interrupted transfer"), "{}", stderr(&o));

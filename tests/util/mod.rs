@@ -292,16 +292,16 @@ impl Server {
     /// Starts a server on `listen` with its key kept in `keydir`.
     pub fn start_with(t: &Transport, root: &Path, listen: &str, keydir: TempDir, extra: &[&str]) -> Server {
         let key = keydir.path().join("server.key");
-        Self::start_keyed(t, root, listen, &key, keydir, extra)
+        Self::start_keyed(t, root, listen, (&key, keydir), extra)
     }
 
-    /// Starts a server on `listen` with the key at `key_file` (kept across restarts).
+    /// Starts a server on `listen` with the key at `key_file` (kept across
+    /// restarts; `keydir` is removed with the server).
     pub fn start_keyed(
         t: &Transport,
         root: &Path,
         listen: &str,
-        key_file: &Path,
-        keydir: TempDir,
+        (key_file, keydir): (&Path, TempDir),
         extra: &[&str],
     ) -> Server {
         let mut child = Gfast::serve(t)
