@@ -8,5 +8,6 @@
 pub mod cli;
 pub mod engine;
 pub mod proto;
+pub mod random;
 pub mod storage;
 pub mod transport;

@@ -19,3 +19,4 @@ pub mod server;
 mod session;
 pub mod ssh;
 pub mod stats;
+mod wire;

@@ -5,6 +5,7 @@ use super::guard::{Full, Gate, Pass, Throttle, HANDSHAKE_DEADLINE};
 use super::send::{run_sender, Target, Wired};
 use super::session::{self, Mode, Session, Setup};
 use super::stats::Stats;
+use super::wire::refuse;
 use crate::proto::error::code;
 use crate::proto::frame::TargetKind;
 use crate::proto::frame::{Frame, Limits};
@@ -668,19 +669,4 @@ fn watch(server: std::sync::Weak<Server>) {
     }
 }
 
-/// Sends ERROR and closes.
-pub(crate) fn refuse(conn: &Conn, w: &mut impl Write, code: u16, message: &str) -> Result<(), WireError> {
-    let mut scratch = Vec::new();
-    let _ = write_frame(w, &Frame::Error { code, message: message.into() }, &mut scratch);
-    let _ = w.flush();
-    conn.shutdown(std::net::Shutdown::Write);
-    Err(WireError::Io(std::io::Error::other(format!("refused: {message}"))))
-}
-
-/// `N` bytes from the operating system's CSPRNG.
-pub fn random<const N: usize>() -> [u8; N] {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut b = [0u8; N];
-    SystemRandom::new().fill(&mut b).expect("the system random generator failed");
-    b
-}
+pub use crate::random::random;

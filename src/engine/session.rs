@@ -5,7 +5,7 @@
 //! file, and acks them. Whichever thread completes a file puts it in place.
 
 use super::error::Error;
-use super::server::refuse;
+use super::wire::refuse;
 use crate::proto::auth::SessionKeys;
 use crate::proto::chunk::{BlockDecoder, BlockHead};
 use crate::proto::error::{code, ProtocolError};
@@ -22,7 +22,6 @@ use crate::storage::journal::Identity;
 use crate::storage::store::{self, Destination, IncomingRef, Opened, StoreConfig};
 use crate::transport::conn::{Closer, Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{eof_is_error, read_frame, read_header, write_frame, WireError};
-use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,9 +36,9 @@ struct OpenFile {
 }
 
 struct State {
-    rx: Receiver,
+    /// The receiving state machine, holding each open file's handle.
+    rx: Receiver<OpenFile>,
     dest: Box<dyn Destination>,
-    open: HashMap<u64, OpenFile>,
     dirs: Vec<FileMeta>,
     joined: Vec<bool>,
     lanes: Vec<Closer>,
@@ -148,7 +147,6 @@ impl Session {
             state: Mutex::new(State {
                 rx: Receiver::new(chunk_size),
                 dest,
-                open: HashMap::new(),
                 dirs: Vec::new(),
                 joined: vec![false; lanes as usize],
                 lanes: Vec::new(),
@@ -284,16 +282,14 @@ impl Session {
             }
             Frame::FileAbort { id, message, .. } => {
                 let mut st = self.state.lock().expect("state");
-                let path = st.open.get(&id).map(|o| show(&o.meta.path)).unwrap_or_default();
+                let path = st.rx.handle(id).map(|o| show(&o.meta.path)).unwrap_or_default();
                 record(&mut st.failures, &format!("{path}: sender gave up: {message}"));
                 match st.rx.on_file_abort(id) {
-                    Ok(true) => {
-                        if let Some(of) = st.open.remove(&id) {
-                            of.file.discard();
-                        }
+                    Ok(Some(of)) => {
+                        of.file.discard();
                         Ok(())
                     }
-                    Ok(false) => Ok(()),
+                    Ok(None) => Ok(()),
                     Err(e) => Err(Fatal::Protocol(e)),
                 }
             }
@@ -388,10 +384,10 @@ impl Session {
                             // new one first (below, outside the session's lock: the
                             // file is not ready, so no lane touches it meanwhile).
                             seed = Some((id, file.clone(), meta.size));
-                            st.open.insert(id, OpenFile { file, meta });
+                            st.rx.attach(id, OpenFile { file, meta });
                             out
                         } else {
-                            st.open.insert(id, OpenFile { file, meta });
+                            st.rx.attach(id, OpenFile { file, meta });
                             out.extend(st.rx.on_resumed(id, &have));
                             out
                         }
@@ -444,7 +440,7 @@ impl Session {
             Next::Fail(frame) => {
                 let mut st = self.state.lock().expect("state");
                 if let Frame::FileFailed { id, ref message, .. } = frame {
-                    if let Some(of) = st.open.remove(&id) {
+                    if let Some(of) = st.rx.take_handle(id) {
                         of.file.discard();
                     }
                     st.rx.forget(id);
@@ -453,7 +449,7 @@ impl Session {
                 frame
             }
             Next::Finalize(id) => {
-                let of = self.state.lock().expect("state").open.remove(&id);
+                let of = self.state.lock().expect("state").rx.take_handle(id);
                 let res = match &of {
                     Some(OpenFile { file, meta }) => {
                         let mode = meta.mode & self.mode_mask.load(Ordering::Relaxed);
@@ -557,7 +553,7 @@ impl Session {
     /// Removes temporary files of entries that never completed.
     pub(crate) fn cleanup(&self) {
         let mut st = self.state.lock().expect("state");
-        for (_, of) in st.open.drain() {
+        for of in st.rx.take_handles() {
             // A resumable partial file stays, with its journal sealed, for a resume.
             match of.file.keep() {
                 Some(k) => self.kept.lock().expect("kept").push(k),
@@ -607,7 +603,7 @@ impl Session {
             let (plan, file) = {
                 let st = self.state.lock().expect("state");
                 match st.rx.on_chunk_head(id, offset, len as u64) {
-                    Ok(p) => (p, st.open.get(&id).map(|o| o.file.clone())),
+                    Ok(p) => (p, st.rx.handle(id).map(|o| o.file.clone())),
                     Err(e) => return Err(self.lane_protocol(e)),
                 }
             };
@@ -671,7 +667,7 @@ impl Session {
                 }
                 let next = {
                     let mut st = self.state.lock().expect("state");
-                    let path = st.open.get(&id).map(|o| show(&o.meta.path)).unwrap_or_default();
+                    let path = st.rx.handle(id).map(|o| show(&o.meta.path)).unwrap_or_default();
                     Next::Fail(st.rx.failing(id, code::IO, format!("cannot write {path}: {e}")))
                 };
                 self.settle(next).map_err(|_| WireError::Io(io::Error::other("session failed")))?;

@@ -31,7 +31,9 @@ pub enum Next {
     Fail(Frame),
 }
 
-struct FileRx {
+struct FileRx<H> {
+    /// The engine's handle of the file being written (see [`Receiver::attach`]).
+    handle: Option<H>,
     size: u64,
     ready: bool,
     /// Chunks of the file, by index: memory grows with the chunks that arrived,
@@ -45,18 +47,22 @@ struct FileRx {
     candidates: HashMap<u32, [u8; HASH_LEN]>,
 }
 
-/// Receiver state machine for one session.
-pub struct Receiver {
+/// Receiver state machine for one session; `H` is the engine's handle of a
+/// file being written, kept with the file's state (one map, as [`Sender`]'s
+/// source handles).
+///
+/// [`Sender`]: super::sender::Sender
+pub struct Receiver<H = ()> {
     chunk_size: u64,
     next_id: u64,
-    files: HashMap<u64, FileRx>,
+    files: HashMap<u64, FileRx<H>>,
     done: Option<u64>,
     announced: u64,
     finished: u64,
     bytes_finished: u64,
 }
 
-impl Receiver {
+impl<H> Receiver<H> {
     /// A receiver for the negotiated chunk size.
     pub fn new(chunk_size: u64) -> Self {
         assert!(chunk_size > 0);
@@ -99,6 +105,7 @@ impl Receiver {
         self.files.insert(
             meta.id,
             FileRx {
+                handle: None,
                 size: meta.size,
                 ready: false,
                 nchunks: n,
@@ -109,6 +116,29 @@ impl Receiver {
             },
         );
         Ok(())
+    }
+
+    /// Keeps the engine's handle `h` with open file `id` (it goes when the file
+    /// settles: take it first to act on it).
+    pub fn attach(&mut self, id: u64, h: H) {
+        if let Some(f) = self.files.get_mut(&id) {
+            f.handle = Some(h);
+        }
+    }
+
+    /// The engine's handle of open file `id`.
+    pub fn handle(&self, id: u64) -> Option<&H> {
+        self.files.get(&id).and_then(|f| f.handle.as_ref())
+    }
+
+    /// Takes the engine's handle of file `id` (to place or discard the file).
+    pub fn take_handle(&mut self, id: u64) -> Option<H> {
+        self.files.get_mut(&id).and_then(|f| f.handle.take())
+    }
+
+    /// Takes every handle still held (the session ends: keep or discard them).
+    pub fn take_handles(&mut self) -> Vec<H> {
+        self.files.values_mut().filter_map(|f| f.handle.take()).collect()
     }
 
     /// The engine opened the temporary file: the answer is FILE_READY.
@@ -243,13 +273,13 @@ impl Receiver {
         Ok(self.check_complete(id))
     }
 
-    /// Handles FILE_ABORT: returns true if the file was still open, so the engine
-    /// must discard its temporary data.
-    pub fn on_file_abort(&mut self, id: u64) -> Result<bool, ProtocolError> {
+    /// Handles FILE_ABORT: returns the file's handle if it was still open, so
+    /// the engine discards its temporary data.
+    pub fn on_file_abort(&mut self, id: u64) -> Result<Option<H>, ProtocolError> {
         if id >= self.next_id {
             return Err(ProtocolError::UnknownFile(id));
         }
-        Ok(self.files.remove(&id).is_some())
+        Ok(self.files.remove(&id).and_then(|f| f.handle))
     }
 
     /// The engine put the file in place: the answer is FILE_DONE.
@@ -315,7 +345,7 @@ pub fn drive_with_frames(data: &[u8]) {
     use super::frame::{decode, Decoded, Limits};
     let Some((&c, mut rest)) = data.split_first() else { return };
     let chunk = super::frame::MIN_CHUNK_SIZE as u64 * (1 + u64::from(c % 4));
-    let mut rx = Receiver::new(chunk);
+    let mut rx: Receiver = Receiver::new(chunk);
     let limits = Limits { max_control: 64 << 10, max_chunk: 1 << 20, handshake: false };
     while let Ok(Decoded::Frame(f, used)) = decode(rest, &limits) {
         rest = &rest[used..];
@@ -371,7 +401,7 @@ mod tests {
 
     #[test]
     fn announced_sizes_cost_no_memory_and_absurd_ones_are_refused() {
-        let mut rx = Receiver::new(64 << 10);
+        let mut rx: Receiver = Receiver::new(64 << 10);
         assert_eq!(rx.on_file(&meta(0, u64::MAX)), Err(ProtocolError::TooManyChunks(u64::MAX)));
         // 1 TiB of 64 KiB chunks: 16 M chunks, tracked only as they arrive.
         rx.on_file(&meta(1, 1 << 40)).unwrap();
@@ -384,7 +414,7 @@ mod tests {
 
     #[test]
     fn file_ids_never_repeat_not_even_at_the_end_of_u64() {
-        let mut rx = Receiver::new(64 << 10);
+        let mut rx: Receiver = Receiver::new(64 << 10);
         assert_eq!(rx.on_file(&meta(u64::MAX, 10)), Err(ProtocolError::FileIdOrder(u64::MAX)));
         rx.on_file(&meta(u64::MAX - 1, 10)).unwrap();
         assert!(rx.on_file(&meta(u64::MAX - 1, 10)).is_err(), "the same id twice");
@@ -393,7 +423,7 @@ mod tests {
 
     #[test]
     fn a_file_beyond_the_window_is_a_protocol_error() {
-        let mut rx = Receiver::new(64 << 10);
+        let mut rx: Receiver = Receiver::new(64 << 10);
         for id in 0..crate::proto::FILE_WINDOW as u64 {
             rx.on_file(&meta(id, 10)).unwrap();
         }

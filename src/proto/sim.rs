@@ -52,7 +52,7 @@ fn run(
     let mut tx: Sender<usize> = Sender::new(chunk, 3);
     // Half the seeds run with early DONE (sent once all is announced).
     tx.set_early_done(seed % 2 == 0);
-    let mut rx = Receiver::new(chunk);
+    let mut rx: Receiver = Receiver::new(chunk);
     for (i, (path, data)) in files.iter().enumerate() {
         let meta = FileMeta {
             id: 0,
@@ -259,7 +259,7 @@ fn a_file_that_never_verifies_fails_loudly_and_is_never_stored() {
 /// Announces one file of `size` bytes (id 0, chunks of 4096) from `tx` to a new
 /// receiver; returns the receiver and the announcement.
 fn announce_one(tx: &mut Sender<()>, size: u64) -> (Receiver, FileMeta) {
-    let mut rx = Receiver::new(4096);
+    let mut rx: Receiver = Receiver::new(4096);
     let meta = FileMeta {
         id: 0,
         kind: EntryKind::File,
@@ -375,7 +375,7 @@ fn delta_sends_only_changed_chunks_and_the_digest_covers_the_kept_ones() {
     assert_eq!(next, Next::Finalize(0), "the whole-file digest matches");
     assert_eq!(tx.stats().bytes_unchanged, 7 * 4096);
     // A FILE_SAME for a chunk the receiver never listed is a protocol error.
-    let mut rx2 = Receiver::new(4096);
+    let mut rx2: Receiver = Receiver::new(4096);
     rx2.on_file(&m).unwrap();
     rx2.on_seeded(0, &sums[..2]);
     assert!(rx2.on_file_same(0, &[5]).is_err());

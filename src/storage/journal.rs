@@ -37,7 +37,7 @@ pub fn use_key_file(path: &std::path::Path) -> io::Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let k: [u8; 32] = crate::engine::server::random();
+        let k: [u8; 32] = crate::random::random();
         super::write_private_file(path, &k, false)?;
     }
     let k = std::fs::read(path)?;
@@ -49,7 +49,7 @@ pub fn use_key_file(path: &std::path::Path) -> io::Result<()> {
 }
 
 fn key() -> &'static ring::hmac::Key {
-    KEY.get_or_init(|| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &crate::engine::server::random::<32>()))
+    KEY.get_or_init(|| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &crate::random::random::<32>()))
 }
 
 fn mac(parts: &[&[u8]]) -> [u8; MAC_LEN] {
