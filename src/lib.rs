@@ -6,8 +6,8 @@
 //! [`engine`] (threads that join the three), [`cli`] (flags, reports, exit codes).
 
 pub mod cli;
-pub mod engine;
+pub(crate) mod engine;
 pub mod proto;
-pub mod random;
-pub mod storage;
+pub(crate) mod random;
+pub(crate) mod storage;
 pub mod transport;

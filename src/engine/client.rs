@@ -24,7 +24,7 @@ use std::time::Duration;
 
 /// Validated settings of one push.
 #[derive(Debug, Clone)]
-pub struct PushConfig {
+pub(crate) struct PushConfig {
     /// Local files and directories to send.
     pub sources: Vec<PathBuf>,
     /// "host:port" of the daemon.
@@ -66,7 +66,7 @@ pub struct PushConfig {
 
 /// What a finished push reports.
 #[derive(Debug)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Entries the receiver confirmed.
     pub files: u64,
     /// The server writes nothing (`--discard`).
@@ -74,7 +74,7 @@ pub struct Summary {
 }
 
 /// Runs one push to completion. `stats` is updated live for progress display.
-pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
+pub(crate) fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
     // Check every source before touching the network.
     for s in &cfg.sources {
         let md = std::fs::metadata(s).map_err(|e| Error::Source(s.clone(), e))?;
@@ -95,7 +95,7 @@ pub fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error> {
 }
 
 /// Where a pull's files land on this machine.
-pub struct PullDest<'a> {
+pub(crate) struct PullDest<'a> {
     /// The local directory everything is confined to.
     pub root: &'a std::path::Path,
     /// The path under `root` (may be empty).
@@ -109,7 +109,7 @@ pub struct PullDest<'a> {
 /// Runs one pull: asks the sending end for its files (PULL with where they land
 /// here, and for a daemon, `source`: what to send from under its root) and
 /// takes the receiving role. Returns the entries completed.
-pub fn pull(cfg: &PushConfig, dest: PullDest, source: Option<Vec<u8>>, stats: Arc<Stats>) -> Result<u64, Error> {
+pub(crate) fn pull(cfg: &PushConfig, dest: PullDest, source: Option<Vec<u8>>, stats: Arc<Stats>) -> Result<u64, Error> {
     let PullDest { root, target, kind, is_dir } = dest;
     let d = dial(cfg, &stats, Some(Frame::Pull { target, kind, is_dir, source }))?;
     let w = d.wired;

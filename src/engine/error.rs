@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// Why a push or a daemon failed. `Display` is one line that says what to do.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Error {
+pub(crate) enum Error {
     /// The command line or its combination with the destination makes no sense.
     Usage(String),
     /// A source could not be read before the transfer started.
@@ -42,7 +42,7 @@ pub enum Error {
 
 impl Error {
     /// The process exit code for this error (see README, "Exit codes").
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::Source(..) => 2,
             Error::Connect(..) | Error::NoAnswer(..) => 3,

@@ -10,13 +10,13 @@ macro_rules! say {
     }};
 }
 
-pub mod client;
-pub mod error;
+pub(crate) mod client;
+pub(crate) mod error;
 mod guard;
-pub mod oneshot;
-pub mod send;
-pub mod server;
+pub(crate) mod oneshot;
+pub(crate) mod send;
+pub(crate) mod server;
 mod session;
-pub mod ssh;
-pub mod stats;
+pub(crate) mod ssh;
+pub(crate) mod stats;
 mod wire;

@@ -8,14 +8,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// The tag that starts the offer line.
-pub const OFFER_TAG: &str = "GFAST-ONESHOT";
+pub(crate) const OFFER_TAG: &str = "GFAST-ONESHOT";
 /// The tag of the line a one-shot receiver prints when it cannot start.
-pub const REFUSAL_TAG: &str = "GFAST-ONESHOT-ERROR";
+pub(crate) const REFUSAL_TAG: &str = "GFAST-ONESHOT-ERROR";
 
 /// What a one-shot receiver tells the client over ssh: where to connect, the
 /// one-time token, the fingerprint of its ephemeral key, and the target path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Offer {
+pub(crate) struct Offer {
     /// The address the ssh connection reached on the receiver (from SSH_CONNECTION), if known.
     pub host: Option<String>,
     /// The port it listens on for this session only.
@@ -44,7 +44,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 
 impl Offer {
     /// One line: `GFAST-ONESHOT 1 port=P token=T fp=sha256:H target=HEX host=H|- bind=B|-`.
-    pub fn to_line(&self) -> String {
+    pub(crate) fn to_line(&self) -> String {
         format!(
             "{OFFER_TAG} 1 port={} token={} fp={} target={} host={} bind={}",
             self.port,
@@ -57,7 +57,7 @@ impl Offer {
     }
 
     /// Parses an offer line; `None` if it is not one (ssh may print other lines).
-    pub fn parse(line: &str) -> Option<Offer> {
+    pub(crate) fn parse(line: &str) -> Option<Offer> {
         let mut it = line.split_whitespace();
         if it.next()? != OFFER_TAG || it.next()? != "1" {
             return None;
@@ -85,7 +85,7 @@ impl Offer {
 /// target must exist; a path ending in `/`, or naming an existing directory, is
 /// the directory the sources land in. Symlinks in the typed part are followed
 /// (the user named them); nothing below the root is.
-pub fn split_dest(path: &Path) -> io::Result<(PathBuf, Vec<u8>)> {
+pub(crate) fn split_dest(path: &Path) -> io::Result<(PathBuf, Vec<u8>)> {
     let p = if path.as_os_str().is_empty() { Path::new(".") } else { path };
     if p.is_dir() {
         return Ok((p.canonicalize()?, Vec::new()));

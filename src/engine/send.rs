@@ -29,7 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The connections of an established session, as the sending side uses them.
-pub struct Wired {
+pub(crate) struct Wired {
     /// The control connection.
     pub ctl: Conn,
     /// Its reading half.
@@ -50,7 +50,7 @@ pub struct Wired {
 }
 
 /// Where the sources go.
-pub enum Target {
+pub(crate) enum Target {
     /// Push: TARGET went out with the session's first frames (before the lanes
     /// opened); its TARGET_INFO is still to be read. The destination path and
     /// whether it was written as a directory.
@@ -196,7 +196,7 @@ fn plan_roots(
 }
 
 /// Runs the sending role to completion over `w`; returns the entries confirmed.
-pub fn run_sender(w: Wired, sources: &[PathBuf], target: Target, stats: Arc<Stats>) -> Result<u64, Error> {
+pub(crate) fn run_sender(w: Wired, sources: &[PathBuf], target: Target, stats: Arc<Stats>) -> Result<u64, Error> {
     let (chunk_size, resume) = (w.n.chunk_size, w.n.resume());
     let mut src_dirs = Vec::new();
     for s in sources {

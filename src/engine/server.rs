@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 /// Validated settings of a daemon.
 #[derive(Debug, Clone)]
-pub struct ServeConfig {
+pub(crate) struct ServeConfig {
     /// Everything is confined under this directory.
     pub root: PathBuf,
     /// Shared secret clients must prove they know.
@@ -62,7 +62,7 @@ pub struct ServeConfig {
 }
 
 /// The running daemon: configuration and live sessions.
-pub struct Server {
+pub(crate) struct Server {
     pub(crate) cfg: ServeConfig,
     pub(crate) sessions: Mutex<HashMap<[u8; 16], Arc<Session>>>,
     /// Connections still in their handshake.
@@ -103,7 +103,7 @@ const FD_SHARE_IN_USE: f64 = 0.75;
 
 impl Server {
     /// A daemon with this configuration.
-    pub fn new(cfg: ServeConfig) -> Arc<Self> {
+    pub(crate) fn new(cfg: ServeConfig) -> Arc<Self> {
         // SAFETY: umask only sets and returns the process's file mode mask.
         let umask = unsafe {
             let m = libc::umask(0o022);
@@ -137,19 +137,24 @@ impl Server {
     }
 
     /// Binds `addr`.
-    pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         tcp::listen(addr)
     }
 
     /// Accepts connections forever; each gets its own thread.
-    pub fn run(self: &Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+    pub(crate) fn run(self: &Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
         self.accept_loop(listener, &|| false)
     }
 
     /// One-shot mode: serves one session and returns whether it succeeded. Gives up
     /// (false) when no session starts within `idle`, or when `channel_closed` says
     /// the ssh channel that started us is gone.
-    pub fn run_oneshot(self: &Arc<Self>, listener: TcpListener, idle: Duration, channel_closed: &AtomicBool) -> bool {
+    pub(crate) fn run_oneshot(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        idle: Duration,
+        channel_closed: &AtomicBool,
+    ) -> bool {
         let t0 = std::time::Instant::now();
         listener.set_nonblocking(true).expect("nonblocking listener");
         let give_up = || {
@@ -250,7 +255,7 @@ impl Server {
     /// Listens for QUIC on UDP `addr` (the TCP port's number) and serves every
     /// stream of every connection like an accepted TCP connection. Returns a note
     /// when a kernel limit caps the UDP buffers.
-    pub fn start_quic(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<Option<String>> {
+    pub(crate) fn start_quic(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<Option<String>> {
         let max_streams = u32::from(self.cfg.max_lanes) + 2;
         let l = quic::listen(addr, &self.cfg.tls, self.cfg.tuning.timeout, max_streams)?;
         let me = self.clone();
@@ -669,4 +674,4 @@ fn watch(server: std::sync::Weak<Server>) {
     }
 }
 
-pub use crate::random::random;
+pub(crate) use crate::random::random;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// A destination of the form `[user@]host:path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshTarget {
+pub(crate) struct SshTarget {
     /// What ssh is given: `user@host` or `host` (IPv6 without brackets).
     pub login: String,
     /// The host alone, for connecting the data lanes when the remote cannot say.
@@ -24,7 +24,7 @@ pub struct SshTarget {
 impl SshTarget {
     /// Parses `[user@]host:path` or `[user@][v6addr]:path`; `None` if `arg` is not
     /// of that form (a local path has a `/` before any `:`).
-    pub fn parse(arg: &[u8]) -> Option<SshTarget> {
+    pub(crate) fn parse(arg: &[u8]) -> Option<SshTarget> {
         let (login_part, path) = if let Some(open) = arg.iter().position(|&c| c == b'[') {
             let close = arg.iter().position(|&c| c == b']')?;
             if close < open || arg.get(close + 1) != Some(&b':') {
@@ -70,7 +70,7 @@ fn shell_quote(b: &[u8]) -> Vec<u8> {
 }
 
 /// Splits an `--ssh` command line into words (single and double quotes group).
-pub fn split_words(s: &str) -> Vec<String> {
+pub(crate) fn split_words(s: &str) -> Vec<String> {
     let (mut out, mut cur, mut quote, mut any) = (Vec::new(), String::new(), None, false);
     for ch in s.chars() {
         match (quote, ch) {
@@ -96,7 +96,7 @@ pub fn split_words(s: &str) -> Vec<String> {
 }
 
 /// A one-shot receiver running behind ssh.
-pub struct Remote {
+pub(crate) struct Remote {
     child: Child,
     stdin: Option<ChildStdin>,
     ssh: Vec<String>,
@@ -113,7 +113,7 @@ const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the remote end does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoteRole {
+pub(crate) enum RemoteRole {
     /// Receive into the path (push).
     Receive,
     /// Send the path (pull).
@@ -122,7 +122,7 @@ pub enum RemoteRole {
 
 /// Starts `REMOTE_CMD serve --oneshot --dest|--send PATH` through `ssh` and waits
 /// for the offer. `rate` (bits per second) caps a remote sender.
-pub fn start(
+pub(crate) fn start(
     ssh: &[String],
     remote_cmd: &str,
     t: &SshTarget,
@@ -249,7 +249,7 @@ impl Remote {
     /// Carries the session through the ssh connection itself (for when direct
     /// connections are blocked): forwards a free local port to the receiver's
     /// port on the remote host, and returns the local "host:port" to dial.
-    pub fn tunnel(&self) -> Result<String, Error> {
+    pub(crate) fn tunnel(&self) -> Result<String, Error> {
         let local = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| Error::Io("choosing a local port".into(), e))?
@@ -275,7 +275,7 @@ impl Remote {
     }
 
     /// Closes the ssh channel, which ends the remote end, and reaps ssh.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         drop(self);
     }
 }

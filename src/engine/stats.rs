@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Counters shared by every thread of a push.
-pub struct Stats {
+pub(crate) struct Stats {
     /// When the push started.
     pub start: Instant,
     /// Payload bytes put on the wire in this run (retransmissions included).
@@ -53,7 +53,7 @@ pub struct Stats {
 
 impl Stats {
     /// Fresh counters for up to `lanes` lanes.
-    pub fn new(lanes: usize) -> Self {
+    pub(crate) fn new(lanes: usize) -> Self {
         Stats {
             start: Instant::now(),
             bytes_sent: AtomicU64::new(0),
@@ -80,7 +80,7 @@ impl Stats {
     }
 
     /// Records the round trip of one chunk: from its first byte out to its ack in.
-    pub fn record_rtt(&self, d: Duration) {
+    pub(crate) fn record_rtt(&self, d: Duration) {
         let us = (d.as_micros() as u64).clamp(1, 3_600_000_000);
         if let Ok(mut h) = self.rtt_us.lock() {
             let _ = h.record(us);
@@ -88,7 +88,7 @@ impl Stats {
     }
 
     /// Chunk round-trip percentiles in milliseconds: p50, p90, p99, max.
-    pub fn rtt_ms(&self) -> [f64; 4] {
+    pub(crate) fn rtt_ms(&self) -> [f64; 4] {
         let h = self.rtt_us.lock().expect("stats lock");
         if h.is_empty() {
             return [0.0; 4];
@@ -98,13 +98,13 @@ impl Stats {
     }
 
     /// Adds `n` payload bytes sent on `lane`.
-    pub fn add_sent(&self, lane: usize, n: u64) {
+    pub(crate) fn add_sent(&self, lane: usize, n: u64) {
         self.bytes_sent.fetch_add(n, Relaxed);
         self.lane_bytes[lane].fetch_add(n, Relaxed);
     }
 
     /// Notes now as the first payload byte's time, unless one is noted already.
-    pub fn mark_first_byte(&self) {
+    pub(crate) fn mark_first_byte(&self) {
         if self.first_byte_us.load(Relaxed) != 0 {
             return;
         }
@@ -113,7 +113,7 @@ impl Stats {
     }
 
     /// Reads a counter.
-    pub fn get(c: &AtomicU64) -> u64 {
+    pub(crate) fn get(c: &AtomicU64) -> u64 {
         c.load(Relaxed)
     }
 }

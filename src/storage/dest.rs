@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why a destination operation failed.
 #[derive(Debug)]
-pub enum DestError {
+pub(crate) enum DestError {
     /// The path leads through something gfast will not follow or replace.
     Refused(String),
     /// The file system said no.
@@ -35,7 +35,7 @@ pub enum DestError {
 
 impl DestError {
     /// True when the file system is out of space or quota: no later file can succeed.
-    pub fn is_no_space(&self) -> bool {
+    pub(crate) fn is_no_space(&self) -> bool {
         matches!(self, DestError::Io(_, e) if e.kind() == io::ErrorKind::StorageFull
             || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
     }
@@ -54,7 +54,7 @@ impl fmt::Display for DestError {
 const DIR_CACHE_MAX: usize = 256;
 
 /// A confined destination root with a small cache of open directories.
-pub struct DestRoot {
+pub(crate) struct DestRoot {
     root: Arc<OwnedFd>,
     cache: HashMap<Vec<u8>, Arc<OwnedFd>>,
     /// The root's path, for what must be found again later (expiring partials).
@@ -102,7 +102,7 @@ fn is_symlink(st: &libc::stat) -> bool {
 
 impl DestRoot {
     /// Opens the root directory (the root itself may be reached through a symlink).
-    pub fn open(path: &Path) -> io::Result<Self> {
+    pub(crate) fn open(path: &Path) -> io::Result<Self> {
         let c = cstr(path.as_os_str().as_bytes())?;
         // SAFETY: valid C string; the result is checked below.
         let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
@@ -116,7 +116,7 @@ impl DestRoot {
 
     /// Opens the directory named by `comps` (all components), creating missing ones
     /// with mode 0755 when `create` is set. Symlinks and non-directories are refused.
-    pub fn dir(&mut self, comps: &[&[u8]], create: bool) -> Result<Arc<OwnedFd>, DestError> {
+    pub(crate) fn dir(&mut self, comps: &[&[u8]], create: bool) -> Result<Arc<OwnedFd>, DestError> {
         if comps.is_empty() {
             return Ok(self.root.clone());
         }
@@ -164,7 +164,7 @@ impl DestRoot {
     }
 
     /// What is at `comps` now, without following a final symlink.
-    pub fn target_kind(&mut self, comps: &[&[u8]]) -> Result<TargetKind, DestError> {
+    pub(crate) fn target_kind(&mut self, comps: &[&[u8]]) -> Result<TargetKind, DestError> {
         let Some((name, parent)) = comps.split_last() else { return Ok(TargetKind::Dir) };
         let pd = match self.dir(parent, false) {
             Ok(d) => d,
@@ -183,13 +183,13 @@ impl DestRoot {
     }
 
     /// Creates (or keeps) the directory `comps` and its parents.
-    pub fn make_dir(&mut self, comps: &[&[u8]]) -> Result<Arc<OwnedFd>, DestError> {
+    pub(crate) fn make_dir(&mut self, comps: &[&[u8]]) -> Result<Arc<OwnedFd>, DestError> {
         self.dir(comps, true)
     }
 
     /// Creates a symlink at `comps` pointing at `target`, replacing a file or link
     /// that is there, atomically (made under a temporary name, then renamed).
-    pub fn make_symlink(&mut self, comps: &[&[u8]], target: &[u8], tag: &str, id: u64) -> Result<(), DestError> {
+    pub(crate) fn make_symlink(&mut self, comps: &[&[u8]], target: &[u8], tag: &str, id: u64) -> Result<(), DestError> {
         let (name, parent) = comps.split_last().ok_or_else(|| DestError::Refused("empty path".into()))?;
         let dir = self.dir(parent, true)?;
         let tmp = temp_name(tag, id);
@@ -209,12 +209,12 @@ impl DestRoot {
 
 /// The temporary name of file `id` of the session tagged `tag` (protocol-spec §5.6),
 /// used when the resumable name is busy: short and fixed in length.
-pub fn temp_name(tag: &str, id: u64) -> Vec<u8> {
+pub(crate) fn temp_name(tag: &str, id: u64) -> Vec<u8> {
     format!(".gfast-{tag}-{id}.part").into_bytes()
 }
 
 /// A file being received: its partial file in its final directory.
-pub struct TempFile {
+pub(crate) struct TempFile {
     /// The open file, shared by the lanes that write chunks into it.
     pub file: Arc<SharedFile>,
     /// The directory it lives in (and will be renamed in).
@@ -236,7 +236,7 @@ pub struct TempFile {
 /// now under `name` in `dir` that lie within both that file and the new size (on the
 /// grid of `chunk_size`), and returns their indexes and hashes. Best effort: no old regular file, or an error on the way,
 /// ends the list there (those chunks are simply sent).
-pub fn seed_from_old(
+pub(crate) fn seed_from_old(
     dir: &OwnedFd,
     name: &[u8],
     file: &SharedFile,
@@ -283,7 +283,7 @@ pub fn seed_from_old(
 }
 
 /// What [`DestRoot::open_partial`] found at the destination.
-pub enum Opened {
+pub(crate) enum Opened {
     /// Resume: the final name already holds this file (same size and mtime).
     InPlace,
     /// A partial file to write into, with the chunks its journal already holds,
@@ -298,7 +298,12 @@ impl DestRoot {
     /// the file fails as busy). With `resume`, a file already in place is reported
     /// as such and an existing journal's chunks are kept; without it the partial
     /// starts over. Refuses when a directory stands at the final name.
-    pub fn open_partial(&mut self, comps: &[&[u8]], ident: &Identity, resume: bool) -> Result<Opened, DestError> {
+    pub(crate) fn open_partial(
+        &mut self,
+        comps: &[&[u8]],
+        ident: &Identity,
+        resume: bool,
+    ) -> Result<Opened, DestError> {
         let (name, parent) = comps.split_last().ok_or_else(|| DestError::Refused("empty path".into()))?;
         let dir = self.dir(parent, true)?;
         let shown = || show(&comps.join(&b'/'));
@@ -461,7 +466,7 @@ struct Owned {
 /// per chunk instead of blocks found write by write (2 GiB to ext4 over
 /// loopback, `--no-encrypt`: see benches/README.md "Preallocation"). A file
 /// system that cannot allocate ahead is left to its writes; a full one says so.
-pub fn reserve(file: &File, offset: u64, len: u64) -> io::Result<()> {
+pub(crate) fn reserve(file: &File, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: valid descriptor; mode 0 allocates within the size already set.
     let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset as libc::off_t, len as libc::off_t) };
     if r < 0 {
@@ -501,7 +506,7 @@ fn check_space(dir: &OwnedFd, size: u64) -> io::Result<()> {
 /// Lets go of a partial file that a resume may continue: syncs it and seals its
 /// journal, so the resume trusts what arrived without reading it back. Returns
 /// where it was kept, for its expiry ([`Kept::expire`]).
-pub fn keep(t: &TempFile) -> Option<Kept> {
+pub(crate) fn keep(t: &TempFile) -> Option<Kept> {
     let (j, jname) = t.journal.as_ref()?;
     let _ = j.lock().expect("journal").seal(&t.file);
     let (root, dir) = t.place.clone();
@@ -511,7 +516,7 @@ pub fn keep(t: &TempFile) -> Option<Kept> {
 /// A partial file and its journal left for a resume: where to find them
 /// again (no descriptor is held: a token holder could otherwise pin one per
 /// directory for as long as the partials are kept).
-pub struct Kept {
+pub(crate) struct Kept {
     root: std::path::PathBuf,
     dir: Vec<u8>,
     part: Vec<u8>,
@@ -523,7 +528,7 @@ impl Kept {
     /// Removes the partial file and its journal if neither was written for
     /// `ttl` and no session holds the partial file now. Returns true when they
     /// are gone (or were already, or cannot be reached any more).
-    pub fn expire(&self, ttl: Duration) -> bool {
+    pub(crate) fn expire(&self, ttl: Duration) -> bool {
         if self.at.elapsed() < ttl {
             return false; // not due: nothing to look at yet
         }
@@ -563,7 +568,7 @@ fn expire_pair(dir: &OwnedFd, part: &[u8], journal: &[u8], ttl: Duration) -> boo
 /// `.gfast-*.jrnl`) that were not written for `ttl`: what a daemon that was
 /// stopped left behind. Directories are opened without following symlinks.
 /// Returns how many files went.
-pub fn sweep_partials(root: &Path, ttl: Duration) -> io::Result<u64> {
+pub(crate) fn sweep_partials(root: &Path, ttl: Duration) -> io::Result<u64> {
     let mut root = DestRoot::open(root)?;
     // Relative paths, not descriptors: a wide tree must not use up descriptors.
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
@@ -601,7 +606,7 @@ pub fn sweep_partials(root: &Path, ttl: Duration) -> io::Result<u64> {
 }
 
 /// Removes a partial file and its journal (it will not be resumed).
-pub fn discard(t: &TempFile) {
+pub(crate) fn discard(t: &TempFile) {
     remove_temp(&t.dir, &t.temp);
     if let Some((_, j)) = &t.journal {
         remove_temp(&t.dir, j);
@@ -614,7 +619,7 @@ pub fn discard(t: &TempFile) {
 /// applied as given: the caller has masked it (a daemon strips setuid, setgid
 /// and sticky bits and applies its umask). The name renamed is checked to still
 /// be the verified inode, so nothing else can be put in place under its name.
-pub fn finalize(t: &TempFile, mode: u32, (mtime_sec, mtime_nsec): (i64, u32), durable: bool) -> io::Result<()> {
+pub(crate) fn finalize(t: &TempFile, mode: u32, (mtime_sec, mtime_nsec): (i64, u32), durable: bool) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     t.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
     t.file.set_modified(to_system_time(mtime_sec, mtime_nsec))?;
@@ -685,7 +690,7 @@ fn link_anonymous(file: &File, dir: &OwnedFd, name: &[u8]) -> io::Result<()> {
 }
 
 /// Removes a temporary file, ignoring errors (used on failure paths).
-pub fn remove_temp(dir: &OwnedFd, temp: &[u8]) {
+pub(crate) fn remove_temp(dir: &OwnedFd, temp: &[u8]) {
     if let Ok(c) = cstr(temp) {
         // SAFETY: valid descriptor and C string.
         unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) };
@@ -702,7 +707,7 @@ fn rename_into_place(dir: &OwnedFd, from: &[u8], to: &[u8]) -> io::Result<()> {
 }
 
 /// Sets mode and mtime of an existing directory (applied after its contents).
-pub fn set_dir_meta(dir: &OwnedFd, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
+pub(crate) fn set_dir_meta(dir: &OwnedFd, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
     // SAFETY: valid descriptor.
     if unsafe { libc::fchmod(dir.as_raw_fd(), (mode & 0o7777) as libc::mode_t) } < 0 {
         return Err(io::Error::last_os_error());
@@ -719,7 +724,7 @@ pub fn set_dir_meta(dir: &OwnedFd, mode: u32, mtime_sec: i64, mtime_nsec: u32) -
 }
 
 /// Converts seconds and nanoseconds since the epoch, negative seconds included.
-pub fn to_system_time(sec: i64, nsec: u32) -> SystemTime {
+pub(crate) fn to_system_time(sec: i64, nsec: u32) -> SystemTime {
     if sec >= 0 {
         UNIX_EPOCH + Duration::new(sec as u64, nsec)
     } else {
@@ -730,14 +735,14 @@ pub fn to_system_time(sec: i64, nsec: u32) -> SystemTime {
 /// A read-only root for a daemon that serves pulls: files under it are opened
 /// without ever passing through a symlink or leaving it, whatever changed in the
 /// tree since it was walked.
-pub struct SourceRoot {
+pub(crate) struct SourceRoot {
     dir: OwnedFd,
     path: std::path::PathBuf,
 }
 
 impl SourceRoot {
     /// Opens the root directory (the root itself may be reached through a symlink).
-    pub fn open(path: &Path) -> io::Result<SourceRoot> {
+    pub(crate) fn open(path: &Path) -> io::Result<SourceRoot> {
         let dir = File::open(path)?;
         if !dir.metadata()?.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
@@ -748,7 +753,7 @@ impl SourceRoot {
     /// Opens `path` (under the root) to read: openat2 with RESOLVE_BENEATH and
     /// RESOLVE_NO_SYMLINKS, or, where the kernel lacks it (before 5.6) or a
     /// seccomp filter refuses it, one component at a time with O_NOFOLLOW.
-    pub fn open_file(&self, path: &Path) -> io::Result<File> {
+    pub(crate) fn open_file(&self, path: &Path) -> io::Result<File> {
         let rel = path.strip_prefix(&self.path).map_err(|_| io::Error::other("source outside the served root"))?;
         let c = cstr(rel.as_os_str().as_bytes())?;
         // SAFETY: open_how is plain data; all-zero is valid (and what unset fields must be).

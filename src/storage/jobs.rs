@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     /// Started and not finished (or its process died).
     Running,
     /// Every entry arrived.
@@ -35,7 +35,7 @@ impl State {
 
 /// One job as stored.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub(crate) struct Job {
     /// Hex job id.
     pub id: String,
     /// The command's arguments after the program name, as given.
@@ -65,13 +65,13 @@ fn now() -> u64 {
 }
 
 /// The directory of job files.
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
 }
 
 impl Store {
     /// The store in `dir` (created on first write).
-    pub fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(dir: PathBuf) -> Self {
         Store { dir }
     }
 
@@ -80,7 +80,7 @@ impl Store {
     }
 
     /// Writes (or rewrites) a job.
-    pub fn save(&self, job: &Job, state: State) -> io::Result<()> {
+    pub(crate) fn save(&self, job: &Job, state: State) -> io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let v = json!({
             "id": job.id,
@@ -101,7 +101,7 @@ impl Store {
     }
 
     /// All stored jobs, oldest first; unreadable files are skipped.
-    pub fn list(&self) -> Vec<Job> {
+    pub(crate) fn list(&self) -> Vec<Job> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else { return Vec::new() };
         let mut jobs: Vec<Job> = rd.filter_map(|e| load(&e.ok()?.path())).collect();
         jobs.sort_by_key(|j| j.created);
@@ -109,7 +109,7 @@ impl Store {
     }
 
     /// The job whose id starts with `prefix` (unique), or a message saying why not.
-    pub fn find(&self, prefix: &str) -> Result<Job, String> {
+    pub(crate) fn find(&self, prefix: &str) -> Result<Job, String> {
         let m: Vec<Job> = self.list().into_iter().filter(|j| j.id.starts_with(prefix)).collect();
         match m.len() {
             1 => Ok(m.into_iter().next().expect("one")),
@@ -119,12 +119,12 @@ impl Store {
     }
 
     /// Forgets a job (one that never got past checking its arguments).
-    pub fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         let _ = std::fs::remove_file(self.path(id));
     }
 
     /// Removes finished jobs; returns how many.
-    pub fn prune(&self) -> usize {
+    pub(crate) fn prune(&self) -> usize {
         let mut n = 0;
         for j in self.list() {
             if j.state == State::Done.as_str() && std::fs::remove_file(self.path(&j.id)).is_ok() {
@@ -137,7 +137,7 @@ impl Store {
 
 impl Job {
     /// A new job for these arguments.
-    pub fn new(id: &[u8; 16], args: Vec<OsString>) -> Self {
+    pub(crate) fn new(id: &[u8; 16], args: Vec<OsString>) -> Self {
         Job {
             id: hex(id),
             args,

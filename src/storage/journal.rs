@@ -32,7 +32,7 @@ static KEY: std::sync::OnceLock<ring::hmac::Key> = std::sync::OnceLock::new();
 /// does not exist. Call once, before any journal is opened; without it a key is
 /// made up for this process alone, so journals of earlier runs are not trusted
 /// (their files are sent again).
-pub fn use_key_file(path: &std::path::Path) -> io::Result<()> {
+pub(crate) fn use_key_file(path: &std::path::Path) -> io::Result<()> {
     if !path.exists() {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
@@ -75,7 +75,7 @@ fn inode_of(part: &File) -> io::Result<[u8; 16]> {
 /// What a partial file is the partial of: journals with a different identity
 /// are not resumed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// Final name (last path component).
     pub name: Vec<u8>,
     /// Source size.
@@ -92,7 +92,7 @@ impl Identity {
     /// The partial file's and the journal's names: `.gfast-<H>.part` and `.jrnl`,
     /// H from the final name alone, so a changed source finds (and replaces) the
     /// partial file of its earlier version.
-    pub fn file_names(&self) -> (Vec<u8>, Vec<u8>) {
+    pub(crate) fn file_names(&self) -> (Vec<u8>, Vec<u8>) {
         let mut h = Xxh3::new();
         h.update(&self.name);
         let tag = format!("{:016x}", h.digest());
@@ -117,7 +117,7 @@ impl Identity {
 }
 
 /// Chunks a journal holds: (chunk index, hash).
-pub type Held = Vec<(u32, [u8; HASH_LEN])>;
+pub(crate) type Held = Vec<(u32, [u8; HASH_LEN])>;
 
 /// The chunk index of a seal record (never a real chunk: chunk indices are u32
 /// and a file would need 2^32 chunks).
@@ -126,7 +126,7 @@ const SEALED: u32 = u32::MAX;
 /// What a journal claims: chunks made durable before a seal, and chunks after
 /// the last seal (or with no seal: a receiver that died), which need checking.
 #[derive(Debug, Default)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// Trusted: synced before the seal.
     pub sealed: Held,
     /// To be read back and checked ([`verify`]).
@@ -134,7 +134,7 @@ pub struct Claims {
 }
 
 /// What [`Journal::open`] found.
-pub enum Found {
+pub(crate) enum Found {
     /// A journal of this very source: resume with these chunks.
     Resumable(Journal, Claims),
     /// A journal of an earlier version of the file (size or mtime differ).
@@ -144,7 +144,7 @@ pub enum Found {
 }
 
 /// An open journal for one partial file.
-pub struct Journal {
+pub(crate) struct Journal {
     file: File,
     /// The header's MAC: every record's MAC covers it, binding the record to
     /// this journal and partial file.
@@ -156,7 +156,7 @@ pub struct Journal {
 impl Journal {
     /// Starts a fresh journal of the partial file `part` (the journal file given
     /// must be empty or truncated).
-    pub fn create(mut file: File, id: &Identity, part: &File) -> io::Result<Journal> {
+    pub(crate) fn create(mut file: File, id: &Identity, part: &File) -> io::Result<Journal> {
         let h = id.header(&inode_of(part)?);
         file.write_all(&h)?;
         Ok(Journal { file, head_mac: tail_mac(&h), records: 0 })
@@ -165,7 +165,7 @@ impl Journal {
     /// Reads an existing journal of the partial file `part`. A torn last record
     /// (a crash mid-append) is ignored, and so is everything from the first
     /// record whose MAC does not verify.
-    pub fn open(mut file: File, id: &Identity, part: &File) -> io::Result<Found> {
+    pub(crate) fn open(mut file: File, id: &Identity, part: &File) -> io::Result<Found> {
         let want = id.header(&inode_of(part)?);
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
@@ -223,14 +223,14 @@ impl Journal {
     /// Seals the journal when a session lets go of a partial file in an orderly
     /// way: the data is synced, then a seal record says every record before it
     /// is durable, so a resume trusts them without reading them back.
-    pub fn seal(&mut self, data: &File) -> io::Result<()> {
+    pub(crate) fn seal(&mut self, data: &File) -> io::Result<()> {
         data.sync_data()?;
         self.add(SEALED, [0; HASH_LEN])?;
         self.file.sync_data()
     }
 
     /// Notes a chunk that was verified and written (one whole-record append).
-    pub fn add(&mut self, idx: u32, hash: [u8; HASH_LEN]) -> io::Result<()> {
+    pub(crate) fn add(&mut self, idx: u32, hash: [u8; HASH_LEN]) -> io::Result<()> {
         let mut rec = [0u8; RECORD];
         rec[..4].copy_from_slice(&idx.to_be_bytes());
         rec[4..4 + HASH_LEN].copy_from_slice(&hash);
@@ -256,7 +256,7 @@ fn record_mac(head_mac: &[u8; MAC_LEN], position: u64, body: &[u8]) -> [u8; MAC_
 }
 
 /// Keeps only the chunks whose data in `part` still hashes as recorded.
-pub fn verify(part: &File, id: &Identity, held: Held) -> io::Result<Held> {
+pub(crate) fn verify(part: &File, id: &Identity, held: Held) -> io::Result<Held> {
     let mut buf = vec![0u8; 1 << 20];
     let mut good = Vec::with_capacity(held.len());
     for (idx, want) in held {

@@ -1,18 +1,18 @@
 //! Files on disk: walking the sources, and the confined destination tree with
 //! temporary files renamed into place.
 
-pub mod dest;
-pub mod jobs;
-pub mod journal;
-pub mod pieces;
-pub mod store;
-pub mod walk;
+pub(crate) mod dest;
+pub(crate) mod jobs;
+pub(crate) mod journal;
+pub(crate) mod pieces;
+pub(crate) mod store;
+pub(crate) mod walk;
 
 /// Writes a small private file (mode 0600) whole or not at all: under a
 /// temporary name, synced, then put at `path`, replacing what is there when
 /// `replace` is set, else only if nothing is (two processes creating the same
 /// file agree on the first one). Returns false when `path` existed and was kept.
-pub fn write_private_file(path: &std::path::Path, data: &[u8], replace: bool) -> std::io::Result<bool> {
+pub(crate) fn write_private_file(path: &std::path::Path, data: &[u8], replace: bool) -> std::io::Result<bool> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

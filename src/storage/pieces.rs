@@ -20,7 +20,7 @@ use io_uring::{opcode, types, IoUring};
 /// benches/README.md it used ~15 % less receiver CPU than io_uring for the same
 /// rate (4 lanes already overlap socket reads with writes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IoMode {
+pub(crate) enum IoMode {
     /// io_uring, detected at run time (falls back to pwrite, with a note, when
     /// the kernel or a seccomp filter refuses it).
     Uring,
@@ -44,19 +44,19 @@ const BEHIND_LAG: u64 = 64 << 20;
 /// concurrent writers of one file contend for its inode lock, which spins while
 /// the holder runs; on 2 cores that spinning took 22 % of the receiver's samples
 /// with 1 MiB writes and 5 % with 256 KiB slices, where a waiter here sleeps.
-pub struct SharedFile {
+pub(crate) struct SharedFile {
     file: File,
     writing: Mutex<()>,
 }
 
 impl SharedFile {
     /// Wraps `file` for writing by several lanes.
-    pub fn new(file: File) -> SharedFile {
+    pub(crate) fn new(file: File) -> SharedFile {
         SharedFile { file, writing: Mutex::new(()) }
     }
 
     /// Writes all of `buf` at `offset`, in slices of at most [`WRITE_SLICE`].
-    pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+    pub(crate) fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         {
             let _one_at_a_time = self.writing.lock().unwrap_or_else(|e| e.into_inner());
             for (k, slice) in buf.chunks(WRITE_SLICE).enumerate() {
@@ -104,7 +104,7 @@ impl Deref for SharedFile {
 const DEPTH: usize = 4;
 
 /// Hands out piece buffers and writes them at file offsets.
-pub struct PieceWriter {
+pub(crate) struct PieceWriter {
     piece: usize,
     inner: Inner,
 }
@@ -132,7 +132,7 @@ struct Uring {
 
 impl PieceWriter {
     /// A writer for pieces of at most `piece` bytes, writing with `mode`.
-    pub fn new(piece: usize, mode: IoMode) -> PieceWriter {
+    pub(crate) fn new(piece: usize, mode: IoMode) -> PieceWriter {
         match mode {
             IoMode::Pwrite => PieceWriter { piece, inner: Inner::Pwrite(vec![0u8; piece]) },
             IoMode::Uring => Self::with_ring(piece, Uring::new(piece)),
@@ -151,8 +151,9 @@ impl PieceWriter {
         PieceWriter { piece, inner }
     }
 
-    /// "io_uring" or "pwrite": what this writer uses.
-    pub fn kind(&self) -> &'static str {
+    /// "io_uring" or "pwrite": what this writer uses (the tests check it).
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> &'static str {
         match self.inner {
             Inner::Pwrite(_) => "pwrite",
             Inner::Uring(_) => "io_uring",
@@ -160,7 +161,7 @@ impl PieceWriter {
     }
 
     /// The buffer for the next piece (waits for a free one if all are in flight).
-    pub fn buffer(&mut self) -> &mut [u8] {
+    pub(crate) fn buffer(&mut self) -> &mut [u8] {
         let piece = self.piece;
         match &mut self.inner {
             Inner::Pwrite(b) => &mut b[..piece],
@@ -174,7 +175,7 @@ impl PieceWriter {
     /// Writes the first `n` bytes of the buffer from [`buffer`](Self::buffer) at
     /// `offset` in `file`. With io_uring the write completes later: errors show
     /// in [`finish`](Self::finish).
-    pub fn write(&mut self, file: &Arc<SharedFile>, offset: u64, n: usize) -> io::Result<()> {
+    pub(crate) fn write(&mut self, file: &Arc<SharedFile>, offset: u64, n: usize) -> io::Result<()> {
         match &mut self.inner {
             Inner::Pwrite(b) => file.write_at(&b[..n], offset),
             Inner::Uring(u) => {
@@ -186,7 +187,7 @@ impl PieceWriter {
 
     /// Waits until every submitted piece is written; returns the first error
     /// since the last call.
-    pub fn finish(&mut self) -> io::Result<()> {
+    pub(crate) fn finish(&mut self) -> io::Result<()> {
         match &mut self.inner {
             Inner::Pwrite(_) => Ok(()),
             Inner::Uring(u) => {

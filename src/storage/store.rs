@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// How a destination writes (no process globals: each session carries its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreConfig {
+pub(crate) struct StoreConfig {
     /// Make each file durable (fdatasync, then its directory) before it takes
     /// its final name (`--fsync`).
     pub durable: bool,
@@ -31,14 +31,14 @@ impl Default for StoreConfig {
 
 impl StoreConfig {
     /// A lane's writer of pieces of at most `piece` bytes.
-    pub fn piece_writer(&self, piece: usize) -> PieceWriter {
+    pub(crate) fn piece_writer(&self, piece: usize) -> PieceWriter {
         PieceWriter::new(piece, self.io)
     }
 }
 
 /// A file being received (protocol-spec §5.6): written at offsets by the lanes,
 /// then placed under its final name, discarded, or kept for a resume.
-pub trait Incoming: Send + Sync {
+pub(crate) trait Incoming: Send + Sync {
     /// A chunk of `len` bytes at `offset` is about to arrive: the space for it
     /// may be reserved now (never ahead of the data, §5.6).
     fn reserve(&self, offset: u64, len: u64) -> io::Result<()>;
@@ -61,7 +61,7 @@ pub trait Incoming: Send + Sync {
 }
 
 /// What [`Destination::open_file`] found.
-pub enum Opened {
+pub(crate) enum Opened {
     /// Resume: the final name already holds this file (same size and mtime).
     InPlace,
     /// A file to write into, the chunks its journal already holds, and whether
@@ -71,7 +71,7 @@ pub enum Opened {
 
 /// Where a session's entries land. Paths are the components of a wire path
 /// already checked by `proto::path::components`.
-pub trait Destination: Send {
+pub(crate) trait Destination: Send {
     /// What is at `comps` now (TARGET, §4.6).
     fn target_kind(&mut self, comps: &[&[u8]]) -> Result<TargetKind, DestError>;
     /// Creates (or keeps) a directory and its parents; true when the
@@ -86,14 +86,14 @@ pub trait Destination: Send {
 }
 
 /// The local directory tree under a root, confined (see [`DestRoot`]).
-pub struct LocalDir {
+pub(crate) struct LocalDir {
     root: DestRoot,
     cfg: StoreConfig,
 }
 
 impl LocalDir {
     /// Opens the root directory.
-    pub fn open(path: &Path, cfg: StoreConfig) -> io::Result<LocalDir> {
+    pub(crate) fn open(path: &Path, cfg: StoreConfig) -> io::Result<LocalDir> {
         Ok(LocalDir { root: DestRoot::open(path)?, cfg })
     }
 }
@@ -167,7 +167,7 @@ impl Incoming for LocalFile {
 }
 
 /// `--discard`: every entry is taken and verified, nothing is written.
-pub struct Discard;
+pub(crate) struct Discard;
 
 /// A file received into [`Discard`].
 struct Dropped;
@@ -214,7 +214,7 @@ impl Destination for Discard {
 
 /// Opens the destination for a receiving session: the directory at `root`, or
 /// nothing at all (`None`: `--discard`).
-pub fn open(root: Option<&Path>, cfg: StoreConfig) -> io::Result<Box<dyn Destination>> {
+pub(crate) fn open(root: Option<&Path>, cfg: StoreConfig) -> io::Result<Box<dyn Destination>> {
     Ok(match root {
         Some(r) => Box::new(LocalDir::open(r, cfg)?),
         None => Box::new(Discard),
@@ -223,10 +223,10 @@ pub fn open(root: Option<&Path>, cfg: StoreConfig) -> io::Result<Box<dyn Destina
 
 /// A shared handle on a file being received (the lanes and the control
 /// thread hold it at once).
-pub type IncomingRef = Arc<dyn Incoming>;
+pub(crate) type IncomingRef = Arc<dyn Incoming>;
 
 /// A source file open for reading (the sending role reads chunks through it).
-pub trait SourceFile: Send + Sync {
+pub(crate) trait SourceFile: Send + Sync {
     /// Fills `buf` from `offset`; an end of file before it is full is
     /// `UnexpectedEof` (the source shrank).
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
@@ -257,7 +257,7 @@ pub trait SourceFile: Send + Sync {
 /// What a source looks like now: size and mtime (to tell whether it changed
 /// while it was sent, protocol-spec §5.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     /// Size in bytes.
     pub size: u64,
     /// Modification time, seconds.
@@ -268,7 +268,7 @@ pub struct Stamp {
 
 /// Where a sending session's files come from. Today the local tree; a second
 /// local directory, an object store or a shard plug in here.
-pub trait Source: Send + Sync {
+pub(crate) trait Source: Send + Sync {
     /// The entries under `roots` (local path, destination path), depth first.
     fn walk(&self, roots: Vec<(std::path::PathBuf, Vec<u8>)>) -> Box<dyn Iterator<Item = super::walk::Walked> + Send>;
     /// Opens a file the walk listed.
@@ -281,18 +281,18 @@ pub trait Source: Send + Sync {
 /// they are symlinks, as `cp -r` does), or a daemon's root it serves pulls
 /// from (every file opened under it, never through a symlink; its own partial
 /// files left out).
-pub struct LocalTree {
+pub(crate) struct LocalTree {
     served: Option<super::dest::SourceRoot>,
 }
 
 impl LocalTree {
     /// A client's sources.
-    pub fn client() -> LocalTree {
+    pub(crate) fn client() -> LocalTree {
         LocalTree { served: None }
     }
 
     /// What a daemon serves from under `root`.
-    pub fn served(root: super::dest::SourceRoot) -> LocalTree {
+    pub(crate) fn served(root: super::dest::SourceRoot) -> LocalTree {
         LocalTree { served: Some(root) }
     }
 }

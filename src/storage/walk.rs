@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 /// One entry to send: its manifest record (id not yet assigned) and where it is read from.
 #[derive(Debug)]
-pub struct Item {
+pub(crate) struct Item {
     /// The manifest record; `meta.path` is the destination path under the server's root.
     pub meta: FileMeta,
     /// The local path of the source.
@@ -21,7 +21,7 @@ pub struct Item {
 
 /// A source that could not be read; the walk goes on without it.
 #[derive(Debug)]
-pub struct WalkError {
+pub(crate) struct WalkError {
     /// The local path.
     pub path: PathBuf,
     /// What went wrong.
@@ -29,11 +29,11 @@ pub struct WalkError {
 }
 
 /// One step of a walk: an entry, or a source that could not be read.
-pub type Walked = Result<Item, WalkError>;
+pub(crate) type Walked = Result<Item, WalkError>;
 
 /// Depth-first walker over several roots. Command-line roots are followed if they
 /// are symlinks (as `cp -r` does); links inside a tree are sent as links.
-pub struct Walker {
+pub(crate) struct Walker {
     roots: VecDeque<(PathBuf, Vec<u8>)>,
     stack: Vec<(ReadDir, PathBuf, Vec<u8>)>,
     /// Skip names in gfast's namespace without a word (a daemon serving a pull:
@@ -42,7 +42,7 @@ pub struct Walker {
 }
 
 /// Builds the manifest record for `md` at destination path `dest`.
-pub fn meta_of(md: &Metadata, dest: Vec<u8>, link: Vec<u8>) -> Option<FileMeta> {
+pub(crate) fn meta_of(md: &Metadata, dest: Vec<u8>, link: Vec<u8>) -> Option<FileMeta> {
     let ft = md.file_type();
     let kind = if ft.is_file() {
         EntryKind::File
@@ -77,13 +77,13 @@ fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
 
 impl Walker {
     /// A walker over `(local path, destination path)` pairs, in order.
-    pub fn new(roots: Vec<(PathBuf, Vec<u8>)>) -> Self {
+    pub(crate) fn new(roots: Vec<(PathBuf, Vec<u8>)>) -> Self {
         Walker { roots: roots.into(), stack: Vec::new(), quiet_reserved: false }
     }
 
     /// A walker of a tree that gfast itself writes into (a daemon's root): its
     /// partial files and journals (`.gfast-*`) are left out silently.
-    pub fn serving(roots: Vec<(PathBuf, Vec<u8>)>) -> Self {
+    pub(crate) fn serving(roots: Vec<(PathBuf, Vec<u8>)>) -> Self {
         Walker { roots: roots.into(), stack: Vec::new(), quiet_reserved: true }
     }
 
