@@ -164,10 +164,37 @@ struct Failures {
     logged: Option<Instant>,
 }
 
+/// Wrong answers being held back at once, from one address and in all: past
+/// either, a new HELLO from a crowded address is refused before its token is
+/// tested (so held-back answers cannot pile up threads).
+pub(crate) const MAX_HELD_PER_SOURCE: u32 = 8;
+const MAX_HELD: u32 = 64;
+
 /// Failed authentications by source address.
 #[derive(Default)]
 pub(crate) struct Throttle {
     by_source: Mutex<HashMap<IpAddr, Failures>>,
+    /// Wrong answers held back now, by address and in all.
+    held: Mutex<(HashMap<IpAddr, u32>, u32)>,
+}
+
+/// A wrong answer being held back (released when dropped).
+pub(crate) struct Held<'a> {
+    throttle: &'a Throttle,
+    key: IpAddr,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut g = self.throttle.held.lock().expect("held");
+        if let Some(n) = g.0.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                g.0.remove(&self.key);
+            }
+        }
+        g.1 -= 1;
+    }
 }
 
 impl Throttle {
@@ -227,6 +254,22 @@ impl Throttle {
             }
         };
         (line, delay)
+    }
+
+    /// True when `ip` (or everyone) has as many wrong answers held back as
+    /// allowed: its next HELLO is refused without testing the token.
+    pub(crate) fn is_crowded(&self, ip: IpAddr) -> bool {
+        let g = self.held.lock().expect("held");
+        g.0.get(&throttle_key(ip)).copied().unwrap_or(0) >= MAX_HELD_PER_SOURCE || g.1 >= MAX_HELD
+    }
+
+    /// Counts a wrong answer to `ip` held back until the guard drops.
+    pub(crate) fn hold(&self, ip: IpAddr) -> Held<'_> {
+        let key = throttle_key(ip);
+        let mut g = self.held.lock().expect("held");
+        *g.0.entry(key).or_insert(0) += 1;
+        g.1 += 1;
+        Held { throttle: self, key }
     }
 
     /// Forgets addresses quiet for long; returns the summary lines of those

@@ -81,9 +81,32 @@ struct Shared {
     first_sendings: std::sync::atomic::AtomicU64,
     source: Box<dyn Source>,
     compress: bool,
+    /// When a lane last told the receiver this end is busy checking chunks
+    /// (milliseconds since `born`): see [`Shared::keep_alive`].
+    born: Instant,
+    alive_at: std::sync::atomic::AtomicU64,
 }
 
+/// How often lanes busy checking chunks against the source (resume, delta)
+/// say so: well inside any --timeout (at least 1 s).
+const KEEPALIVE_EVERY: Duration = Duration::from_millis(500);
+
 impl Shared {
+    /// A lane checked a chunk instead of sending it: at most every
+    /// [`KEEPALIVE_EVERY`] a keepalive NOTICE goes out, so a receiver does not
+    /// take a long check of a resumed file for a silent sender (§4.19).
+    fn keep_alive(&self) {
+        let now = self.born.elapsed().as_millis() as u64;
+        let last = self.alive_at.load(Relaxed);
+        if now.saturating_sub(last) < KEEPALIVE_EVERY.as_millis() as u64 {
+            return;
+        }
+        if self.alive_at.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+            self.lock().keep_alive();
+            self.cv.notify_all();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Sender<Arc<PathBuf>>> {
         self.sender.lock().expect("sender lock")
     }
@@ -254,6 +277,8 @@ pub(crate) fn run_sender(w: Wired, sources: &[PathBuf], target: Target, stats: A
         first_sendings: std::sync::atomic::AtomicU64::new(0),
         source,
         compress,
+        born: Instant::now(),
+        alive_at: std::sync::atomic::AtomicU64::new(0),
     });
 
     let mut handles = Vec::new();
@@ -536,6 +561,7 @@ fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
                 cur = sh.open_source(&task.source).ok().map(|f| (task.id, f));
             }
             let hashed = cur.as_ref().and_then(|(_, f)| f.hash_range(task.offset, task.len as usize, &mut piece));
+            sh.keep_alive();
             if hashed == Some(expect.hash()) {
                 let mut g = sh.lock();
                 if g.on_chunk_same(task.id, task.offset, expect) {

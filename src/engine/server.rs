@@ -69,6 +69,8 @@ pub(crate) struct Server {
     gate: Arc<Gate>,
     /// Failed authentications by address.
     throttle: Throttle,
+    /// An expiry of kept partial files is running.
+    expiring: AtomicBool,
     /// QUIC connections on which no session authenticated yet, by stable id.
     quic_pending: Mutex<HashMap<usize, Pass>>,
     /// Partial files that sessions left for a resume, to expire.
@@ -117,6 +119,7 @@ impl Server {
             gate: Arc::new(Gate::default()),
             throttle: Throttle::default(),
             quic_pending: Mutex::new(HashMap::new()),
+            expiring: AtomicBool::new(false),
             kept: Mutex::new(Vec::new()),
             mode_mask,
             spare_fd: Mutex::new(std::fs::File::open("/dev/null").ok()),
@@ -249,7 +252,7 @@ impl Server {
                 Conn::plain(stream.try_clone()?)
             })
         })();
-        self.handle_conn(conn?, peer, pass)
+        self.handle_conn(conn?, peer, Some(pass))
     }
 
     /// Listens for QUIC on UDP `addr` (the TCP port's number) and serves every
@@ -281,12 +284,18 @@ impl Server {
                         let (me, c) = (me.clone(), conn.clone());
                         let stream = Conn::quic(quic::Stream::new(c, s, r));
                         let Ok(closer) = stream.closer() else { continue };
-                        let pass = match me.gate.admit(peer.ip(), closer) {
-                            Ok(p) => p,
-                            Err(full) => {
-                                quic::refuse(&conn, code::BUSY, busy_message(full));
-                                break;
-                            }
+                        // Once a session authenticated on the connection, its
+                        // streams (the session's lanes) do not wait at the gate.
+                        let authenticated = !me.quic_pending.lock().expect("quic pending").contains_key(&id);
+                        let pass = match authenticated {
+                            true => None,
+                            false => match me.gate.admit(peer.ip(), closer) {
+                                Ok(p) => Some(p),
+                                Err(full) => {
+                                    quic::refuse(&conn, code::BUSY, busy_message(full));
+                                    break;
+                                }
+                            },
                         };
                         std::thread::spawn(move || {
                             if let Err(e) = me.handle_conn(stream, peer, pass) {
@@ -305,7 +314,7 @@ impl Server {
 
     /// Reads the first frame of a new connection (TCP or a QUIC stream) and runs
     /// what it asks for: a session (HELLO) or a data lane (JOIN).
-    fn handle_conn(self: &Arc<Self>, conn: Conn, peer: SocketAddr, pass: Pass) -> Result<(), WireError> {
+    fn handle_conn(self: &Arc<Self>, conn: Conn, peer: SocketAddr, pass: Option<Pass>) -> Result<(), WireError> {
         // Until AUTH succeeded (or a JOIN is checked) only handshake frames of a
         // few bytes are read, and the gate's deadline bounds the whole of it.
         let (r, mut w, first) = (|| {
@@ -351,6 +360,11 @@ impl Server {
         if self.cfg.oneshot && self.started.load(Ordering::SeqCst) {
             return refuse(&conn, &mut w, code::BUSY, "this one-shot receiver already serves a session");
         }
+        if self.throttle.is_crowded(peer.ip()) {
+            let m = "too many wrong tokens from your address are being answered: try again in a few seconds";
+            let _ = refuse(&conn, &mut w, code::AUTH_FAILED, m);
+            return Ok(());
+        }
         let (hs, challenge) = match ServerHandshake::on_hello(self.policy(), hello, random::<32>()) {
             Ok(v) => v,
             Err(r) => return refuse(&conn, &mut w, r.code, &r.message),
@@ -364,14 +378,18 @@ impl Server {
             Ok(v) => v,
             Err(r) if r.is_wrong_token() => {
                 // One line a minute per address at most; the rest are counted.
-                // After a few, each wrong answer is held back (the connection
-                // keeps its place at the gate meanwhile, so one address can
-                // test at most 32 tokens per 10 s).
+                // After a few, each wrong answer is held back, at most 8 at once
+                // per address (64 in all): one address tests at most 8 tokens
+                // per 10 s.
                 let what = format!("wrong token from {}", peer.ip());
                 let (line, delay) = self.throttle.failed(peer.ip(), Instant::now(), &what);
                 if let Some(line) = line {
                     say!("gfast serve: {line}");
                 }
+                // The place at the gate goes back first: the right token from
+                // the same address must find room (the hold caps these instead).
+                drop(pass);
+                let _held = self.throttle.hold(peer.ip());
                 std::thread::sleep(delay);
                 let _ = refuse(&conn, &mut w, r.code, &r.message);
                 return Ok(());
@@ -439,7 +457,7 @@ struct Accepted {
     r: BufReader<ConnReader>,
     w: ConnWriter,
     peer: SocketAddr,
-    pass: Pass,
+    pass: Option<Pass>,
 }
 
 /// A session's entry in the daemon's table, removed (its partial files
@@ -665,10 +683,20 @@ fn watch(server: std::sync::Weak<Server>) {
             }
         }
         if let Some(ttl) = me.cfg.partial_ttl {
-            // Checked once a minute, or twice per TTL when it is shorter.
-            if now.duration_since(last_expiry) >= (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60)) {
+            // Checked once a minute, or twice per TTL when it is shorter, in its
+            // own thread: finding partials again walks paths, and this thread
+            // must keep cutting handshakes meanwhile.
+            let due =
+                now.duration_since(last_expiry) >= (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            if due && !me.expiring.swap(true, Ordering::SeqCst) {
                 last_expiry = now;
-                me.kept.lock().expect("kept").retain(|k| !k.expire(ttl));
+                let me = me.clone();
+                std::thread::spawn(move || {
+                    let mut kept = std::mem::take(&mut *me.kept.lock().expect("kept"));
+                    kept.retain(|k| !k.expire(ttl));
+                    me.kept.lock().expect("kept").extend(kept);
+                    me.expiring.store(false, Ordering::SeqCst);
+                });
             }
         }
     }

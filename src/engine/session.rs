@@ -272,7 +272,6 @@ impl Session {
 
     /// Handles one control frame; an `Err` has already been reported to the client.
     fn on_control(&self, f: Frame) -> Result<(), String> {
-        let _working = Working::new(&self.working);
         let res = match f {
             Frame::Target { path } => self.on_target(&path),
             Frame::File(meta) => self.on_file(meta),
@@ -365,6 +364,10 @@ impl Session {
                             mtime_nsec: meta.mtime_nsec,
                             chunk_size: self.chunk_size,
                         };
+                        // Local work the peer waits for (a journal's read-back, a
+                        // busy partial's 5 s): not its silence. Writes to the peer
+                        // are never counted so: a peer that stops reading is silent.
+                        let _working = Working::new(&self.working);
                         d.open_file(&comps, &ident, self.n.resume()).map(Some)
                     }
                 };
@@ -416,7 +419,10 @@ impl Session {
         drop(guard);
         let mut replies = replies;
         if let Some((id, file, size)) = seed {
-            let sums = file.seed_from_old(size, self.chunk_size);
+            let sums = {
+                let _working = Working::new(&self.working);
+                file.seed_from_old(size, self.chunk_size)
+            };
             // The peer waited on this end's copy: that was not its silence.
             self.heard();
             replies.extend(self.state.lock().expect("state").rx.on_seeded(id, &sums));
@@ -429,7 +435,6 @@ impl Session {
 
     /// Carries out what the receiver decided for a file.
     fn settle(&self, next: Next) -> Result<(), Fatal> {
-        let _working = Working::new(&self.working);
         // The control queue is held from the file's last state change until its
         // answer is queued, and maybe_finish takes it first as well: SESSION_DONE
         // can never overtake a FILE_DONE or FILE_FAILED (the sender stops reading
@@ -453,6 +458,7 @@ impl Session {
                 let res = match &of {
                     Some(OpenFile { file, meta }) => {
                         let mode = meta.mode & self.mode_mask.load(Ordering::Relaxed);
+                        let _working = Working::new(&self.working);
                         file.place(mode, meta.mtime_sec, meta.mtime_nsec).map_err(|e| {
                             file.discard();
                             format!("cannot put {} in place: {e}", show(&meta.path))
@@ -600,18 +606,21 @@ impl Session {
                     return Err(self.lane_protocol(ProtocolError::Unexpected("compressed chunk of a wrong raw length")));
                 }
             }
-            let (plan, file) = {
-                let st = self.state.lock().expect("state");
+            let (plan, file, reclaimed) = {
+                let mut st = self.state.lock().expect("state");
                 match st.rx.on_chunk_head(id, offset, len as u64) {
-                    Ok(p) => (p, st.rx.handle(id).map(|o| o.file.clone())),
+                    Ok(p) => {
+                        let reclaimed = p == ChunkPlan::Store && st.rx.reclaim(id, offset);
+                        (p, st.rx.handle(id).map(|o| o.file.clone()), reclaimed)
+                    }
                     Err(e) => return Err(self.lane_protocol(e)),
                 }
             };
             let mut hasher = ChunkHasher::new();
             let mut done = 0usize;
             let mut write_err: Option<io::Error> = None;
-            if let (Some(f), ChunkPlan::Store) = (&file, plan) {
-                write_err = f.reserve(offset, u64::from(len)).err();
+            if let (Some(f), true) = (&file, reclaimed) {
+                write_err = f.retract((offset / self.chunk_size) as u32).err();
             }
             // A block that does not decompress to what it says is a bad chunk:
             // acknowledged BAD_HASH and sent again, like corrupted data.
@@ -637,7 +646,9 @@ impl Session {
                 let piece = &mut pw.buffer()[..n];
                 hasher.update(piece);
                 if let (Some(f), None) = (&file, &write_err) {
-                    if let Err(e) = f.write_piece(&mut pw, offset + done as u64, n) {
+                    // Space is reserved piece by piece as the data arrives, never ahead of it.
+                    let at = offset + done as u64;
+                    if let Err(e) = f.reserve(at, n as u64).and_then(|_| f.write_piece(&mut pw, at, n)) {
                         write_err = Some(e);
                     }
                 }
@@ -808,7 +819,7 @@ pub(crate) fn receive_dialed(
         std::thread::spawn(move || {
             while !over.load(Ordering::SeqCst) && !s.completed() && !s.has_failed() {
                 std::thread::sleep(std::time::Duration::from_millis(250));
-                if s.silent_for() > timeout && !s.completed() {
+                if s.silent_for() > timeout && !s.completed() && !s.is_working() {
                     silent.store(true, Ordering::SeqCst);
                     s.fail(code::CANCELLED, "the client heard nothing for its --timeout");
                 }

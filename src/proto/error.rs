@@ -118,6 +118,8 @@ impl std::error::Error for ProtocolError {}
 /// Error codes carried in ERROR, FILE_FAILED and FILE_ABORT (protocol-spec §7).
 #[allow(missing_docs)]
 pub mod code {
+    /// NOTICE only: a keepalive, no error (§4.19).
+    pub const KEEPALIVE: u16 = 0;
     pub const AUTH_FAILED: u16 = 1;
     pub const VERSION: u16 = 2;
     pub const PROTOCOL: u16 = 3;

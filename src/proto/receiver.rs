@@ -247,6 +247,18 @@ impl<H> Receiver<H> {
         Ok(ChunkPlan::Store)
     }
 
+    /// A chunk is about to be written over a chunk that counted as verified
+    /// (its resumed copy differed from the sender's source, §4.18): it no
+    /// longer counts until the new one verifies. True when it had counted, so
+    /// the engine first retracts the journal's record of it.
+    pub fn reclaim(&mut self, id: u64, offset: u64) -> bool {
+        let idx = offset / self.chunk_size;
+        match (self.files.get_mut(&id), u32::try_from(idx)) {
+            (Some(f), Ok(i)) => f.verified.remove(&i).is_some(),
+            _ => false,
+        }
+    }
+
     /// Records the outcome of a stored chunk's verification; returns the ack status
     /// and whether the file can now be finalized.
     pub fn on_chunk_checked(&mut self, id: u64, offset: u64, hash: [u8; HASH_LEN], ok: bool) -> (AckStatus, Next) {

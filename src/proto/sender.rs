@@ -97,6 +97,12 @@ struct FileTx<S> {
     retries: HashMap<u64, u8>,
     end_sent: bool,
     candidates: HashMap<u32, Expect>,
+    /// Chunks FILE_HAVE listed that were sent anyway (the source differs): the
+    /// receiver counts the journal's hash until the new chunk is verified, so
+    /// FILE_END waits for their acknowledgement.
+    resent_claims: std::collections::HashSet<u32>,
+    /// Chunks FILE_HAVE listed.
+    claimed: std::collections::HashSet<u32>,
 }
 
 /// Sender state machine; `S` is the engine's handle for a source file.
@@ -208,6 +214,8 @@ impl<S: Clone> Sender<S> {
                         retries: HashMap::new(),
                         end_sent: false,
                         candidates: HashMap::new(),
+                        resent_claims: Default::default(),
+                        claimed: Default::default(),
                     },
                 );
                 return Some(frame);
@@ -269,6 +277,7 @@ impl<S: Clone> Sender<S> {
                         return Err(ProtocolError::BadChunk { id, offset: idx as u64 * cs, len: 0 });
                     }
                     f.candidates.insert(idx, Expect::Resumed(hash));
+                    f.claimed.insert(idx);
                 }
                 Ok(())
             }
@@ -348,6 +357,9 @@ impl<S: Clone> Sender<S> {
             None => {
                 *slot = Some(hash);
                 f.hashed += 1;
+                if f.claimed.contains(&(idx as u32)) {
+                    f.resent_claims.insert(idx as u32);
+                }
                 self.maybe_end(id);
             }
             Some(prev) if *prev != hash => {
@@ -387,10 +399,14 @@ impl<S: Clone> Sender<S> {
     /// Handles CHUNK_ACK. A bad hash schedules the chunk again, up to
     /// [`MAX_CHUNK_RETRIES`] times; past that the file fails loudly.
     pub fn on_chunk_ack(&mut self, id: u64, offset: u64, status: AckStatus) {
+        let cs = self.chunk_size;
+        let Some(f) = self.files.get_mut(&id) else { return };
         if status != AckStatus::BadHash {
+            if status == AckStatus::Ok && f.resent_claims.remove(&((offset / cs) as u32)) {
+                self.maybe_end(id);
+            }
             return;
         }
-        let Some(f) = self.files.get_mut(&id) else { return };
         let n = f.retries.entry(offset).or_insert(0);
         *n += 1;
         if *n > MAX_CHUNK_RETRIES {
@@ -400,6 +416,11 @@ impl<S: Clone> Sender<S> {
             self.stats.retransmitted_chunks += 1;
             self.retries.push_back((id, offset));
         }
+    }
+
+    /// Queues a keepalive (NOTICE `KEEPALIVE`, §4.19): this end is busy, not gone.
+    pub fn keep_alive(&mut self) {
+        self.outbox.push_back(Frame::Notice { code: code::KEEPALIVE, message: String::new() });
     }
 
     /// An announced entry still open: its manifest record and source handle.
@@ -434,7 +455,7 @@ impl<S: Clone> Sender<S> {
 
     fn maybe_end(&mut self, id: u64) {
         let Some(f) = self.files.get_mut(&id) else { return };
-        if f.end_sent || f.hashed < f.hashes.len() {
+        if f.end_sent || f.hashed < f.hashes.len() || !f.resent_claims.is_empty() {
             return;
         }
         f.end_sent = true;

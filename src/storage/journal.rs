@@ -123,6 +123,9 @@ pub(crate) type Held = Vec<(u32, [u8; HASH_LEN])>;
 /// and a file would need 2^32 chunks).
 const SEALED: u32 = u32::MAX;
 
+/// The hash of a retraction record (no chunk hashes to zero in practice).
+const RETRACTED: [u8; HASH_LEN] = [0; HASH_LEN];
+
 /// What a journal claims: chunks made durable before a seal, and chunks after
 /// the last seal (or with no seal: a receiver that died), which need checking.
 #[derive(Debug, Default)]
@@ -207,9 +210,10 @@ impl Journal {
         for (pos, &(idx, h)) in have.iter().enumerate() {
             last.insert(idx, (pos, h));
         }
+        // A retraction (a zero hash, see [`Journal::retract`]) ends a chunk's claim.
         let mut claims = Claims::default();
         for (pos, &(idx, h)) in have.iter().enumerate() {
-            if last.get(&idx).is_some_and(|&(p, _)| p == pos) {
+            if h != RETRACTED && last.get(&idx).is_some_and(|&(p, _)| p == pos) {
                 if pos < durable {
                     claims.sealed.push((idx, h))
                 } else {
@@ -226,6 +230,14 @@ impl Journal {
     pub(crate) fn seal(&mut self, data: &File) -> io::Result<()> {
         data.sync_data()?;
         self.add(SEALED, [0; HASH_LEN])?;
+        self.file.sync_data()
+    }
+
+    /// Retracts a chunk's earlier record before the chunk is written again:
+    /// appended and synced first, so neither a later seal nor a crash can leave
+    /// the old record vouching for data that is being overwritten.
+    pub(crate) fn retract(&mut self, idx: u32) -> io::Result<()> {
+        self.add(idx, RETRACTED)?;
         self.file.sync_data()
     }
 

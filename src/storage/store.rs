@@ -47,6 +47,9 @@ pub(crate) trait Incoming: Send + Sync {
     fn write_piece(&self, pw: &mut PieceWriter, offset: u64, n: usize) -> io::Result<()>;
     /// Notes a chunk that was verified and written (the resume journal, §5.11).
     fn record(&self, idx: u32, hash: [u8; HASH_LEN]) -> io::Result<()>;
+    /// A chunk the journal holds is about to be written again: its record is
+    /// retracted, durably, first.
+    fn retract(&self, idx: u32) -> io::Result<()>;
     /// Delta (§5.13): copies the whole chunks of the file now under the final
     /// name that lie within both sizes into this one; their indexes and hashes.
     fn seed_from_old(&self, new_size: u64, chunk_size: u64) -> Vec<(u32, [u8; HASH_LEN])>;
@@ -149,6 +152,13 @@ impl Incoming for LocalFile {
         }
     }
 
+    fn retract(&self, idx: u32) -> io::Result<()> {
+        match &self.t.journal {
+            Some((j, _)) => j.lock().expect("journal").retract(idx),
+            None => Ok(()),
+        }
+    }
+
     fn seed_from_old(&self, new_size: u64, chunk_size: u64) -> Vec<(u32, [u8; HASH_LEN])> {
         dest::seed_from_old(&self.t.dir, &self.t.name, &self.t.file, new_size, chunk_size)
     }
@@ -180,6 +190,9 @@ impl Incoming for Dropped {
         Ok(())
     }
     fn record(&self, _: u32, _: [u8; HASH_LEN]) -> io::Result<()> {
+        Ok(())
+    }
+    fn retract(&self, _: u32) -> io::Result<()> {
         Ok(())
     }
     fn seed_from_old(&self, _: u64, _: u64) -> Vec<(u32, [u8; HASH_LEN])> {

@@ -174,7 +174,8 @@ impl Closer {
             Closer::Tcp(t) => {
                 let _ = t.shutdown(how);
             }
-            Closer::QuicConn(c) => quic::refuse(c, 0, "closed by the server"),
+            // CANCELLED (protocol-spec §7): not the clean end of a session.
+            Closer::QuicConn(c) => quic::refuse(c, 13, "closed by the server: the handshake took too long"),
             Closer::Quic(s) => {
                 if how != Shutdown::Write {
                     s.cancel.send_replace(true);

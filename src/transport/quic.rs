@@ -200,6 +200,9 @@ pub fn listen(addr: SocketAddr, tls: &Arc<ServerConfig>, timeout: Duration, max_
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(c).map_err(io::Error::other)?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     sc.transport_config(transport(timeout, max_streams, MTU_UPPER, PRE_AUTH_RECEIVE_WINDOW));
+    // QUIC handshakes run before the daemon's gate sees a connection: bound
+    // them like the gate's handshakes (512), and what they may buffer.
+    sc.max_incoming(512).incoming_buffer_size_total(64 << 20);
     let (sock, note) = udp_socket(addr)?;
     Ok(Listener { endpoint: endpoint(sock, Some(sc.clone()))?, note, config: sc, timeout, max_streams })
 }

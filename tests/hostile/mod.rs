@@ -553,6 +553,36 @@ tcp_test!(a_partial_file_left_by_another_client_never_becomes_yours, |t| {
     assert_ok(&o);
     assert_eq!(parse_json(&o)["bytes_resumed"], 0, "{}", stderr(&o));
     assert_same_file(&b, &root.path().join("data.bin"));
+    // The same with a file that differs from A's in one chunk only: the
+    // others resume, the different one is sent again, and FILE_END waits for
+    // its acknowledgement (it used to overtake it: a digest mismatch).
+    fs::remove_file(root.path().join("data.bin")).unwrap();
+    let mut child = Gfast::push(&t)
+        .pin(&s)
+        .args(["--rate", "60M", "--chunk-size", "1M", "--resume"])
+        .arg(&a)
+        .arg(s.url(""))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let c = work.path().join("c/data.bin");
+    fs::create_dir_all(c.parent().unwrap()).unwrap();
+    let mut bytes = fs::read(&a).unwrap();
+    bytes[(2 << 20) + 5] ^= 0xff;
+    fs::write(&c, &bytes).unwrap();
+    fs::File::options().write(true).open(&c).unwrap().set_modified(when).unwrap();
+    let o = Gfast::push(&t)
+        .pin(&s)
+        .args(["--resume", "--json", "--chunk-size", "1M", "-n", "2", "--rate", "800M"])
+        .arg(&c)
+        .arg(s.url(""))
+        .output();
+    assert_ok(&o);
+    assert!(parse_json(&o)["bytes_resumed"].as_u64().unwrap() > 0, "{}", stderr(&o));
+    assert_same_file(&c, &root.path().join("data.bin"));
 });
 
 // Over TCP only: the crafted client speaks plain TCP.
@@ -679,6 +709,23 @@ tcp_test!(guessing_tokens_is_slowed_per_address_and_logged_in_summary, |t| {
     let mut r = Raw::new([127, 0, 0, 2], &s.addr);
     assert!(matches!(r.login(TOKEN.as_bytes(), 0, 1 << 20), Ok(Frame::Welcome { .. })));
     drop(r);
+    // At most 8 wrong answers are held back at once for one address: past
+    // that a HELLO from it is refused before its token is even tested.
+    let addr = s.addr.clone();
+    let guessers: Vec<_> = (0..8)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || Raw::new([127, 0, 0, 2], &addr).login(format!("g{i}").as_bytes(), 0, 1 << 20))
+        })
+        .collect();
+    let crowded = eventually(Duration::from_secs(3), || {
+        matches!(Raw::new([127, 0, 0, 2], &addr).login(b"one more", 0, 1 << 20),
+            Ok(Frame::Error { message, .. }) if message.contains("being answered"))
+    });
+    assert!(crowded, "a ninth guess was tested while eight were held back");
+    for g in guessers {
+        assert!(matches!(g.join().unwrap(), Ok(Frame::Error { message, .. }) if message == "wrong token"));
+    }
     // Nor a client from another address.
     legit_push(&t, &s, work.path(), "during-guessing");
     let log = s.stop();
