@@ -1,0 +1,234 @@
+//! A sending lane: chunks read, hashed and sent, and their acknowledgements
+//! (protocol-spec §4.14, §4.15, §5.4).
+
+use super::*;
+
+/// A lane's unacknowledged chunks, each with when it went out.
+pub(super) type Inflight = Mutex<LaneWindow<Instant>>;
+
+pub(super) fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &Inflight) {
+    let owned = w.takes_owned();
+    let mut w = BufWriter::with_capacity(256 << 10, w);
+    let mut piece = vec![0u8; PIECE];
+    let mut cur: Option<(u64, Box<dyn SourceFile>)> = None;
+    let mut squeeze = sh.compress.then(Squeeze::new);
+    loop {
+        let task = {
+            let mut g = sh.lock();
+            loop {
+                if sh.stopped() || g.is_finished() {
+                    let clean = !sh.stopped();
+                    drop(g);
+                    if w.flush().is_ok() && clean {
+                        let _ = w.get_mut().close_notify();
+                    }
+                    return;
+                }
+                let busy = inflight.lock().expect("inflight").is_full();
+                if !busy {
+                    if let Some(t) = g.next_chunk() {
+                        break t;
+                    }
+                }
+                // Nothing to send right now: push out what is buffered before sleeping.
+                drop(g);
+                if let Err(e) = w.flush() {
+                    return sh.fail_lane(Error::PeerVanished(e.to_string()));
+                }
+                g = sh.lock();
+                if sh.stopped() || g.is_finished() || (!busy && g.has_chunk()) {
+                    continue;
+                }
+                g = sh.cv.wait_timeout(g, Duration::from_millis(50)).expect("cv").0;
+            }
+        };
+        if task.retry {
+            sh.stats.retransmitted.fetch_add(1, Relaxed);
+        }
+        if let Some(expect) = task.expect {
+            // The receiver holds this chunk (delta: its old file; resume: its
+            // journal) if the source hashes the same; then nothing is sent
+            // (delta: FILE_SAME says so, in order, before FILE_END). Otherwise,
+            // or if the source cannot be read here, it is sent.
+            if cur.as_ref().map(|c| c.0) != Some(task.id) {
+                cur = sh.open_source(&task.source).ok().map(|f| (task.id, f));
+            }
+            let hashed = cur.as_ref().and_then(|(_, f)| f.hash_range(task.offset, task.len as usize, &mut piece));
+            sh.keep_alive();
+            if hashed == Some(expect.hash()) {
+                let mut g = sh.lock();
+                if g.on_chunk_same(task.id, task.offset, expect) {
+                    match expect {
+                        Expect::Old(_) => sh.stats.bytes_unchanged.fetch_add(task.len as u64, Relaxed),
+                        Expect::Resumed(_) => sh.stats.bytes_resumed.fetch_add(task.len as u64, Relaxed),
+                    };
+                }
+                sh.cv.notify_all();
+                continue;
+            }
+        }
+        inflight.lock().expect("inflight").sent(task.id, task.offset, task.len, Instant::now());
+        // Read, hash and send the chunk piece by piece. If the source fails mid-chunk
+        // the frame is completed with zeros and a hash that cannot match, and the
+        // file is aborted: the receiver never keeps those bytes.
+        let mut read_err: Option<std::io::Error> = None;
+        if cur.as_ref().map(|c| c.0) != Some(task.id) {
+            match sh.open_source(&task.source) {
+                Ok(f) => cur = Some((task.id, f)),
+                Err(e) => {
+                    cur = None;
+                    read_err = Some(e);
+                }
+            }
+        }
+        let head = ChunkHead { id: task.id, offset: task.offset };
+        let corrupt = sh.corrupt_every > 0
+            && !task.retry
+            && (sh.first_sendings.fetch_add(1, Relaxed) + 1) % sh.corrupt_every == 0;
+        let hash = if let Some(z) = squeeze.as_mut() {
+            // Compressed: the blocks are made first, since the frame's length leads it.
+            let src = if read_err.is_none() { cur.as_ref().map(|c| c.1.as_ref()) } else { None };
+            let (hash, err) = z.assemble(&mut piece, src, (task.id, task.offset, task.len as usize), corrupt);
+            read_err = read_err.or(err);
+            let body = z.enc.body();
+            let (wire, raw) = (body.len() as u64, task.len as u64);
+            sh.stats.mark_first_byte();
+            let sent = w.write_all(&head.encode_prefix_flagged(CHUNK_COMPRESSED, body.len() as u32)).and_then(|_| {
+                if owned {
+                    // QUIC keeps what it is given until it is acknowledged: a copy
+                    // of the compressed bytes, so the body buffer is kept for the next.
+                    let body = bytes::Bytes::copy_from_slice(body);
+                    w.flush().and_then(|_| w.get_mut().write_owned(body))
+                } else {
+                    w.write_all(body)
+                }
+            });
+            if let Err(e) = sent.and_then(|_| w.write_all(&hash)) {
+                return sh.fail_lane(Error::PeerVanished(e.to_string()));
+            }
+            sh.stats.add_sent(lane, raw);
+            sh.stats.bytes_compressed.fetch_add(wire, Relaxed);
+            hash
+        } else {
+            if let Err(e) = w.write_all(&head.encode_prefix(task.len)) {
+                return sh.fail_lane(Error::PeerVanished(e.to_string()));
+            }
+            let mut hasher = ChunkHasher::new();
+            let mut done = 0usize;
+            while done < task.len as usize {
+                let n = (task.len as usize - done).min(PIECE);
+                if owned {
+                    // QUIC keeps what it is given until it is acknowledged: read into a
+                    // fresh buffer and hand it over instead of having it copied.
+                    let mut b = match (&read_err, &cur) {
+                        (None, Some((_, f))) => match f.read_owned(n, task.offset + done as u64) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                read_err = Some(e);
+                                bytes::BytesMut::zeroed(n)
+                            }
+                        },
+                        _ => bytes::BytesMut::zeroed(n),
+                    };
+                    hasher.update(&b);
+                    if corrupt && done == 0 {
+                        b[0] ^= 1;
+                    }
+                    sh.stats.mark_first_byte();
+                    if let Err(e) = w.flush().and_then(|_| w.get_mut().write_owned(b.freeze())) {
+                        return sh.fail_lane(Error::PeerVanished(e.to_string()));
+                    }
+                    sh.stats.add_sent(lane, n as u64);
+                    done += n;
+                    continue;
+                }
+                let buf = &mut piece[..n];
+                if read_err.is_none() {
+                    if let Some((_, f)) = &cur {
+                        if let Err(e) = f.read_exact_at(buf, task.offset + done as u64) {
+                            read_err = Some(e);
+                        }
+                    }
+                }
+                if read_err.is_some() {
+                    buf.fill(0);
+                }
+                hasher.update(buf);
+                if corrupt && done == 0 {
+                    buf[0] ^= 1;
+                }
+                sh.stats.mark_first_byte();
+                if let Err(e) = w.write_all(buf) {
+                    return sh.fail_lane(Error::PeerVanished(e.to_string()));
+                }
+                sh.stats.add_sent(lane, n as u64);
+                done += n;
+            }
+            let mut hash = hasher.finish();
+            if read_err.is_some() {
+                hash[0] ^= 0xff;
+            }
+            if let Err(e) = w.write_all(&hash) {
+                return sh.fail_lane(Error::PeerVanished(e.to_string()));
+            }
+            hash
+        };
+        let mut g = sh.lock();
+        match read_err {
+            None => g.on_chunk_sent(task.id, task.offset, hash),
+            Some(e) => {
+                let msg = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    "source file shrank while it was being sent".to_string()
+                } else {
+                    format!("cannot read source: {e}")
+                };
+                say!("gfast: {}: {msg}", task.source.display());
+                let c = if e.kind() == std::io::ErrorKind::UnexpectedEof { code::SOURCE_CHANGED } else { code::IO };
+                g.on_source_error(task.id, c, msg);
+                cur = None;
+            }
+        }
+        sh.cv.notify_all();
+    }
+}
+
+pub(super) fn ack_reader(sh: &Shared, lane: usize, mut r: BufReader<ConnReader>, inflight: &Inflight, joined: bool) {
+    let mut buf = Vec::new();
+    let limits = Limits { max_control: 1 << 16, max_chunk: 0, handshake: false };
+    // A client's lanes send behind JOIN without waiting: JOINED comes first here.
+    let mut joined = joined;
+    loop {
+        let f = match read_frame(&mut r, &limits, &mut buf) {
+            Ok(f) => f,
+            // The session ended (the lanes' readers are shut down then).
+            Err(_) if sh.session_done.load(SeqCst) => return,
+            Err(e @ (WireError::Closed | WireError::Io(_))) => return sh.fail_lane(wire_err(e)),
+            Err(e) => return sh.fail(wire_err(e)),
+        };
+        if !joined {
+            match f {
+                Frame::Joined { lane: l } if l as usize == lane => {
+                    joined = true;
+                    continue;
+                }
+                // Refused: when the session already ended on the server (say the
+                // destination is full), the control connection says why.
+                Frame::Error { code, message } => return sh.fail_lane(Error::Remote(code, message)),
+                _ => return sh.fail(Error::Protocol("expected JOINED".into())),
+            }
+        }
+        let Frame::ChunkAck { id, offset, status } = f else {
+            return sh.fail(match f {
+                Frame::Error { code, message } => Error::Remote(code, message),
+                _ => Error::Protocol("unexpected frame on a data lane".into()),
+            });
+        };
+        match inflight.lock().expect("inflight").on_ack(id, offset) {
+            Ok(t) => sh.stats.record_rtt(t.elapsed()),
+            Err(e) => return sh.fail(Error::Protocol(e.to_string())),
+        }
+        let mut g = sh.lock();
+        g.on_chunk_ack(id, offset, status);
+        sh.cv.notify_all();
+    }
+}
