@@ -143,7 +143,7 @@ pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &Ke
     });
     if let Some(e) = err {
         v["error"] = json!(e.to_string());
-        v["exit_code"] = json!(e.exit_code());
+        v["exit_code"] = json!(super::exit::code(e));
     }
     v
 }

@@ -1,11 +1,9 @@
-//! Destinations: `gfast://HOST[:PORT]/PATH`.
-
-use std::os::unix::ffi::OsStrExt;
+//! Daemon URLs: `gfast://HOST[:PORT]/PATH` (a push's destination, a pull's source).
 
 /// Default daemon port.
 pub const DEFAULT_PORT: u16 = 7447;
 
-/// A parsed `gfast://` destination.
+/// A parsed `gfast://` URL.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Remote {
     /// "host:port" to connect to.
@@ -16,18 +14,14 @@ pub struct Remote {
     pub is_dir: bool,
 }
 
-/// Parses a destination argument; the error says what form is expected.
-pub fn parse_remote(arg: &std::ffi::OsStr) -> Result<Remote, String> {
-    let b = arg.as_bytes();
-    let Some(rest) = b.strip_prefix(b"gfast://") else {
-        let s = String::from_utf8_lossy(b);
-        if b.starts_with(b"gfast:/") {
-            return Err(format!("'{s}' is not a gfast URL: write two slashes, gfast://HOST[:PORT]/PATH"));
-        }
-        return Err(format!(
-            "'{s}': the last argument must be the destination: gfast://HOST[:PORT]/PATH or [USER@]HOST:PATH"
-        ));
-    };
+/// Parses `gfast://HOST[:PORT]/PATH`; `None` if `arg` does not start with
+/// `gfast://`, else the URL or what is wrong with it.
+pub fn parse(arg: &[u8]) -> Option<Result<Remote, String>> {
+    let rest = arg.strip_prefix(b"gfast://")?;
+    Some(parse_rest(arg, rest))
+}
+
+fn parse_rest(b: &[u8], rest: &[u8]) -> Result<Remote, String> {
     let slash = rest.iter().position(|&c| c == b'/').unwrap_or(rest.len());
     let (auth, path) = rest.split_at(slash);
     let auth = std::str::from_utf8(auth).map_err(|_| "host name is not UTF-8".to_string())?;
@@ -63,19 +57,18 @@ pub fn parse_remote(arg: &std::ffi::OsStr) -> Result<Remote, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsStr;
 
     #[test]
     fn forms() {
-        let r = parse_remote(OsStr::new("gfast://h:9/in/")).unwrap();
+        let r = parse(b"gfast://h:9/in/").unwrap().unwrap();
         assert_eq!(r, Remote { server: "h:9".into(), path: b"in".to_vec(), is_dir: true });
-        let r = parse_remote(OsStr::new("gfast://h/a/b")).unwrap();
+        let r = parse(b"gfast://h/a/b").unwrap().unwrap();
         assert_eq!(r, Remote { server: "h:7447".into(), path: b"a/b".to_vec(), is_dir: false });
-        let r = parse_remote(OsStr::new("gfast://[::1]:5")).unwrap();
+        let r = parse(b"gfast://[::1]:5").unwrap().unwrap();
         assert_eq!(r, Remote { server: "[::1]:5".into(), path: vec![], is_dir: true });
-        assert!(parse_remote(OsStr::new("host:/x")).unwrap_err().contains("HOST:PATH"));
-        assert!(parse_remote(OsStr::new("./dir")).is_err());
-        assert!(parse_remote(OsStr::new("gfast://h:x/")).is_err());
-        assert!(parse_remote(OsStr::new("gfast:///p")).is_err());
+        assert!(parse(b"host:/x").is_none());
+        assert!(parse(b"./dir").is_none());
+        assert!(parse(b"gfast://h:x/").unwrap().is_err());
+        assert!(parse(b"gfast:///p").unwrap().is_err());
     }
 }

@@ -5,7 +5,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-/// Why a push or a daemon failed. `Display` is one line that says what to do.
+/// Why a push or a daemon failed. `Display` is one line that says what to do;
+/// the CLI maps each to an exit code (`cli/exit.rs`).
 #[derive(Debug)]
 #[non_exhaustive]
 pub(crate) enum Error {
@@ -38,22 +39,6 @@ pub(crate) enum Error {
         /// The first failure, rendered.
         first: String,
     },
-}
-
-impl Error {
-    /// The process exit code for this error (see README, "Exit codes").
-    pub(crate) fn exit_code(&self) -> u8 {
-        match self {
-            Error::Usage(_) | Error::Source(..) => 2,
-            Error::Connect(..) | Error::NoAnswer(..) => 3,
-            Error::Remote(c, _) if *c == code::BUSY => 3,
-            Error::Auth(_) => 4,
-            Error::Remote(c, _) if *c == code::AUTH_FAILED => 4,
-            Error::Remote(c, _) if *c == code::PATH_REFUSED || *c == code::NOT_FOUND => 2,
-            Error::Incomplete { .. } => 5,
-            _ => 1,
-        }
-    }
 }
 
 impl fmt::Display for Error {

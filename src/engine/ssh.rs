@@ -10,7 +10,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A destination of the form `[user@]host:path`.
+/// Where to start the one-shot end: a `[user@]host:path` argument, as the CLI
+/// parsed it (`cli/remote.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SshTarget {
     /// What ssh is given: `user@host` or `host` (IPv6 without brackets).
@@ -19,40 +20,6 @@ pub(crate) struct SshTarget {
     pub host: String,
     /// The remote path (relative paths are relative to the remote home).
     pub path: Vec<u8>,
-}
-
-impl SshTarget {
-    /// Parses `[user@]host:path` or `[user@][v6addr]:path`; `None` if `arg` is not
-    /// of that form (a local path has a `/` before any `:`).
-    pub(crate) fn parse(arg: &[u8]) -> Option<SshTarget> {
-        let (login_part, path) = if let Some(open) = arg.iter().position(|&c| c == b'[') {
-            let close = arg.iter().position(|&c| c == b']')?;
-            if close < open || arg.get(close + 1) != Some(&b':') {
-                return None;
-            }
-            let user = &arg[..open];
-            let host = &arg[open + 1..close];
-            let mut login = user.to_vec();
-            login.extend_from_slice(host);
-            (login, arg[close + 2..].to_vec())
-        } else {
-            let colon = arg.iter().position(|&c| c == b':')?;
-            // `gfast:/host/path` is a mistyped gfast:// URL, not a host named gfast.
-            if &arg[..colon] == b"gfast" && arg.get(colon + 1) == Some(&b'/') {
-                return None;
-            }
-            if arg[..colon].contains(&b'/') || colon == 0 {
-                return None;
-            }
-            (arg[..colon].to_vec(), arg[colon + 1..].to_vec())
-        };
-        let login = String::from_utf8(login_part).ok()?;
-        let host = login.rsplit('@').next()?.to_string();
-        if host.is_empty() {
-            return None;
-        }
-        Some(SshTarget { login, host, path })
-    }
 }
 
 /// Quotes a word for the remote shell that ssh hands the command to.
@@ -298,19 +265,6 @@ impl Drop for Remote {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets() {
-        let t = SshTarget::parse(b"alice@h:/data/x/").unwrap();
-        assert_eq!((t.login.as_str(), t.host.as_str(), &t.path[..]), ("alice@h", "h", &b"/data/x/"[..]));
-        let t = SshTarget::parse(b"h:rel").unwrap();
-        assert_eq!((t.login.as_str(), &t.path[..]), ("h", &b"rel"[..]));
-        let t = SshTarget::parse(b"[::1]:/tmp").unwrap();
-        assert_eq!((t.login.as_str(), t.host.as_str(), &t.path[..]), ("::1", "::1", &b"/tmp"[..]));
-        assert_eq!(SshTarget::parse(b"./a:b"), None);
-        assert_eq!(SshTarget::parse(b"/abs/path"), None);
-        assert_eq!(SshTarget::parse(b":x"), None);
-    }
 
     #[test]
     fn quoting_and_words() {
