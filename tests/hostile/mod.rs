@@ -90,6 +90,12 @@ fn file(id: u64, path: &str, size: u64) -> Frame {
     Frame::File(meta_of(id, path, size))
 }
 
+/// The 8-byte header of a frame of type `kind` announcing `len` bytes (the
+/// attacks send headers alone).
+fn header(kind: u8, len: u32) -> [u8; HEADER_LEN] {
+    gfast::proto::frame::Header { kind, flags: 0, len }.encode()
+}
+
 /// Resident memory of process `pid`, in MiB.
 fn rss_mib(pid: u32) -> u64 {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -136,9 +142,7 @@ tcp_test!(frames_before_authentication_cost_the_daemon_nothing, |t| {
     for i in 0..8u8 {
         let mut c = connect_from([127, 0, 0, 2], &s.addr);
         let (k, len) = if i % 2 == 0 { (kind::CHUNK, (1u32 << 30) + 32) } else { (kind::HELLO, 1 << 20) };
-        let mut h = [0u8; HEADER_LEN];
-        h[0] = k;
-        h[4..].copy_from_slice(&len.to_be_bytes());
+        let h = header(k, len);
         c.write_all(&h).unwrap();
         held.push(c);
     }
@@ -146,9 +150,7 @@ tcp_test!(frames_before_authentication_cost_the_daemon_nothing, |t| {
     let mut r = Raw::new([127, 0, 0, 2], &s.addr);
     r.send(&Frame::Hello { min_version: VERSION, max_version: VERSION, caps: 0, nonce: [1; 32] }).unwrap();
     assert!(matches!(r.recv(), Ok(Frame::Challenge { .. })));
-    let mut h = [0u8; HEADER_LEN];
-    h[0] = kind::AUTH;
-    h[4..].copy_from_slice(&(1u32 << 20).to_be_bytes());
+    let h = header(kind::AUTH, 1u32 << 20);
     r.s.write_all(&h).unwrap();
     // Every one is closed by the daemon at once, without waiting for the body.
     for c in held.iter_mut().chain(std::iter::once(&mut r.s)) {
@@ -172,9 +174,7 @@ tcp_test!(frames_before_authentication_cost_the_daemon_nothing, |t| {
     let mut conns = Vec::new();
     for _ in 0..4 {
         let mut c = connect_from([127, 0, 0, 2], &tls.addr);
-        let mut h = [0u8; HEADER_LEN];
-        h[0] = kind::CHUNK;
-        h[4..].copy_from_slice(&((1u32 << 30) + 32).to_be_bytes());
+        let h = header(kind::CHUNK, (1u32 << 30) + 32);
         c.write_all(&h).unwrap();
         conns.push(c);
     }
@@ -199,9 +199,7 @@ quic_test!(quic_frames_before_authentication_cost_nothing, |t| {
     for i in 0..6u8 {
         let c = Conn::quic(q::Stream::open(&client.conn).unwrap());
         let (_, mut w) = c.split().unwrap();
-        let mut h = [0u8; HEADER_LEN];
-        h[0] = if i % 2 == 0 { kind::CHUNK } else { kind::HELLO };
-        h[4..].copy_from_slice(&((1u32 << 30) + 32).to_be_bytes());
+        let h = header(if i % 2 == 0 { kind::CHUNK } else { kind::HELLO }, (1u32 << 30) + 32);
         w.write_all(&h).unwrap();
         w.flush().unwrap();
         streams.push((c, w));
