@@ -194,8 +194,8 @@ pub(super) fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &In
 
 pub(super) fn ack_reader(sh: &Shared, lane: usize, mut r: BufReader<ConnReader>, inflight: &Inflight, joined: bool) {
     let mut buf = Vec::new();
-    let limits = Limits { max_control: 1 << 16, max_chunk: 0, handshake: false };
-    // A client's lanes send behind JOIN without waiting: JOINED comes first here.
+    let limits = Limits::lane(0); // acknowledgements only: no CHUNK comes back
+                                  // A client's lanes send behind JOIN without waiting: JOINED comes first here.
     let mut joined = joined;
     loop {
         let f = match read_frame(&mut r, &limits, &mut buf) {

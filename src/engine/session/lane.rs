@@ -79,9 +79,12 @@ impl Session {
                 let piece = &mut pw.buffer()[..n];
                 hasher.update(piece);
                 if let (Some(f), None) = (&file, &write_err) {
-                    // Space is reserved piece by piece as the data arrives, never ahead of it.
+                    // Space is reserved piece by piece as the data arrives, never
+                    // ahead of it; a chunk of one piece is one write, which
+                    // allocates as well (no syscall more per small file).
                     let at = offset + done as u64;
-                    if let Err(e) = f.reserve(at, n as u64).and_then(|_| f.write_piece(&mut pw, at, n)) {
+                    let reserved = if (len as usize) > PIECE { f.reserve(at, n as u64) } else { Ok(()) };
+                    if let Err(e) = reserved.and_then(|_| f.write_piece(&mut pw, at, n)) {
                         write_err = Some(e);
                     }
                 }
