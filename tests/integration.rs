@@ -12,3 +12,4 @@ mod resume;
 mod security;
 mod ssh;
 mod suite;
+mod sync;

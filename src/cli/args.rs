@@ -24,6 +24,18 @@ pub(crate) enum Cmd {
     /// Fetch a file or tree from another machine: gfast pull [USER@]HOST:SRC DEST
     /// (ssh) or gfast pull gfast://HOST[:PORT]/SRC DEST (a daemon with --allow-pull).
     Pull(PullArgs),
+    /// Keep a tree in sync like rsync -a: compare first, send only what differs.
+    ///
+    /// `gfast sync SRC/ DEST` puts the contents of SRC into DEST; `gfast sync SRC DEST`
+    /// puts SRC itself inside DEST (rsync's trailing-slash rule). DEST is
+    /// gfast://HOST[:PORT]/PATH (a daemon; one started with --allow-pull for
+    /// --delete, --checksum and --dry-run), [USER@]HOST:PATH (ssh), or a local
+    /// directory (both ends in this process, no network). A file is unchanged
+    /// when its size and mtime match (rsync's quick check); --delete removes
+    /// what the source no longer has, only after every file arrived, and never
+    /// after a failure.
+    #[command(mut_arg("streams", |a| a.short(None)))]
+    Sync(SyncArgs),
     /// List push and pull jobs: id, state, bytes done / total, command.
     Jobs(JobsArgs),
     /// Run a job again where it stopped (what already arrived is not sent again).
@@ -145,6 +157,75 @@ pub(crate) struct PushArgs {
     /// How to reach a daemon.
     #[command(flatten)]
     pub(crate) daemon: DaemonArgs,
+}
+
+/// Flags of `gfast sync`.
+#[derive(Args, Debug)]
+pub(crate) struct SyncArgs {
+    /// Transfer settings shared with push (-n is --dry-run here, as in rsync:
+    /// say --streams).
+    #[command(flatten)]
+    pub(crate) net: NetArgs,
+    /// Sources, then the destination (see above).
+    #[arg(required = true, num_args = 2.., value_name = "SRC... DEST")]
+    pub(crate) paths: Vec<OsString>,
+    /// How to reach a daemon.
+    #[command(flatten)]
+    pub(crate) daemon: DaemonArgs,
+    /// What to compare and what to do.
+    #[command(flatten)]
+    pub(crate) sync: SyncFlags,
+}
+
+/// What `gfast sync` compares and does.
+#[derive(Args, Debug)]
+pub(crate) struct SyncFlags {
+    /// Accepted for rsync's habit: gfast sync always keeps modes, times and links.
+    #[arg(short = 'a', long)]
+    pub(crate) archive: bool,
+    /// Compare whole-file checksums (xxh3-128, computed on both ends) instead of size and mtime.
+    #[arg(short = 'c', long)]
+    pub(crate) checksum: bool,
+    /// A file is unchanged when its size matches, whatever its mtime.
+    #[arg(long)]
+    pub(crate) size_only: bool,
+    /// Never replace a file that exists at the destination.
+    #[arg(long)]
+    pub(crate) ignore_existing: bool,
+    /// Leave files that are newer at the destination.
+    #[arg(short = 'u', long)]
+    pub(crate) update: bool,
+    /// Remove what is at the destination and not in the source (inside the synced
+    /// tree only, after every file arrived; a run with a failure removes nothing).
+    #[arg(long)]
+    pub(crate) delete: bool,
+    /// Remove excluded entries at the destination too (implies --delete).
+    #[arg(long)]
+    pub(crate) delete_excluded: bool,
+    /// Leave out what matches PATTERN (rsync-style glob; in order with --include and --filter).
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) exclude: Vec<String>,
+    /// Keep what matches PATTERN even if a later --exclude matches it.
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) include: Vec<String>,
+    /// Exclude patterns from FILE, one per line (# and ; start comments).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) exclude_from: Vec<PathBuf>,
+    /// Include patterns from FILE, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) include_from: Vec<PathBuf>,
+    /// A filter rule: '- PATTERN' (exclude) or '+ PATTERN' (include).
+    #[arg(long, value_name = "RULE")]
+    pub(crate) filter: Vec<String>,
+    /// Show what would change, change nothing.
+    #[arg(short = 'n', long)]
+    pub(crate) dry_run: bool,
+    /// One line per changed entry, in rsync's itemize format (>f.st......, cd+++++++++, *deleting).
+    #[arg(short = 'i', long)]
+    pub(crate) itemize_changes: bool,
+    /// Counts at the end, like rsync --stats.
+    #[arg(long)]
+    pub(crate) stats: bool,
 }
 
 /// Flags for talking to a daemon (gfast://), shared by push and pull.

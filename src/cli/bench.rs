@@ -225,6 +225,7 @@ fn end_to_end(src: &Path, root: &Path, id: &Identity, size: u64) -> Result<f64, 
         compress: false,
         delta: false,
         store: crate::storage::store::StoreConfig::default(),
+        sync: None,
     };
     let stats = Arc::new(Stats::new(256));
     let t = Instant::now();

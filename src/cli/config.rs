@@ -2,10 +2,11 @@
 //! anything remote starts (the ssh one-shot end, once started, adds only its
 //! offer: where to dial, its token and its key).
 
-use super::args::{DaemonArgs, NetArgs, PullArgs, PushArgs, TransportArg};
+use super::args::{DaemonArgs, NetArgs, PullArgs, PushArgs, SyncArgs, TransportArg};
 use super::remote::{self, NotRemote, Remote};
 use super::{buffer_cap_warning, env_token, known_hosts_path, raise_fd_limit, read_token, size, store_config, url};
 use crate::engine::error::Error;
+use crate::engine::send::SyncPlan;
 use crate::engine::ssh::SshTarget;
 use crate::proto::frame::{TargetKind, MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE};
 use crate::storage::store::StoreConfig;
@@ -25,6 +26,8 @@ pub(super) struct Request {
     net: NetArgs,
     /// How to reach a daemon.
     daemon: DaemonArgs,
+    /// A sync's plan, and whether `--stats` was asked.
+    sync: Option<(SyncPlan, bool)>,
 }
 
 /// The local side of a request, as typed.
@@ -38,13 +41,40 @@ impl Request {
     pub(super) fn push(a: PushArgs) -> Request {
         let mut sources = a.paths;
         let remote = sources.pop().expect("clap requires two paths");
-        Request { way: Way::Push { sources }, remote, net: a.net, daemon: a.daemon }
+        Request { way: Way::Push { sources }, remote, net: a.net, daemon: a.daemon, sync: None }
+    }
+
+    /// `gfast sync SRC... DEST`; `args` is the command line (the order of the
+    /// filter rules is read off it).
+    pub(super) fn sync(a: SyncArgs, args: &[OsString]) -> Result<Request, Error> {
+        let mut sources = a.paths;
+        let dest = sources.pop().expect("clap requires two paths");
+        let dest_local = matches!(remote::parse(&dest), Err(NotRemote::Local));
+        if let Some(s) = sources.iter().find(|s| remote::parse(s).is_ok()) {
+            let what = if dest_local {
+                format!(
+                    "'{}': syncing from a remote source into a local directory is not built yet: `gfast pull --resume` skips files already in place",
+                    s.to_string_lossy()
+                )
+            } else {
+                format!("'{}': sources are local paths; the last argument is the destination", s.to_string_lossy())
+            };
+            return Err(Error::Usage(what));
+        }
+        let plan = super::sync::plan(&a.sync, args, !dest_local, a.net.json)?;
+        Ok(Request {
+            way: Way::Push { sources },
+            remote: dest,
+            net: a.net,
+            daemon: a.daemon,
+            sync: Some((plan, a.sync.stats)),
+        })
     }
 
     /// `gfast pull SRC DEST`.
     pub(super) fn pull(a: PullArgs) -> Request {
         let store = store_config(a.io, a.fsync);
-        Request { way: Way::Pull { dest: a.dest, store }, remote: a.src, net: a.net, daemon: a.daemon }
+        Request { way: Way::Pull { dest: a.dest, store }, remote: a.src, net: a.net, daemon: a.daemon, sync: None }
     }
 
     /// The transfer flags.
@@ -83,6 +113,8 @@ pub(super) enum Peer {
     Daemon(url::Remote, Trust),
     /// ssh one-shot mode: the remote end, once started, offers its own token and key.
     Ssh(SshTarget),
+    /// A local directory: both ends in this process.
+    Local(PathBuf),
 }
 
 /// How a session proves who each end is.
@@ -106,6 +138,8 @@ pub(super) struct TransferConfig {
     pub(super) peer: Peer,
     /// The transfer flags, checked.
     pub(super) net: NetArgs,
+    /// A sync's plan, and whether `--stats` was asked.
+    pub(super) sync: Option<(SyncPlan, bool)>,
 }
 
 impl TransferConfig {
@@ -116,8 +150,16 @@ impl TransferConfig {
     /// destination that is not remote, or a `gfast://` URL that does not
     /// parse; a daemon's token.
     pub(super) fn new(req: Request) -> Result<TransferConfig, Error> {
-        let Request { way, remote: arg, net, daemon } = req;
+        let Request { way, remote: arg, net, daemon, sync } = req;
         let remote = remote::parse(&arg);
+        if let (Way::Push { sources }, Err(NotRemote::Local)) = (&way, &remote) {
+            check_net(&net)?;
+            for s in sources {
+                std::fs::metadata(s).map_err(|e| Error::Source(PathBuf::from(s), e))?;
+            }
+            let direction = Direction::Push { sources: sources.iter().map(PathBuf::from).collect() };
+            return Ok(TransferConfig { direction, peer: Peer::Local(PathBuf::from(&arg)), net, sync });
+        }
         if let (Way::Pull { .. }, Err(e @ (NotRemote::OneSlash | NotRemote::Local))) = (&way, &remote) {
             return Err(Error::Usage(e.for_pull(&arg)));
         }
@@ -149,7 +191,7 @@ impl TransferConfig {
             }
             Remote::Ssh(t) => Peer::Ssh(t),
         };
-        Ok(TransferConfig { direction, peer, net })
+        Ok(TransferConfig { direction, peer, net, sync })
     }
 }
 

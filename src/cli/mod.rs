@@ -9,6 +9,7 @@ mod remote;
 mod report;
 mod serve;
 pub mod size;
+mod sync;
 mod transfer;
 pub mod url;
 
@@ -46,6 +47,10 @@ fn dispatch(cli: Cli, args: Vec<std::ffi::OsString>, job_id: Option<[u8; 16]>) -
         Cmd::Serve(a) => serve::serve(a),
         Cmd::Push(a) => run_job(Request::push(a), args, job_id),
         Cmd::Pull(a) => run_job(Request::pull(a), args, job_id),
+        Cmd::Sync(a) => {
+            let req = Request::sync(a, &args)?;
+            run_job(req, args, job_id)
+        }
         Cmd::Jobs(a) => jobs_cmd(a),
         Cmd::Resume(a) => resume_cmd(a),
         Cmd::Bench(a) => bench::run(&a.dir, a.size),

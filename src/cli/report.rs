@@ -89,6 +89,19 @@ pub(crate) fn summary_line(stats: &Stats, files: u64, discard: bool) -> String {
     )
 }
 
+/// The line that sums up a copy between local directories.
+pub(crate) fn local_summary_line(stats: &Stats, files: u64) -> String {
+    let workers = Stats::get(&stats.lanes);
+    let secs = stats.start.elapsed().as_secs_f64();
+    let bytes = Stats::get(&stats.bytes_sent);
+    let rate = bytes as f64 / secs.max(1e-9);
+    format!(
+        "gfast: {files} entries, {} copied in {secs:.2} s ({}/s) by {workers} workers",
+        human(bytes),
+        human(rate as u64)
+    )
+}
+
 /// The `--json` object (keys documented in README "Machine-readable output").
 pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &KernelLimits) -> serde_json::Value {
     let secs = stats.start.elapsed().as_secs_f64();
@@ -141,6 +154,19 @@ pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &Ke
             "tcp_rmem_max": k.tcp_rmem_max, "tcp_wmem_max": k.tcp_wmem_max,
         },
     });
+    let c = &stats.sync;
+    if c.on.load(Ordering::Relaxed) {
+        v["sync"] = json!({
+            "considered": Stats::get(&c.considered),
+            "created": Stats::get(&c.created),
+            "updated": Stats::get(&c.updated),
+            "deleted": Stats::get(&c.deleted),
+            "not_deleted": Stats::get(&c.not_deleted),
+            "unchanged": Stats::get(&c.unchanged),
+            "bytes_to_send": Stats::get(&c.bytes_to_send),
+            "bytes_unchanged": Stats::get(&c.bytes_unchanged),
+        });
+    }
     if let Some(e) = err {
         v["error"] = json!(e.to_string());
         v["exit_code"] = json!(super::exit::code(e));

@@ -24,6 +24,9 @@ pub(super) fn run(req: Request, stats: Arc<Stats>, job_id: [u8; 16], announce: &
     let cfg = TransferConfig::new(req)?;
     // Before an ssh login, which can take a while.
     announce();
+    if let (Peer::Local(dest), Direction::Push { sources }) = (&cfg.peer, &cfg.direction) {
+        return local(&cfg, sources, dest, stats);
+    }
     let far = reach(&cfg)?;
     let engine = engine_config(&cfg, &far, job_id);
     let res = with_progress(&cfg.net, &stats, || match &cfg.direction {
@@ -38,11 +41,55 @@ pub(super) fn run(req: Request, stats: Arc<Stats>, job_id: [u8; 16], announce: &
     if let Some(r) = far.bootstrap {
         r.finish();
     }
-    let (files, discard) = res?;
-    if !cfg.net.quiet && !cfg.net.json {
-        eprintln!("{}", report::summary_line(&stats, files, discard));
+    let dry = cfg.sync.as_ref().is_some_and(|(p, _)| p.dry_run);
+    let res = res.map(|(files, discard)| {
+        if !cfg.net.quiet && !cfg.net.json && !dry {
+            eprintln!("{}", report::summary_line(&stats, files, discard));
+        }
+    });
+    sync_report(&cfg, &stats);
+    res
+}
+
+/// A copy into a local directory: no far end, no network.
+fn local(
+    cfg: &TransferConfig,
+    sources: &[std::path::PathBuf],
+    dest: &std::path::Path,
+    stats: Arc<Stats>,
+) -> Result<(), Error> {
+    use crate::engine::local::{copy, LocalCopy};
+    let lc = LocalCopy {
+        sources,
+        dest,
+        workers: cfg.net.streams.map(usize::from).unwrap_or(LOCAL_WORKERS),
+        sync: cfg.sync.as_ref().map(|(p, _)| p),
+        store: StoreConfig::default(),
+    };
+    let res = with_progress(&cfg.net, &stats, || copy(&lc, stats.clone()));
+    let dry = cfg.sync.as_ref().is_some_and(|(p, _)| p.dry_run);
+    let res = res.map(|files| {
+        if !cfg.net.quiet && !cfg.net.json && !dry {
+            eprintln!("{}", report::local_summary_line(&stats, files));
+        }
+    });
+    sync_report(cfg, &stats);
+    res
+}
+
+/// Files a local copy copies at once by default.
+const LOCAL_WORKERS: usize = 4;
+
+/// A sync's counts (and with --stats, rsync's block), on stderr.
+fn sync_report(cfg: &TransferConfig, stats: &Stats) {
+    let Some((plan, show_stats)) = &cfg.sync else { return };
+    if cfg.net.json || cfg.net.quiet {
+        return;
     }
-    Ok(())
+    eprintln!("gfast: sync: {}", super::sync::summary(stats, plan.dry_run));
+    if *show_stats {
+        eprintln!("{}", super::sync::stats_block(stats));
+    }
 }
 
 /// The far end, reached.
@@ -73,6 +120,7 @@ fn reach(cfg: &TransferConfig) -> Result<Reached, Error> {
         }
         (Peer::Ssh(t), Direction::Push { .. }) => (t, ssh::RemoteRole::Receive, None),
         (Peer::Ssh(t), Direction::Pull { .. }) => (t, ssh::RemoteRole::Send, cfg.net.rate),
+        (Peer::Local(_), _) => unreachable!("a local destination is copied without a far end"),
     };
     let r = ssh::start(&ssh::split_words(&cfg.net.ssh), &cfg.net.remote_cmd, t, role, rate)?;
     let o = r.offer.clone();
@@ -122,6 +170,7 @@ fn engine_config(cfg: &TransferConfig, far: &Reached, job_id: [u8; 16]) -> PushC
         delta: n.delta,
         quic: n.transport == TransportArg::Quic,
         store,
+        sync: cfg.sync.as_ref().map(|(p, _)| p.clone()),
     }
 }
 

@@ -62,6 +62,8 @@ pub(crate) struct PushConfig {
     pub delta: bool,
     /// How a pull writes what it receives (`--fsync`, `--io`).
     pub store: crate::storage::store::StoreConfig,
+    /// A sync: compare with what the receiver holds and send only what differs.
+    pub sync: Option<super::send::SyncPlan>,
 }
 
 /// What a finished push reports.
@@ -89,7 +91,7 @@ pub(crate) fn push(cfg: &PushConfig, stats: Arc<Stats>) -> Result<Summary, Error
     let d = dial(cfg, &stats, Some(Frame::Target { path: cfg.dest.clone() }))?;
     let target = Target::Asked(cfg.dest.clone(), cfg.dest_is_dir);
     let discard = d.wired.n.discard;
-    let files = run_sender(d.wired, &cfg.sources, target, stats.clone());
+    let files = run_sender(d.wired, &cfg.sources, target, stats.clone(), cfg.sync.as_ref());
     end_quic(d.quic.as_ref(), files.is_ok(), &stats);
     Ok(Summary { files: files?, discard })
 }
@@ -182,8 +184,10 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     // Handshake (protocol-spec §5.1, §5.2).
     ctl.set_read_timeout(Some(timeout)).ok();
     let from_daemon = matches!(first, Some(Frame::Pull { source: Some(_), .. }));
+    let syncing = cfg.sync.is_some() && first.as_ref().is_some_and(|f| matches!(f, Frame::Target { .. }));
     let offer = Caps::EARLY_DONE
-        .with(Caps::RESUME, cfg.resume)
+        .with(Caps::RESUME, cfg.resume || syncing)
+        .with(Caps::SYNC, syncing)
         .with(Caps::PULL, from_daemon)
         .with(Caps::COMPRESS, cfg.compress)
         .with(Caps::DELTA, cfg.delta);

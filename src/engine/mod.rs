@@ -12,7 +12,9 @@ macro_rules! say {
 
 pub(crate) mod client;
 pub(crate) mod error;
+pub(crate) mod filter;
 mod guard;
+pub(crate) mod local;
 pub(crate) mod oneshot;
 pub(crate) mod send;
 pub(crate) mod server;

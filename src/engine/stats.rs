@@ -47,8 +47,34 @@ pub(crate) struct Stats {
     /// Files not sent because they were already in place (resume).
     pub files_in_place: AtomicU64,
     rtt_us: Mutex<Histogram<u64>>,
+    /// What a sync decided (zero for a push or a pull).
+    pub sync: SyncCounts,
     /// The server's TLS key once connected (`None` for --no-encrypt).
     pub server_key: Mutex<Option<String>>,
+}
+
+/// A sync's decisions, entry by entry (`--json`'s `sync`, `--stats`).
+#[derive(Default)]
+pub(crate) struct SyncCounts {
+    /// The job was a sync.
+    pub on: std::sync::atomic::AtomicBool,
+    /// Source entries compared.
+    pub considered: AtomicU64,
+    /// Entries that were not at the destination.
+    pub created: AtomicU64,
+    /// Entries that differed and were sent again (or a directory's time set).
+    pub updated: AtomicU64,
+    /// Entries left as they were.
+    pub unchanged: AtomicU64,
+    /// Entries removed at the destination (for a dry run: to be removed).
+    pub deleted: AtomicU64,
+    /// Entries that were to be removed and were not (a failure in the run,
+    /// or the receiver could not).
+    pub not_deleted: AtomicU64,
+    /// Data bytes of the files to send.
+    pub bytes_to_send: AtomicU64,
+    /// Data bytes of the unchanged files.
+    pub bytes_unchanged: AtomicU64,
 }
 
 impl Stats {
@@ -75,6 +101,7 @@ impl Stats {
             bytes_unchanged: AtomicU64::new(0),
             files_in_place: AtomicU64::new(0),
             server_key: Mutex::new(None),
+            sync: SyncCounts::default(),
             rtt_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
         }
     }

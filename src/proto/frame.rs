@@ -5,6 +5,7 @@
 //! panics on any input (see the property tests and `fuzz/`).
 
 use super::error::DecodeError;
+use super::sync::Listed;
 
 /// Size of the frame header in bytes (§3.1).
 pub const HEADER_LEN: usize = 8;
@@ -68,6 +69,10 @@ pub mod kind {
     pub const FILE_HAVE: u8 = 0x30;
     pub const FILE_SUMS: u8 = 0x40;
     pub const FILE_SAME: u8 = 0x41;
+    pub const LIST: u8 = 0x50;
+    pub const LISTED: u8 = 0x51;
+    pub const REMOVE: u8 = 0x52;
+    pub const REMOVED: u8 = 0x53;
     pub const NOTICE: u8 = 0x70;
     pub const CHUNK: u8 = 0x20;
     pub const CHUNK_ACK: u8 = 0x21;
@@ -395,6 +400,28 @@ pub enum Frame {
         code: u16,
         message: String,
     },
+    /// §4.22: list what is held under `root` (sync, capability bit 7).
+    List {
+        root: Vec<u8>,
+        sums: bool,
+    },
+    /// §4.23: a batch of the listing; `mask` is the permission bits the
+    /// receiver keeps of what it is sent.
+    Listed {
+        last: bool,
+        mask: u32,
+        entries: Vec<Listed>,
+    },
+    /// §4.24: remove these entries (after every file of the run arrived).
+    Remove {
+        paths: Vec<Vec<u8>>,
+    },
+    /// §4.24: the answer to one REMOVE.
+    Removed {
+        removed: u32,
+        failed: u32,
+        message: String,
+    },
 }
 
 /// The fixed part of a CHUNK payload (§4.14): which bytes of which file follow.
@@ -551,6 +578,33 @@ pub fn decode_body(k: u8, p: &[u8]) -> Result<Frame, DecodeError> {
         kind::CHUNK_ACK => Frame::ChunkAck { id: r.u64()?, offset: r.u64()?, status: AckStatus::from_code(r.u8()?)? },
         kind::ERROR => Frame::Error { code: r.u16()?, message: r.text()? },
         kind::NOTICE => Frame::Notice { code: r.u16()?, message: r.text()? },
+        kind::LIST => Frame::List { root: r.bytes16(MAX_PATH_LEN)?.to_vec(), sums: r.bool()? },
+        kind::LISTED => {
+            let last = r.bool()?;
+            let mask = r.u32()?;
+            let n = r.u32()? as usize;
+            // Bounded by the frame length (an entry takes at least 30 bytes).
+            if n > r.b.len() / LISTED_MIN {
+                return Err(DecodeError::Short("LISTED"));
+            }
+            let mut entries = Vec::with_capacity(n);
+            for _ in 0..n {
+                entries.push(listed_entry(&mut r)?);
+            }
+            Frame::Listed { last, mask, entries }
+        }
+        kind::REMOVE => {
+            let n = r.u32()? as usize;
+            if n > r.b.len() / 2 {
+                return Err(DecodeError::Short("REMOVE"));
+            }
+            let mut paths = Vec::with_capacity(n);
+            for _ in 0..n {
+                paths.push(r.bytes16(MAX_PATH_LEN)?.to_vec());
+            }
+            Frame::Remove { paths }
+        }
+        kind::REMOVED => Frame::Removed { removed: r.u32()?, failed: r.u32()?, message: r.text()? },
         other => return Err(DecodeError::UnknownKind(other)),
     };
     if !r.rest().is_empty() {
@@ -587,6 +641,10 @@ impl Frame {
             Frame::ChunkAck { .. } => kind::CHUNK_ACK,
             Frame::Error { .. } => kind::ERROR,
             Frame::Notice { .. } => kind::NOTICE,
+            Frame::List { .. } => kind::LIST,
+            Frame::Listed { .. } => kind::LISTED,
+            Frame::Remove { .. } => kind::REMOVE,
+            Frame::Removed { .. } => kind::REMOVED,
         }
     }
 
@@ -690,6 +748,29 @@ impl Frame {
                 w.extend_from_slice(&code.to_be_bytes());
                 put_bytes16(w, clip(message).as_bytes());
             }
+            Frame::List { root, sums } => {
+                put_bytes16(w, root);
+                w.push(*sums as u8);
+            }
+            Frame::Listed { last, mask, entries } => {
+                w.push(*last as u8);
+                w.extend_from_slice(&mask.to_be_bytes());
+                w.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+                for e in entries {
+                    put_listed(w, e);
+                }
+            }
+            Frame::Remove { paths } => {
+                w.extend_from_slice(&(paths.len() as u32).to_be_bytes());
+                for p in paths {
+                    put_bytes16(w, p);
+                }
+            }
+            Frame::Removed { removed, failed, message } => {
+                w.extend_from_slice(&removed.to_be_bytes());
+                w.extend_from_slice(&failed.to_be_bytes());
+                put_bytes16(w, clip(message).as_bytes());
+            }
         }
         let len = (w.len() - start - HEADER_LEN) as u32;
         let h = Header { kind: self.kind(), flags: 0, len };
@@ -702,6 +783,55 @@ impl Frame {
         self.encode(&mut v);
         v
     }
+}
+
+/// The smallest encoded LISTED entry: kind, flags, mode, mtime, size, two empty
+/// byte strings (§4.23).
+const LISTED_MIN: usize = 1 + 1 + 4 + 8 + 4 + 8 + 2 + 2;
+
+/// Encoded size of one LISTED entry, for batching under the frame limit.
+pub fn listed_len(e: &Listed) -> usize {
+    LISTED_MIN + e.path.len() + e.link.len() + if e.sum.is_some() { HASH_LEN } else { 0 }
+}
+
+fn put_listed(w: &mut Vec<u8>, e: &Listed) {
+    w.push(e.kind.code());
+    w.push(e.sum.is_some() as u8);
+    w.extend_from_slice(&e.mode.to_be_bytes());
+    w.extend_from_slice(&(e.mtime_sec as u64).to_be_bytes());
+    w.extend_from_slice(&e.mtime_nsec.to_be_bytes());
+    w.extend_from_slice(&e.size.to_be_bytes());
+    put_bytes16(w, &e.path);
+    put_bytes16(w, &e.link);
+    if let Some(h) = &e.sum {
+        w.extend_from_slice(h);
+    }
+}
+
+fn listed_entry(r: &mut Reader<'_>) -> Result<Listed, DecodeError> {
+    let kind = EntryKind::from_code(r.u8()?)?;
+    let has_sum = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err(DecodeError::BadValue("listed entry flags")),
+    };
+    let mode = r.u32()?;
+    let mtime_sec = r.u64()? as i64;
+    let mtime_nsec = r.u32()?;
+    if mtime_nsec >= 1_000_000_000 {
+        return Err(DecodeError::BadValue("mtime nanoseconds"));
+    }
+    let size = r.u64()?;
+    let path = r.bytes16(MAX_PATH_LEN)?.to_vec();
+    let link = r.bytes16(MAX_PATH_LEN)?.to_vec();
+    if kind != EntryKind::File && (size != 0 || has_sum) {
+        return Err(DecodeError::BadValue("size or sum of a non-file entry"));
+    }
+    if kind != EntryKind::Symlink && !link.is_empty() {
+        return Err(DecodeError::BadValue("link target of a non-symlink entry"));
+    }
+    let sum = if has_sum { Some(r.array()?) } else { None };
+    Ok(Listed { kind, mode, mtime_sec, mtime_nsec, size, path, link, sum })
 }
 
 /// Cuts a message to [`MAX_MESSAGE_LEN`] bytes on a character boundary.

@@ -9,7 +9,7 @@
 use super::auth::SessionKeys;
 use super::error::code;
 use super::frame::{Frame, ID_LEN, MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE, NONCE_LEN};
-use super::{CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, VERSION};
+use super::{CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, CAP_SYNC, VERSION};
 use std::fmt;
 
 /// A set of capability bits (§2.2).
@@ -27,6 +27,8 @@ impl Caps {
     pub const EARLY_DONE: Caps = Caps(CAP_EARLY_DONE);
     /// Pull from a daemon (bit 6).
     pub const PULL: Caps = Caps(CAP_PULL);
+    /// Sync: LIST, LISTED, REMOVE, REMOVED (bit 7).
+    pub const SYNC: Caps = Caps(CAP_SYNC);
     /// Every bit this build understands.
     pub const ALL: Caps = Caps(CAPS);
 
@@ -111,6 +113,10 @@ impl Negotiated {
     pub fn pull(&self) -> bool {
         self.caps.contains(Caps::PULL)
     }
+    /// The sender may ask what the receiver holds and have entries removed (§5.15).
+    pub fn sync(&self) -> bool {
+        self.caps.contains(Caps::SYNC)
+    }
 }
 
 /// Why a server turns a client away: the ERROR it sends (§4.16).
@@ -188,8 +194,10 @@ impl ServerHandshake {
         // Delta on a push lets the client learn hashes of whole chunks of the
         // daemon's files: only a daemon that lets token holders read them anyway
         // (--allow-pull) takes it (§5.13). A one-shot end runs as the ssh user.
+        // Sync's listing shows names, sizes and times under the root: the same
+        // rule (§5.15).
         if !accepted.contains(Caps::PULL) && !policy.oneshot && !policy.allow_pull {
-            accepted = accepted.without(Caps::DELTA);
+            accepted = accepted.without(Caps::DELTA).without(Caps::SYNC);
         }
         let challenge = Frame::Challenge { version: VERSION, caps: accepted.bits(), nonce: server_nonce };
         Ok((ServerHandshake { policy, client_nonce: nonce, server_nonce, caps: accepted }, challenge))

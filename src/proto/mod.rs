@@ -12,6 +12,7 @@ pub mod lane;
 pub mod path;
 pub mod receiver;
 pub mod sender;
+pub mod sync;
 
 #[cfg(test)]
 mod sim;
@@ -36,8 +37,11 @@ pub const CAP_EARLY_DONE: u64 = 1 << 5;
 /// under the daemon's root, and the session runs from the server to the client
 /// (protocol-spec §2.2, §4.17, §5.9).
 pub const CAP_PULL: u64 = 1 << 6;
+/// Capability bit: sync (protocol-spec §2.2, §5.15): the sender asks the
+/// receiver what it holds (LIST, LISTED) and may have entries removed (REMOVE).
+pub const CAP_SYNC: u64 = 1 << 7;
 /// Capability bits this build understands (protocol-spec §2.2).
-pub const CAPS: u64 = CAP_COMPRESS | CAP_DELTA | CAP_RESUME | CAP_EARLY_DONE | CAP_PULL;
+pub const CAPS: u64 = CAP_COMPRESS | CAP_DELTA | CAP_RESUME | CAP_EARLY_DONE | CAP_PULL | CAP_SYNC;
 /// Most chunks listed in one FILE_HAVE frame (fits the control frame limit).
 pub const MAX_HAVE_PER_FRAME: usize = 50_000;
 /// Most entries announced and not yet settled (W of protocol-spec §5.3): the

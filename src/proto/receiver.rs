@@ -60,9 +60,16 @@ pub struct Receiver<H = ()> {
     announced: u64,
     finished: u64,
     bytes_finished: u64,
+    sync: bool,
 }
 
 impl<H> Receiver<H> {
+    /// The session negotiated sync (§5.15): a directory entry may name the
+    /// root itself (its time is set at the end).
+    pub fn set_sync(&mut self, on: bool) {
+        self.sync = on;
+    }
+
     /// A receiver for the negotiated chunk size.
     pub fn new(chunk_size: u64) -> Self {
         assert!(chunk_size > 0);
@@ -74,6 +81,7 @@ impl<H> Receiver<H> {
             announced: 0,
             finished: 0,
             bytes_finished: 0,
+            sync: false,
         }
     }
 
@@ -87,7 +95,7 @@ impl<H> Receiver<H> {
             return Err(ProtocolError::FileIdOrder(meta.id));
         }
         let comps = components(&meta.path)?;
-        if comps.is_empty() {
+        if comps.is_empty() && !(self.sync && meta.kind == EntryKind::Dir) {
             return Err(ProtocolError::BadPath("an entry cannot name the root itself".into()));
         }
         if self.files.len() >= super::FILE_WINDOW {

@@ -123,7 +123,29 @@ pub struct Sender<S> {
     resume: bool,
     early_done: bool,
     delta: bool,
+    /// Sync (§5.15): entries to remove once every entry settled, in the order
+    /// to remove them, and REMOVE frames not answered yet.
+    removals: VecDeque<Vec<u8>>,
+    removing: usize,
+    removal: Removal,
 }
+
+/// Where the removals of a sync stand (§5.15).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removal {
+    /// Entries removed, as the receiver counted.
+    pub removed: u64,
+    /// Entries the receiver could not remove, and the first reason.
+    pub failed: u64,
+    /// The first reason the receiver gave for one it could not remove.
+    pub message: String,
+    /// Entries left alone because a file of the run failed (nothing is
+    /// deleted after a failure).
+    pub skipped: u64,
+}
+
+/// Most entries one REMOVE names (§4.24).
+pub const REMOVE_BATCH: usize = 4096;
 
 /// Keep at most this many failures with their reasons; the rest are only counted.
 const MAX_FAILURES_KEPT: usize = 1000;
@@ -150,7 +172,30 @@ impl<S: Clone> Sender<S> {
             resume: false,
             early_done: false,
             delta: false,
+            removals: VecDeque::new(),
+            removing: 0,
+            removal: Removal::default(),
         }
+    }
+
+    /// Sync (§5.15): asks the receiver what it holds under `root` (LIST).
+    pub fn request_listing(&mut self, root: Vec<u8>, sums: bool) {
+        self.outbox.push_back(Frame::List { root, sums });
+    }
+
+    /// Sync (§5.15): entries to remove once every entry of the session settled
+    /// without a failure, in the order given (contents before their
+    /// directory). DONE then waits for their REMOVED answers.
+    pub fn set_removals(&mut self, paths: Vec<Vec<u8>>) {
+        if !paths.is_empty() {
+            self.early_done = false;
+        }
+        self.removals.extend(paths);
+    }
+
+    /// What the removals came to.
+    pub fn removal(&self) -> &Removal {
+        &self.removal
     }
 
     /// The session negotiated resume (protocol-spec §5.11): the receiver may answer
@@ -220,6 +265,22 @@ impl<S: Clone> Sender<S> {
                 );
                 return Some(frame);
             }
+        }
+        let all_settled = self.input_closed && self.queued.is_empty() && self.files.is_empty();
+        if all_settled && !self.removals.is_empty() {
+            if self.failed > 0 {
+                // A run with failures deletes nothing (rsync's --delete-after).
+                self.removal.skipped += self.removals.len() as u64;
+                self.removals.clear();
+            } else {
+                let n = self.removals.len().min(REMOVE_BATCH);
+                let paths: Vec<Vec<u8>> = self.removals.drain(..n).collect();
+                self.removing += 1;
+                return Some(Frame::Remove { paths });
+            }
+        }
+        if self.removing > 0 {
+            return None;
         }
         let settled = self.files.is_empty() || self.early_done;
         if self.input_closed && self.queued.is_empty() && settled && !self.done_sent {
@@ -291,6 +352,18 @@ impl<S: Clone> Sender<S> {
                         return Err(ProtocolError::BadChunk { id, offset: idx as u64 * self.chunk_size, len: 0 });
                     }
                     f.candidates.insert(idx, Expect::Old(hash));
+                }
+                Ok(())
+            }
+            Frame::Removed { removed, failed, ref message } => {
+                if self.removing == 0 {
+                    return Err(ProtocolError::Unexpected("REMOVED without a REMOVE"));
+                }
+                self.removing -= 1;
+                self.removal.removed += u64::from(removed);
+                self.removal.failed += u64::from(failed);
+                if self.removal.message.is_empty() {
+                    self.removal.message = message.clone();
                 }
                 Ok(())
             }
@@ -435,7 +508,7 @@ impl<S: Clone> Sender<S> {
 
     /// True when every entry is settled and DONE has been handed out.
     pub fn is_finished(&self) -> bool {
-        self.done_sent && self.outbox.is_empty() && self.files.is_empty()
+        self.done_sent && self.outbox.is_empty() && self.files.is_empty() && self.removing == 0
     }
 
     /// Files that failed, with their reasons (the first 1000).

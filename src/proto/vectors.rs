@@ -94,6 +94,48 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ("CHUNK_ACK", Frame::ChunkAck { id: 7, offset: 0, status: AckStatus::Ok }),
         ("ERROR", Frame::Error { code: 1, message: "auth".into() }),
         ("NOTICE", Frame::Notice { code: 9, message: "changed".into() }),
+        ("LIST", Frame::List { root: b"backup".to_vec(), sums: true }),
+        (
+            "LISTED",
+            Frame::Listed {
+                last: true,
+                mask: 0o755,
+                entries: vec![
+                    super::sync::Listed {
+                        kind: EntryKind::Dir,
+                        mode: 0o755,
+                        mtime_sec: 1_700_000_000,
+                        mtime_nsec: 0,
+                        size: 0,
+                        path: vec![],
+                        link: vec![],
+                        sum: None,
+                    },
+                    super::sync::Listed {
+                        kind: EntryKind::File,
+                        mode: 0o644,
+                        mtime_sec: 1_700_000_000,
+                        mtime_nsec: 5,
+                        size: 3,
+                        path: b"a".to_vec(),
+                        link: vec![],
+                        sum: Some([0xcc; 16]),
+                    },
+                    super::sync::Listed {
+                        kind: EntryKind::Symlink,
+                        mode: 0o777,
+                        mtime_sec: 1_700_000_000,
+                        mtime_nsec: 0,
+                        size: 0,
+                        path: b"l".to_vec(),
+                        link: b"a".to_vec(),
+                        sum: None,
+                    },
+                ],
+            },
+        ),
+        ("REMOVE", Frame::Remove { paths: vec![b"backup/old/x".to_vec(), b"backup/old".to_vec()] }),
+        ("REMOVED", Frame::Removed { removed: 1, failed: 1, message: "not empty".into() }),
     ]
 }
 
@@ -161,7 +203,8 @@ fn arbitrary_bytes_never_panic_and_respect_limits() {
         let mut buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         if i % 2 == 0 && buf.len() >= 8 {
             // Make the header plausible so the body decoders get exercised.
-            buf[0] = [0x01, 0x05, 0x12, 0x14, 0x20, 0x21, 0x30, 0x70, 0x7f][(rng.next() % 9) as usize];
+            let kinds = [0x01, 0x05, 0x12, 0x14, 0x20, 0x21, 0x30, 0x70, 0x7f, 0x50, 0x51, 0x52, 0x53];
+            buf[0] = kinds[(rng.next() % kinds.len() as u64) as usize];
             buf[1] = 0;
             buf[2] = 0;
             buf[3] = 0;

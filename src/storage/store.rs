@@ -8,7 +8,8 @@
 use super::dest::{self, DestError, DestRoot, Kept, Opened as DirOpened, TempFile};
 use super::journal::{Held, Identity};
 use super::pieces::{IoMode, PieceWriter};
-use crate::proto::frame::{TargetKind, HASH_LEN};
+use crate::proto::frame::{FileMeta, TargetKind, HASH_LEN};
+use crate::proto::sync::Listed;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -56,6 +57,10 @@ pub(crate) trait Incoming: Send + Sync {
     /// Every chunk verified and the digest matched: gives it its mode and mtime
     /// and puts it under its final name.
     fn place(&self, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()>;
+    /// A local copy (no network): copies `len` bytes of `src` from its start
+    /// into this file, in the kernel where it can (copy_file_range, which
+    /// clones extents on file systems that share them).
+    fn copy_from(&self, src: &std::fs::File, len: u64) -> io::Result<()>;
     /// Removes what was written (the file failed or was aborted).
     fn discard(&self);
     /// The session let go: keeps what was written for a resume, if this
@@ -81,11 +86,24 @@ pub(crate) trait Destination: Send {
     /// directory itself was created now.
     fn make_dir(&mut self, comps: &[&[u8]]) -> Result<bool, DestError>;
     /// Creates a symlink, replacing a file or link at the name.
-    fn make_symlink(&mut self, comps: &[&[u8]], target: &[u8], tag: &str, id: u64) -> Result<(), DestError>;
+    fn make_symlink(&mut self, comps: &[&[u8]], meta: &FileMeta, tag: &str) -> Result<(), DestError>;
+    /// What is under `comps` (sync, §5.15), in listing order, the entry at
+    /// `comps` itself first (with an empty path); nothing there lists nothing.
+    fn list(
+        &mut self,
+        comps: &[&[u8]],
+        sums: bool,
+    ) -> Result<Box<dyn Iterator<Item = io::Result<Listed>> + Send>, DestError>;
+    /// Sets the mode of the regular file at `comps` (sync: a file in place
+    /// whose mode alone differs), never through a symlink.
+    fn set_mode(&mut self, comps: &[&[u8]], mode: u32) -> Result<(), DestError>;
+    /// Removes the entry at `comps` (a directory only when it is empty), never
+    /// following a symlink; nothing there is not an error.
+    fn remove(&mut self, comps: &[&[u8]]) -> Result<(), DestError>;
     /// Opens a file to receive (§5.6, §5.11).
     fn open_file(&mut self, comps: &[&[u8]], ident: &Identity, resume: bool) -> Result<Opened, DestError>;
-    /// Sets a directory's mode and mtime once its contents are complete.
-    fn set_dir_meta(&mut self, comps: &[&[u8]], mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()>;
+    /// Sets a directory's mode (unless `None`: kept) and mtime once its contents are complete.
+    fn set_dir_meta(&mut self, comps: &[&[u8]], mode: Option<u32>, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()>;
 }
 
 /// The local directory tree under a root, confined (see [`DestRoot`]).
@@ -111,8 +129,25 @@ impl Destination for LocalDir {
         self.root.make_dir(comps).map(|_| !existed)
     }
 
-    fn make_symlink(&mut self, comps: &[&[u8]], target: &[u8], tag: &str, id: u64) -> Result<(), DestError> {
-        self.root.make_symlink(comps, target, tag, id)
+    fn make_symlink(&mut self, comps: &[&[u8]], meta: &FileMeta, tag: &str) -> Result<(), DestError> {
+        let temp = dest::temp_name(tag, meta.id);
+        self.root.make_symlink(comps, &meta.link, (meta.mtime_sec, meta.mtime_nsec), &temp)
+    }
+
+    fn list(
+        &mut self,
+        comps: &[&[u8]],
+        sums: bool,
+    ) -> Result<Box<dyn Iterator<Item = io::Result<Listed>> + Send>, DestError> {
+        Ok(Box::new(self.root.list(comps, sums)?))
+    }
+
+    fn remove(&mut self, comps: &[&[u8]]) -> Result<(), DestError> {
+        self.root.remove(comps)
+    }
+
+    fn set_mode(&mut self, comps: &[&[u8]], mode: u32) -> Result<(), DestError> {
+        self.root.set_mode(comps, mode)
     }
 
     fn open_file(&mut self, comps: &[&[u8]], ident: &Identity, resume: bool) -> Result<Opened, DestError> {
@@ -124,7 +159,7 @@ impl Destination for LocalDir {
         })
     }
 
-    fn set_dir_meta(&mut self, comps: &[&[u8]], mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
+    fn set_dir_meta(&mut self, comps: &[&[u8]], mode: Option<u32>, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
         let fd = self.root.dir(comps, false).map_err(|e| io::Error::other(e.to_string()))?;
         dest::set_dir_meta(&fd, mode, mtime_sec, mtime_nsec)
     }
@@ -167,6 +202,10 @@ impl Incoming for LocalFile {
         dest::finalize(&self.t, mode, (mtime_sec, mtime_nsec), self.durable)
     }
 
+    fn copy_from(&self, src: &std::fs::File, len: u64) -> io::Result<()> {
+        super::pieces::copy_range(src, &self.t.file, len)
+    }
+
     fn discard(&self) {
         dest::discard(&self.t);
     }
@@ -195,6 +234,9 @@ impl Incoming for Dropped {
     fn retract(&self, _: u32) -> io::Result<()> {
         Ok(())
     }
+    fn copy_from(&self, _: &std::fs::File, _: u64) -> io::Result<()> {
+        Ok(())
+    }
     fn seed_from_old(&self, _: u64, _: u64) -> Vec<(u32, [u8; HASH_LEN])> {
         Vec::new()
     }
@@ -214,13 +256,25 @@ impl Destination for Discard {
     fn make_dir(&mut self, _: &[&[u8]]) -> Result<bool, DestError> {
         Ok(true)
     }
-    fn make_symlink(&mut self, _: &[&[u8]], _: &[u8], _: &str, _: u64) -> Result<(), DestError> {
+    fn list(&mut self, _: &[&[u8]], _: bool) -> Result<Box<dyn Iterator<Item = io::Result<Listed>> + Send>, DestError> {
+        Ok(Box::new(std::iter::empty()))
+    }
+
+    fn remove(&mut self, _: &[&[u8]]) -> Result<(), DestError> {
+        Ok(())
+    }
+
+    fn set_mode(&mut self, _: &[&[u8]], _: u32) -> Result<(), DestError> {
+        Ok(())
+    }
+
+    fn make_symlink(&mut self, _: &[&[u8]], _: &FileMeta, _: &str) -> Result<(), DestError> {
         Ok(())
     }
     fn open_file(&mut self, _: &[&[u8]], _: &Identity, _: bool) -> Result<Opened, DestError> {
         Ok(Opened::Partial(Box::new(Dropped), Vec::new(), false))
     }
-    fn set_dir_meta(&mut self, _: &[&[u8]], _: u32, _: i64, _: u32) -> io::Result<()> {
+    fn set_dir_meta(&mut self, _: &[&[u8]], _: Option<u32>, _: i64, _: u32) -> io::Result<()> {
         Ok(())
     }
 }
@@ -283,7 +337,11 @@ pub(crate) struct Stamp {
 /// local directory, an object store or a shard plug in here.
 pub(crate) trait Source: Send + Sync {
     /// The entries under `roots` (local path, destination path), depth first.
-    fn walk(&self, roots: Vec<(std::path::PathBuf, Vec<u8>)>) -> Box<dyn Iterator<Item = super::walk::Walked> + Send>;
+    fn walk(
+        &self,
+        roots: Vec<(std::path::PathBuf, Vec<u8>)>,
+        prune: Option<super::walk::Prune>,
+    ) -> Box<dyn Iterator<Item = super::walk::Walked> + Send>;
     /// Opens a file the walk listed.
     fn open(&self, path: &Path) -> io::Result<Box<dyn SourceFile>>;
     /// The file's size and mtime now.
@@ -311,10 +369,14 @@ impl LocalTree {
 }
 
 impl Source for LocalTree {
-    fn walk(&self, roots: Vec<(std::path::PathBuf, Vec<u8>)>) -> Box<dyn Iterator<Item = super::walk::Walked> + Send> {
+    fn walk(
+        &self,
+        roots: Vec<(std::path::PathBuf, Vec<u8>)>,
+        prune: Option<super::walk::Prune>,
+    ) -> Box<dyn Iterator<Item = super::walk::Walked> + Send> {
         match self.served {
-            Some(_) => Box::new(super::walk::Walker::serving(roots)),
-            None => Box::new(super::walk::Walker::new(roots)),
+            Some(_) => Box::new(super::walk::Walker::serving(roots).with_prune(prune)),
+            None => Box::new(super::walk::Walker::new(roots).with_prune(prune)),
         }
     }
 

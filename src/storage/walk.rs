@@ -1,14 +1,19 @@
 //! Walks the sources depth-first and yields manifest entries, one at a time, so
-//! memory does not grow with the size of the tree (only with its depth).
+//! memory does not grow with the size of the tree (only with its depth and its
+//! widest directory). The entries of a directory come in byte order of their
+//! names: the listing order of sync (protocol-spec §5.15), which a receiver's
+//! listing is merged with.
 
 use crate::proto::frame::{EntryKind, FileMeta};
 use crate::proto::path::is_reserved;
 use std::collections::VecDeque;
-use std::fs::{self, Metadata, ReadDir};
+use std::ffi::OsString;
+use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// One entry to send: its manifest record (id not yet assigned) and where it is read from.
 #[derive(Debug)]
@@ -31,11 +36,22 @@ pub(crate) struct WalkError {
 /// One step of a walk: an entry, or a source that could not be read.
 pub(crate) type Walked = Result<Item, WalkError>;
 
+/// Leaves an entry out of a walk (and, for a directory, everything in it):
+/// given its destination path and whether it is a directory, true to leave it
+/// out. Sync's filters (`--exclude`, `--include`).
+pub(crate) type Prune = Arc<dyn Fn(&[u8], bool) -> bool + Send + Sync>;
+
+/// The names in a directory, sorted by their bytes.
+type Names = std::vec::IntoIter<OsString>;
+
 /// Depth-first walker over several roots. Command-line roots are followed if they
 /// are symlinks (as `cp -r` does); links inside a tree are sent as links.
 pub(crate) struct Walker {
     roots: VecDeque<(PathBuf, Vec<u8>)>,
-    stack: Vec<(ReadDir, PathBuf, Vec<u8>)>,
+    stack: Vec<(Names, PathBuf, Vec<u8>)>,
+    prune: Option<Prune>,
+    /// A directory whose listing broke off: reported after the names read.
+    pending: Option<WalkError>,
     /// Skip names in gfast's namespace without a word (a daemon serving a pull:
     /// they are its own partial files); otherwise each is reported.
     quiet_reserved: bool,
@@ -78,16 +94,27 @@ fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
 impl Walker {
     /// A walker over `(local path, destination path)` pairs, in order.
     pub(crate) fn new(roots: Vec<(PathBuf, Vec<u8>)>) -> Self {
-        Walker { roots: roots.into(), stack: Vec::new(), quiet_reserved: false }
+        Walker { roots: roots.into(), stack: Vec::new(), quiet_reserved: false, prune: None, pending: None }
+    }
+
+    /// Leaves out what `prune` says (and the contents of a directory it leaves out).
+    pub(crate) fn with_prune(mut self, prune: Option<Prune>) -> Self {
+        self.prune = prune;
+        self
     }
 
     /// A walker of a tree that gfast itself writes into (a daemon's root): its
     /// partial files and journals (`.gfast-*`) are left out silently.
     pub(crate) fn serving(roots: Vec<(PathBuf, Vec<u8>)>) -> Self {
-        Walker { roots: roots.into(), stack: Vec::new(), quiet_reserved: true }
+        Walker { roots: roots.into(), stack: Vec::new(), quiet_reserved: true, prune: None, pending: None }
     }
 
     fn entry(&mut self, path: PathBuf, dest: Vec<u8>, md: Metadata) -> Option<Result<Item, WalkError>> {
+        if let Some(p) = &self.prune {
+            if p(&dest, md.is_dir()) {
+                return None;
+            }
+        }
         if dest.rsplit(|&b| b == b'/').next().is_some_and(is_reserved) {
             let what = "names starting with '.gfast-' are reserved for gfast's temporary files: rename it to send it";
             return Some(Err(WalkError { path, error: io::Error::new(io::ErrorKind::InvalidInput, what) }));
@@ -111,7 +138,20 @@ impl Walker {
         };
         if meta.kind == EntryKind::Dir {
             match fs::read_dir(&path) {
-                Ok(rd) => self.stack.push((rd, path.clone(), dest)),
+                Ok(rd) => {
+                    let mut names = Vec::new();
+                    for de in rd {
+                        match de {
+                            Ok(de) => names.push(de.file_name()),
+                            Err(error) => {
+                                self.pending = Some(WalkError { path: path.clone(), error });
+                                break;
+                            }
+                        }
+                    }
+                    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                    self.stack.push((names.into_iter(), path.clone(), dest))
+                }
                 Err(error) => return Some(Err(WalkError { path, error })),
             }
         }
@@ -126,35 +166,38 @@ impl Iterator for Walker {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some((rd, dir, dest)) = self.stack.last_mut() {
-                match rd.next() {
-                    None => {
-                        self.stack.pop();
-                    }
-                    Some(Err(error)) => {
-                        let path = dir.clone();
-                        self.stack.pop();
-                        return Some(Err(WalkError { path, error }));
-                    }
-                    Some(Ok(de)) => {
-                        if self.quiet_reserved && is_reserved(de.file_name().as_bytes()) {
-                            continue;
-                        }
-                        let path = de.path();
-                        let d = join(dest, de.file_name().as_bytes());
-                        return match fs::symlink_metadata(&path) {
-                            Ok(md) => self.entry(path, d, md),
-                            Err(error) => Some(Err(WalkError { path, error })),
-                        };
-                    }
+            if let Some(e) = self.pending.take() {
+                return Some(Err(e));
+            }
+            if let Some((names, dir, dest)) = self.stack.last_mut() {
+                let Some(name) = names.next() else {
+                    self.stack.pop();
+                    continue;
+                };
+                if self.quiet_reserved && is_reserved(name.as_bytes()) {
+                    continue;
                 }
-                continue;
+                let path = dir.join(&name);
+                let d = join(dest, name.as_bytes());
+                let r = match fs::symlink_metadata(&path) {
+                    Ok(md) => self.entry(path, d, md),
+                    // Gone since its directory was read.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(error) => Some(Err(WalkError { path, error })),
+                };
+                match r {
+                    Some(r) => return Some(r),
+                    None => continue,
+                }
             }
             let (path, dest) = self.roots.pop_front()?;
-            return match fs::metadata(&path) {
+            let r = match fs::metadata(&path) {
                 Ok(md) => self.entry(path, dest, md),
                 Err(error) => Some(Err(WalkError { path, error })),
             };
+            if let Some(r) = r {
+                return Some(r);
+            }
         }
     }
 }

@@ -344,3 +344,43 @@ tcp_test!(blocked_direct_connections_fall_back_to_the_ssh_tunnel, |t| {
     assert!(!stderr(&o).contains("falling back"), "{}", stderr(&o));
     assert_same_file(&f, &back.path().join("through-ssh"));
 });
+
+both_transports!(ssh_sync_moves_only_what_changed_and_deletes, |t| {
+    let Some(sshd) = Sshd::start("ssh_sync_moves_only_what_changed_and_deletes") else { return };
+    let src = TempDir::new("ssh-sync-src");
+    let dst = TempDir::new("ssh-sync-dst");
+    fs::create_dir_all(src.path().join("d/e")).unwrap();
+    for i in 0..50 {
+        fs::write(src.path().join(format!("d/f{i}")), format!("file {i}")).unwrap();
+    }
+    write_random(&src.path().join("d/e/big"), 6 << 20, 3);
+    std::os::unix::fs::symlink("f1", src.path().join("d/l")).unwrap();
+    let s = format!("{}/", src.path().display());
+    let to = format!("{}/", remote(dst.path()));
+    let sync = |extra: &[&str]| {
+        Gfast::sync(&t).ssh(&sshd.ssh_cmd("user_key")).arg("--json").args(extra).arg(&s).arg(&to).output()
+    };
+    let o = sync(&[]);
+    assert_ok(&o);
+    assert_eq!(parse_json(&o)["sync"]["created"], 54);
+    assert_same_tree(src.path(), dst.path());
+    // Nothing changed: nothing moves.
+    let o = sync(&[]);
+    assert_ok(&o);
+    let j = parse_json(&o);
+    assert_eq!((j["sync"]["created"].as_u64(), j["sync"]["updated"].as_u64()), (Some(0), Some(0)), "{j}");
+    assert_eq!(j["bytes_sent"], 0);
+    // One file changed, one gone: only that file's bytes go.
+    fs::write(src.path().join("d/f7"), b"file 7, longer now").unwrap();
+    fs::remove_file(src.path().join("d/f8")).unwrap();
+    let o = sync(&["--delete"]);
+    assert_ok(&o);
+    let j = parse_json(&o);
+    assert_eq!(j["bytes_sent"], 18, "{j}");
+    assert_eq!(j["sync"]["deleted"], 1, "{j}");
+    assert!(!dst.path().join("d/f8").exists());
+    assert_same_tree(src.path(), dst.path());
+    if let Some(left) = rsync_would(&s, &format!("{}/", dst.path().display()), &["--delete"]) {
+        assert!(left.is_empty(), "rsync would still do: {left:#?}");
+    }
+});

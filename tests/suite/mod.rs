@@ -507,10 +507,17 @@ both_transports!(bad_sources_and_unreachable_servers_give_one_line_errors, |t| {
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("cannot reach 127.0.0.1"), "{}", stderr(&o));
 
-    // Not a gfast URL.
-    let o = Gfast::push(&t).pin(&s).args(["Cargo.toml", "somewhere"]).output();
+    // A gfast URL with one slash is not a local path named "gfast:".
+    let o = Gfast::push(&t).pin(&s).args(["Cargo.toml", "gfast:/127.0.0.1/x"]).output();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("gfast://HOST"), "{}", stderr(&o));
+    // A local path is a local copy (no daemon); its parent must exist.
+    let local = TempDir::new("local-dest");
+    let o = Gfast::push(&t).args(["Cargo.toml".into(), local.path().join("copied.toml")]).output();
+    assert_ok(&o);
+    assert_same_file(Path::new("Cargo.toml"), &local.path().join("copied.toml"));
+    let o = Gfast::push(&t).args(["Cargo.toml".into(), local.path().join("missing/deeper/x")]).output();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
     // Bad chunk size.
     let o = Gfast::push(&t).pin(&s).args(["--chunk-size", "1K", "Cargo.toml", &s.url("")]).output();

@@ -130,6 +130,11 @@ impl Gfast {
         Self::over(Some(*t), "pull")
     }
 
+    /// `gfast sync` over `t`.
+    pub fn sync(t: &Transport) -> Gfast {
+        Self::over(Some(*t), "sync")
+    }
+
     /// `gfast serve` for clients over `t` (the daemon takes both transports;
     /// over QUIC it gets the shorter `--timeout`).
     pub fn serve(t: &Transport) -> Gfast {
@@ -475,6 +480,62 @@ pub fn list_tree(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Everything about a tree a sync keeps, one line per entry, sorted: path,
+/// type, mode, size, mtime (directories too), a content hash, link target.
+/// Two trees in sync have the same digest; a tree untouched keeps its own.
+pub fn digest(dir: &Path) -> Vec<String> {
+    use std::hash::{Hash, Hasher};
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+            let extra = if md.is_file() {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                fs::read(&p).unwrap().hash(&mut h);
+                format!("{:x}", h.finish())
+            } else if md.file_type().is_symlink() {
+                fs::read_link(&p).unwrap().display().to_string()
+            } else {
+                stack.push(p.clone());
+                String::new()
+            };
+            let kind = if md.is_dir() {
+                'd'
+            } else if md.is_file() {
+                'f'
+            } else {
+                'l'
+            };
+            let mode = if md.file_type().is_symlink() { 0 } else { md.mode() & 0o7777 };
+            let size = if md.is_file() { md.len() } else { 0 };
+            out.push(format!("{rel:?} {kind} {mode:o} {size} {}.{} {extra}", md.mtime(), md.mtime_nsec()));
+        }
+    }
+    let top = fs::metadata(dir).unwrap();
+    out.push(format!(". d {:o} {}.{}", top.mode() & 0o7777, top.mtime(), top.mtime_nsec()));
+    out.sort();
+    out
+}
+
+/// `rsync -a --dry-run --itemize-changes` from `src` to `dst` with `extra`
+/// flags: what rsync would still do (empty when the trees are in sync), or
+/// `None` when rsync is not installed (`.ci/run` installs it).
+pub fn rsync_would(src: &str, dst: &str, extra: &[&str]) -> Option<Vec<String>> {
+    let o = Command::new("rsync").args(["-a", "--dry-run", "--itemize-changes"]).args(extra).arg(src).arg(dst).output();
+    let o = match o {
+        Ok(o) => o,
+        Err(_) => {
+            eprintln!("SKIP the rsync oracle: rsync is not installed; .ci/run installs it");
+            return None;
+        }
+    };
+    assert!(o.status.success(), "rsync: {}", String::from_utf8_lossy(&o.stderr));
+    Some(String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
 }
 
 pub fn parse_json(o: &Output) -> serde_json::Value {

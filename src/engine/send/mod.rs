@@ -85,6 +85,8 @@ struct Shared {
     /// (milliseconds since `born`): see [`Shared::keep_alive`].
     born: Instant,
     alive_at: std::sync::atomic::AtomicU64,
+    /// Sync: where the control reader hands the receiver's listing to the walk.
+    list_tx: Mutex<Option<std::sync::mpsc::Sender<plan::ListBatch>>>,
 }
 
 /// How often lanes busy checking chunks against the source (resume, delta)
@@ -185,7 +187,7 @@ fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
 
 /// Where each source lands under the receiver's root (cp -r semantics, §5.3),
 /// given what is at the destination now.
-fn plan_roots(
+pub(crate) fn plan_roots(
     sources: &[PathBuf],
     src_dirs: &[bool],
     dest: Vec<u8>,
@@ -219,7 +221,14 @@ fn plan_roots(
 }
 
 /// Runs the sending role to completion over `w`; returns the entries confirmed.
-pub(crate) fn run_sender(w: Wired, sources: &[PathBuf], target: Target, stats: Arc<Stats>) -> Result<u64, Error> {
+/// With `sync`, only what differs from the receiver's listing is sent (§5.15).
+pub(crate) fn run_sender(
+    w: Wired,
+    sources: &[PathBuf],
+    target: Target,
+    stats: Arc<Stats>,
+    sync: Option<&SyncPlan>,
+) -> Result<u64, Error> {
     let (chunk_size, resume) = (w.n.chunk_size, w.n.resume());
     let mut src_dirs = Vec::new();
     for s in sources {
@@ -247,8 +256,23 @@ pub(crate) fn run_sender(w: Wired, sources: &[PathBuf], target: Target, stats: A
             _ => return Err(Error::Protocol("expected TARGET_INFO".into())),
         },
     };
+    let listed = w.n.sync();
+    if let Some(p) = sync {
+        if !listed && (p.delete || p.dry_run || p.rules != Default::default()) {
+            return Err(Error::Usage(
+                "this daemon does not show its tree to a token holder, which sync needs to --delete, compare (--checksum, --size-only, --update, --ignore-existing) or --dry-run: start it with --allow-pull".into(),
+            ));
+        }
+        if !listed {
+            say!("gfast: note: this daemon does not list its tree (start it with --allow-pull for that): files already in place are skipped one by one");
+        }
+    }
     let mut w = w.ctl_w;
-    let roots = match plan_roots(sources, &src_dirs, dest, kind, dest_is_dir) {
+    let planned = match sync {
+        Some(_) => plan::sync_roots(sources, &src_dirs, &dest, kind, dest_is_dir),
+        None => plan_roots(sources, &src_dirs, dest.clone(), kind, dest_is_dir),
+    };
+    let roots = match planned {
         Ok(r) => r,
         Err(e) => {
             if pulled {
@@ -279,12 +303,32 @@ pub(crate) fn run_sender(w: Wired, sources: &[PathBuf], target: Target, stats: A
         compress,
         born: Instant::now(),
         alive_at: std::sync::atomic::AtomicU64::new(0),
+        list_tx: Mutex::new(None),
     });
+    if sync.is_some() {
+        stats.sync.on.store(true, SeqCst);
+    }
 
     let mut handles = Vec::new();
     {
         let sh = shared.clone();
-        handles.push(std::thread::spawn(move || walk(&sh, roots)));
+        match sync {
+            Some(p) if listed => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                *shared.list_tx.lock().expect("list") = Some(tx);
+                let p = p.clone();
+                handles.push(std::thread::spawn(move || plan::sync_walk(&sh, roots, &p, dest, rx)));
+            }
+            Some(p) => {
+                let f = p.filter.clone();
+                let prune = (!f.is_empty()).then(|| {
+                    Arc::new(move |q: &[u8], d: bool| f.excluded(plan::rel_to(&dest, q), d))
+                        as crate::storage::walk::Prune
+                });
+                handles.push(std::thread::spawn(move || walk(&sh, roots, prune)));
+            }
+            None => handles.push(std::thread::spawn(move || walk(&sh, roots, None))),
+        }
     }
     let ctl_writer = {
         let sh = shared.clone();
@@ -339,6 +383,23 @@ pub(crate) fn run_sender(w: Wired, sources: &[PathBuf], target: Target, stats: A
         let _ = h.join();
     }
     let tx = shared.lock();
+    let rm = tx.removal();
+    if sync.is_some() {
+        let c = &shared.stats.sync;
+        if !sync.is_some_and(|p| p.dry_run) {
+            c.deleted.store(rm.removed, Relaxed);
+        }
+        c.not_deleted.fetch_add(rm.skipped + rm.failed, Relaxed);
+        if rm.skipped > 0 {
+            say!(
+                "gfast: {} entries not deleted: a file of this run failed (nothing is deleted after a failure)",
+                rm.skipped
+            );
+        }
+        if rm.failed > 0 {
+            say!("gfast: {} entries could not be deleted: {}", rm.failed, rm.message);
+        }
+    }
     let wf = shared.walk_failures.lock().expect("walk failures");
     let failed = tx.failed_count() + wf.0;
     if failed > 0 {
@@ -366,8 +427,19 @@ pub(crate) fn run_sender(w: Wired, sources: &[PathBuf], target: Target, stats: A
     Ok(tx.stats().done)
 }
 
-fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>) {
-    for item in sh.source.walk(roots) {
+/// Notes a source the walk could not read; the transfer goes on without it.
+fn record_walk_failure(sh: &Shared, e: crate::storage::walk::WalkError) {
+    let mut wf = sh.walk_failures.lock().expect("walk failures");
+    wf.0 += 1;
+    if wf.1.len() < 100 {
+        let path = e.path.as_os_str().as_bytes().to_vec();
+        let message = format!("cannot read '{}': {}", e.path.display(), e.error);
+        wf.1.push(Failure { path, code: code::IO, message });
+    }
+}
+
+fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>, prune: Option<crate::storage::walk::Prune>) {
+    for item in sh.source.walk(roots, prune) {
         if sh.stopped() {
             return;
         }
@@ -382,15 +454,7 @@ fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>) {
                 g.push(it.meta, Arc::new(it.source));
                 sh.cv.notify_all();
             }
-            Err(e) => {
-                let mut wf = sh.walk_failures.lock().expect("walk failures");
-                wf.0 += 1;
-                if wf.1.len() < 100 {
-                    let path = e.path.as_os_str().as_bytes().to_vec();
-                    let message = format!("cannot read '{}': {}", e.path.display(), e.error);
-                    wf.1.push(Failure { path, code: code::IO, message });
-                }
-            }
+            Err(e) => record_walk_failure(sh, e),
         }
     }
     sh.lock().close_input();
@@ -489,7 +553,18 @@ fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
             }
             Frame::Error { code, message } => return sh.fail(Error::Remote(code, message)),
             Frame::Notice { message, .. } => say!("gfast: note: {message}"),
+            Frame::Listed { last, mask, entries } => {
+                let tx = sh.list_tx.lock().expect("list").clone();
+                match tx {
+                    Some(tx) => {
+                        // The walk may have stopped already: then nothing waits for it.
+                        let _ = tx.send(plan::ListBatch { entries, last, mask });
+                    }
+                    None => return sh.fail(Error::Protocol("LISTED without a LIST".into())),
+                }
+            }
             f @ (Frame::FileReady { .. }
+            | Frame::Removed { .. }
             | Frame::FileDone { .. }
             | Frame::FileFailed { .. }
             | Frame::FileHave { .. }
@@ -512,5 +587,7 @@ fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
 
 mod lane;
 use lane::{ack_reader, lane_writer};
+pub(crate) mod plan;
+pub(crate) use plan::SyncPlan;
 mod squeeze;
 use squeeze::Squeeze;

@@ -565,7 +565,7 @@ impl Server {
             n: n.clone(),
         };
         let stats = Arc::new(Stats::new(lanes as usize));
-        match run_sender(wired, std::slice::from_ref(&src), Target::Known(target, kind, is_dir), stats.clone()) {
+        match run_sender(wired, std::slice::from_ref(&src), Target::Known(target, kind, is_dir), stats.clone(), None) {
             Ok(files) => {
                 sess.mark_done();
                 if self.cfg.verbose {

@@ -63,6 +63,8 @@ impl Session {
                 let next = self.state.lock().expect("state").rx.on_file_same(id, chunks);
                 next.map_err(Fatal::Protocol).and_then(|n| self.settle(n))
             }
+            Frame::List { ref root, sums } if self.n.sync() => self.on_list(root, sums),
+            Frame::Remove { ref paths } if self.n.sync() => self.on_remove(paths),
             Frame::Error { code, message } => Err(Fatal::Peer(code, message)),
             Frame::Notice { .. } => Ok(()),
             Frame::Pull { .. } => Err(Fatal::Code(
@@ -118,7 +120,7 @@ impl Session {
                         remember_dir = created || !daemon;
                         None
                     }),
-                    EntryKind::Symlink => d.make_symlink(&comps, &meta.link, &self.tag, id).map(|_| None),
+                    EntryKind::Symlink => d.make_symlink(&comps, &meta, &self.tag).map(|_| None),
                     EntryKind::File => {
                         let ident = Identity {
                             name: comps.last().map(|n| n.to_vec()).unwrap_or_default(),
@@ -158,10 +160,24 @@ impl Session {
                             out
                         }
                     }
-                    Ok(Some(Opened::InPlace)) => vec![st.rx.on_created(id)],
+                    Ok(Some(Opened::InPlace)) => {
+                        // Sync announces a file in place only when its mode differs.
+                        let mode = meta.mode & self.mode_mask.load(Ordering::Relaxed);
+                        match if self.n.sync() { d.set_mode(&comps, mode) } else { Ok(()) } {
+                            Ok(()) => vec![st.rx.on_created(id)],
+                            Err(e) => {
+                                record(&mut st.failures, &e.to_string());
+                                vec![st.rx.on_failed(id, code::IO, e.to_string())]
+                            }
+                        }
+                    }
                     Ok(None) => {
                         if remember_dir {
-                            st.dirs.push(meta);
+                            st.dirs.push((meta, true));
+                        } else if self.n.sync() && st.dirs_seen.insert(meta.path.clone()) {
+                            // Sync: a directory that was there before gets its time
+                            // (its contents changed it), not its mode.
+                            st.dirs.push((meta, false));
                         }
                         vec![st.rx.on_created(id)]
                     }
@@ -259,9 +275,9 @@ impl Session {
         st.done = true;
         let dirs = std::mem::take(&mut st.dirs);
         // Deepest first, so setting a parent's mtime comes after its children changed it.
-        for m in dirs.iter().rev() {
+        for (m, set_mode) in dirs.iter().rev() {
             let Ok(comps) = components(&m.path) else { continue };
-            let mode = m.mode & self.mode_mask.load(Ordering::Relaxed);
+            let mode = set_mode.then(|| m.mode & self.mode_mask.load(Ordering::Relaxed));
             if let Err(e) = st.dest.set_dir_meta(&comps, mode, m.mtime_sec, m.mtime_nsec) {
                 say!("gfast serve: cannot set metadata of {}: {e}", show(&m.path));
             }

@@ -39,7 +39,11 @@ struct State {
     /// The receiving state machine, holding each open file's handle.
     rx: Receiver<OpenFile>,
     dest: Box<dyn Destination>,
-    dirs: Vec<FileMeta>,
+    /// Directories whose metadata is set at the end, and whether their mode
+    /// is (false: a daemon's directory that was there before keeps its mode).
+    dirs: Vec<(FileMeta, bool)>,
+    /// Directories that were there before, remembered once each (sync).
+    dirs_seen: std::collections::HashSet<Vec<u8>>,
     joined: Vec<bool>,
     lanes: Vec<Closer>,
     encrypted: bool,
@@ -145,9 +149,14 @@ impl Session {
             keys,
             chunk_size,
             state: Mutex::new(State {
-                rx: Receiver::new(chunk_size),
+                rx: {
+                    let mut rx = Receiver::new(chunk_size);
+                    rx.set_sync(n.sync());
+                    rx
+                },
                 dest,
                 dirs: Vec::new(),
+                dirs_seen: Default::default(),
                 joined: vec![false; lanes as usize],
                 lanes: Vec::new(),
                 encrypted,
@@ -375,5 +384,6 @@ pub(crate) fn run_lane(s: Arc<Session>, (conn, r, mut w): Lane, (lane, mac): (u1
 mod control;
 mod dialed;
 mod lane;
+mod sync;
 
 pub(crate) use dialed::receive_dialed;

@@ -188,22 +188,42 @@ impl DestRoot {
     }
 
     /// Creates a symlink at `comps` pointing at `target`, replacing a file or link
-    /// that is there, atomically (made under a temporary name, then renamed).
-    pub(crate) fn make_symlink(&mut self, comps: &[&[u8]], target: &[u8], tag: &str, id: u64) -> Result<(), DestError> {
+    /// that is there, atomically (made under a temporary name, then renamed);
+    /// the link itself gets `mtime` (a link's own time, as rsync -a keeps it).
+    pub(crate) fn make_symlink(
+        &mut self,
+        comps: &[&[u8]],
+        target: &[u8],
+        mtime: (i64, u32),
+        temp: &[u8],
+    ) -> Result<(), DestError> {
         let (name, parent) = comps.split_last().ok_or_else(|| DestError::Refused("empty path".into()))?;
         let dir = self.dir(parent, true)?;
-        let tmp = temp_name(tag, id);
+        let tmp = temp;
         let ct = cstr(target).map_err(|e| DestError::Io("symlink target".into(), e))?;
-        let cn = cstr(&tmp).map_err(|e| DestError::Io("temporary name".into(), e))?;
+        let cn = cstr(tmp).map_err(|e| DestError::Io("temporary name".into(), e))?;
         // SAFETY: valid C strings and descriptor.
         if unsafe { libc::symlinkat(ct.as_ptr(), dir.as_raw_fd(), cn.as_ptr()) } < 0 {
             let e = io::Error::last_os_error();
             return Err(DestError::Io(format!("cannot create symlink {}", show(&comps.join(&b'/'))), e));
         }
-        rename_into_place(&dir, &tmp, name).map_err(|e| {
-            remove_temp(&dir, &tmp);
+        let ts = [
+            libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+            libc::timespec { tv_sec: mtime.0 as libc::time_t, tv_nsec: mtime.1 as libc::c_long },
+        ];
+        // Best effort: a file system that cannot time a link still gets the link.
+        // SAFETY: valid descriptor, C string and a two-element timespec array.
+        unsafe { libc::utimensat(dir.as_raw_fd(), cn.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+        rename_into_place(&dir, tmp, name).map_err(|e| {
+            remove_temp(&dir, tmp);
             DestError::Io(format!("cannot put symlink {} in place", show(&comps.join(&b'/'))), e)
         })
+    }
+
+    /// Drops the descriptors kept of directory `key` and everything below it
+    /// (it is about to be removed).
+    pub(crate) fn forget_dirs(&mut self, key: &[u8]) {
+        self.cache.retain(|k, _| !(k.as_slice() == key || (k.starts_with(key) && k.get(key.len()) == Some(&b'/'))));
     }
 }
 
@@ -604,11 +624,13 @@ fn rename_into_place(dir: &OwnedFd, from: &[u8], to: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Sets mode and mtime of an existing directory (applied after its contents).
-pub(crate) fn set_dir_meta(dir: &OwnedFd, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
-    // SAFETY: valid descriptor.
-    if unsafe { libc::fchmod(dir.as_raw_fd(), (mode & 0o7777) as libc::mode_t) } < 0 {
-        return Err(io::Error::last_os_error());
+/// Sets mode (unless `None`) and mtime of an existing directory (applied after its contents).
+pub(crate) fn set_dir_meta(dir: &OwnedFd, mode: Option<u32>, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
+    if let Some(mode) = mode {
+        // SAFETY: valid descriptor.
+        if unsafe { libc::fchmod(dir.as_raw_fd(), (mode & 0o7777) as libc::mode_t) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     let ts = [
         libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
@@ -630,8 +652,11 @@ pub(crate) fn to_system_time(sec: i64, nsec: u32) -> SystemTime {
     }
 }
 
+mod listing;
 mod partials;
 mod source_root;
+
+pub(crate) use listing::whole_sum;
 
 pub(crate) use partials::{keep, sweep_partials, Kept};
 pub(crate) use source_root::SourceRoot;

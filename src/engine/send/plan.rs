@@ -1,0 +1,361 @@
+//! The sending side of a sync (protocol-spec §5.15): asks the receiver what it
+//! holds under each root (LIST), merges that listing with the walk as both
+//! arrive (`proto::sync::Merge`), decides per entry (`proto::sync::decide`),
+//! announces only what differs, and once every file of the run arrived has the
+//! receiver remove what the source no longer has (`--delete`).
+
+use super::{join, record_walk_failure, Shared, QUEUE_MAX};
+use crate::engine::error::Error;
+use crate::engine::filter::Filter;
+use crate::engine::stats::SyncCounts;
+use crate::proto::frame::{EntryKind, FileMeta, TargetKind};
+use crate::proto::path::{components, show};
+use crate::proto::sync::{decide, itemize, itemize_delete, rsync_name, Change, Listed, Merge, Rules};
+use crate::storage::walk::{Item, Prune};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a sync compares and does, besides sending.
+#[derive(Debug, Clone)]
+pub(crate) struct SyncPlan {
+    /// When a file counts as unchanged.
+    pub rules: Rules,
+    /// Remove what the source does not have (`--delete`).
+    pub delete: bool,
+    /// Remove excluded entries too (`--delete-excluded`).
+    pub delete_excluded: bool,
+    /// Include and exclude rules.
+    pub filter: Filter,
+    /// Decide and report, change nothing (`--dry-run`).
+    pub dry_run: bool,
+    /// Where each itemize line goes (`--itemize-changes`, and every dry run).
+    pub itemize: Option<fn(&str)>,
+    /// The destination is another host (rsync's `<` "sent" in itemize lines).
+    pub remote: bool,
+}
+
+/// One LISTED frame, as the control reader hands it to the walk.
+pub(crate) struct ListBatch {
+    /// Entries, in listing order.
+    pub entries: Vec<Listed>,
+    /// The listing of the root is complete.
+    pub last: bool,
+    /// Permission bits the receiver keeps.
+    pub mask: u32,
+}
+
+/// The path of `p` below `base` (both receiver paths); `p` itself when `base`
+/// is the receiver's root.
+pub(crate) fn rel_to<'a>(base: &[u8], p: &'a [u8]) -> &'a [u8] {
+    if base.is_empty() {
+        return p;
+    }
+    match p.strip_prefix(base) {
+        Some([]) => &[],
+        Some([b'/', rest @ ..]) => rest,
+        _ => p,
+    }
+}
+
+/// Where each source lands under the receiver's root, by rsync's rule: `SRC/`
+/// (a directory) is its contents, `SRC` is `SRC` itself inside the destination;
+/// a single file onto a name that is not a directory takes that name.
+pub(crate) fn sync_roots(
+    sources: &[PathBuf],
+    src_dirs: &[bool],
+    dest: &[u8],
+    kind: TargetKind,
+    dest_is_dir: bool,
+) -> Result<Vec<(PathBuf, Vec<u8>)>, Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let shown = if dest.is_empty() { "the destination root".to_string() } else { show(dest) };
+    let one_file = sources.len() == 1 && !src_dirs[0];
+    if one_file && kind != TargetKind::Dir && !dest_is_dir {
+        if dest.is_empty() {
+            return Err(Error::Usage("the destination cannot be the receiver's root itself for a single file".into()));
+        }
+        return Ok(vec![(sources[0].clone(), dest.to_vec())]);
+    }
+    match kind {
+        TargetKind::Dir | TargetKind::Missing => {}
+        TargetKind::File => return Err(Error::Usage(format!("destination {shown} is a file, not a directory"))),
+        TargetKind::Other => return Err(Error::Usage(format!("destination {shown} is not a file or directory"))),
+    }
+    let mut roots = Vec::new();
+    for (s, &is_dir) in sources.iter().zip(src_dirs) {
+        let b = s.as_os_str().as_bytes();
+        let contents = is_dir && (b.ends_with(b"/") || b.ends_with(b"/.") || b == b".");
+        let d = if contents { dest.to_vec() } else { join(dest, &super::base_name(s)?) };
+        if !d.is_empty() {
+            components(&d).map_err(|e| Error::Usage(e.to_string()))?;
+        }
+        roots.push((s.clone(), d));
+    }
+    Ok(roots)
+}
+
+/// The receiver's entries that the walk did not meet: left alone, protected by
+/// a filter, or to be removed.
+pub(crate) struct Gone<'a> {
+    plan: &'a SyncPlan,
+    /// The destination named on the command line (filters match below it).
+    base: &'a [u8],
+    /// The root being merged.
+    root: &'a [u8],
+    /// An excluded directory: nothing in it is removed.
+    protect: Option<Vec<u8>>,
+    /// What is to be removed, in listing order, with its kind.
+    pub(crate) out: Vec<(Vec<u8>, EntryKind)>,
+}
+
+impl<'a> Gone<'a> {
+    /// Nothing gone yet under `root`.
+    pub(crate) fn new(plan: &'a SyncPlan, base: &'a [u8], root: &'a [u8]) -> Self {
+        Gone { plan, base, root, protect: None, out: Vec::new() }
+    }
+
+    /// One of the receiver's entries the walk did not meet.
+    pub(crate) fn take(&mut self, e: Listed) {
+        let full = join(self.root, &e.path);
+        if let Some(p) = &self.protect {
+            if rel_to(p, &full).len() < full.len() || p == &full {
+                return;
+            }
+            self.protect = None;
+        }
+        let excluded = self.plan.filter.excluded(rel_to(self.base, &full), e.kind == EntryKind::Dir);
+        if excluded && !self.plan.delete_excluded {
+            if e.kind == EntryKind::Dir {
+                self.protect = Some(full);
+            }
+            return;
+        }
+        if self.plan.delete {
+            self.out.push((full, e.kind));
+        }
+    }
+}
+
+/// Waits for the next batch of the listing and feeds it to `merge`; false when
+/// the session stopped (the reason is recorded already).
+fn feed(sh: &Shared, rx: &Receiver<ListBatch>, merge: &mut Merge, mask: &mut u32) -> bool {
+    loop {
+        if sh.stopped() {
+            return false;
+        }
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(b) => {
+                *mask = b.mask;
+                if let Err(e) = merge.feed(b.entries, b.last) {
+                    sh.fail(Error::Protocol(e.to_string()));
+                    return false;
+                }
+                return true;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if !sh.stopped() {
+                    sh.fail(Error::PeerVanished("the listing stopped before its end".into()));
+                }
+                return false;
+            }
+        }
+    }
+}
+
+/// Hands an entry to the sender, within the queue's bound.
+fn announce(sh: &Shared, it: Item) {
+    sh.stats.files_total.fetch_add(1, Relaxed);
+    sh.stats.bytes_total.fetch_add(it.meta.size, Relaxed);
+    let mut g = sh.lock();
+    while g.queued_len() >= QUEUE_MAX && !sh.stopped() {
+        g = sh.cv.wait(g).expect("cv");
+    }
+    g.push(it.meta, Arc::new(it.source));
+    sh.cv.notify_all();
+}
+
+/// The whole-file checksum of a source file, for `--checksum`.
+fn source_sum(it: &Item) -> Option<[u8; 16]> {
+    let f = std::fs::File::open(&it.source).ok()?;
+    crate::storage::dest::whole_sum(f).ok()
+}
+
+/// How an entry's name shows in an itemize line: below the destination named
+/// on the command line, `./` for that destination itself.
+pub(crate) fn item_name(base: &[u8], m: &FileMeta) -> String {
+    let r = rel_to(base, &m.path);
+    if r.is_empty() {
+        "./".into()
+    } else {
+        rsync_name(r)
+    }
+}
+
+/// Decides one walked entry against the receiver's, counts and reports the
+/// decision, and says whether the entry goes to the receiver. `sum` gives the
+/// source's whole-file checksum when `--checksum` needs it.
+pub(crate) fn judge(
+    plan: &SyncPlan,
+    base: &[u8],
+    it: &Item,
+    existing: Option<&Listed>,
+    (mask, c): (u32, &SyncCounts),
+) -> bool {
+    let m = &it.meta;
+    let same_size_file =
+        existing.is_some_and(|e| e.kind == EntryKind::File && m.kind == EntryKind::File && e.size == m.size);
+    let sum = (plan.rules.checksum && same_size_file).then(|| source_sum(it)).flatten();
+    let change = decide(m, sum, existing, &plan.rules, mask);
+    c.considered.fetch_add(1, Relaxed);
+    match change {
+        Change::Create | Change::Replace => c.created.fetch_add(1, Relaxed),
+        Change::Update(_) | Change::Touch(_) => c.updated.fetch_add(1, Relaxed),
+        Change::Same => c.unchanged.fetch_add(1, Relaxed),
+    };
+    if m.kind == EntryKind::File {
+        let counter = if change.sends() { &c.bytes_to_send } else { &c.bytes_unchanged };
+        counter.fetch_add(m.size, Relaxed);
+    }
+    if let (Some(out), Some(line)) = (plan.itemize, itemize(change, m, &item_name(base, m), plan.remote)) {
+        out(&line);
+    }
+    // Directories always go: they are created, or their time is set once
+    // their contents are done (one small frame each).
+    (change.sends() || m.kind == EntryKind::Dir) && !plan.dry_run
+}
+
+/// The walk of a sync: LIST for each root, merged with the walk of that root.
+pub(super) fn sync_walk(
+    sh: &Shared,
+    roots: Vec<(PathBuf, Vec<u8>)>,
+    plan: &SyncPlan,
+    base: Vec<u8>,
+    rx: Receiver<ListBatch>,
+) {
+    {
+        let mut g = sh.lock();
+        for (_, d) in &roots {
+            g.request_listing(d.clone(), plan.rules.checksum);
+        }
+        sh.cv.notify_all();
+    }
+    let prune: Option<Prune> = (!plan.filter.is_empty()).then(|| {
+        let (f, b) = (plan.filter.clone(), base.clone());
+        Arc::new(move |p: &[u8], dir: bool| f.excluded(rel_to(&b, p), dir)) as Prune
+    });
+    let mut removals = Vec::new();
+    let mut mask = 0o7777;
+    for (src, dst) in roots {
+        let mut merge = Merge::new();
+        let mut gone = Gone::new(plan, &base, &dst);
+        for item in sh.source.walk(vec![(src, dst.clone())], prune.clone()) {
+            if sh.stopped() {
+                return;
+            }
+            let it = match item {
+                Ok(it) => it,
+                Err(e) => {
+                    record_walk_failure(sh, e);
+                    continue;
+                }
+            };
+            let rel = rel_to(&dst, &it.meta.path).to_vec();
+            let matched = loop {
+                if let Some(m) = merge.step(&rel) {
+                    break m;
+                }
+                if !feed(sh, &rx, &mut merge, &mut mask) {
+                    return;
+                }
+            };
+            for e in matched.gone {
+                gone.take(e);
+            }
+            if judge(plan, &base, &it, matched.existing.as_ref(), (mask, &sh.stats.sync)) {
+                announce(sh, it);
+            }
+        }
+        let rest = loop {
+            if let Some(r) = merge.finish() {
+                break r;
+            }
+            if !feed(sh, &rx, &mut merge, &mut mask) {
+                return;
+            }
+        };
+        for e in rest {
+            gone.take(e);
+        }
+        removals.extend(gone.out);
+    }
+    finish_removals(sh, plan, &base, removals);
+    sh.lock().close_input();
+    sh.cv.notify_all();
+}
+
+/// Reports the removals and hands them to the sender, deepest first, unless
+/// the walk itself missed something (then nothing is removed: what could not
+/// be read may still exist).
+fn finish_removals(sh: &Shared, plan: &SyncPlan, base: &[u8], removals: Vec<(Vec<u8>, EntryKind)>) {
+    let c = &sh.stats.sync;
+    if removals.is_empty() {
+        return;
+    }
+    let walk_failed = sh.walk_failures.lock().expect("walk failures").0 > 0;
+    if walk_failed {
+        c.not_deleted.fetch_add(removals.len() as u64, Relaxed);
+        say!(
+            "gfast: {} entries not deleted: some sources could not be read (deleting with an incomplete walk could remove what still exists)",
+            removals.len()
+        );
+        return;
+    }
+    // Reported as they go: everything inside a directory before it.
+    for (p, k) in removals.iter().rev() {
+        if let Some(out) = plan.itemize {
+            let r = rel_to(base, p);
+            out(&itemize_delete(*k, &rsync_name(r)));
+        }
+    }
+    c.deleted.fetch_add(removals.len() as u64, Relaxed);
+    if plan.dry_run {
+        return;
+    }
+    // Reversed listing order: everything inside a directory before it.
+    let paths: Vec<Vec<u8>> = removals.into_iter().rev().map(|(p, _)| p).collect();
+    sh.lock().set_removals(paths);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_below_the_destination() {
+        assert_eq!(rel_to(b"", b"a/b"), b"a/b");
+        assert_eq!(rel_to(b"a", b"a/b"), b"b");
+        assert_eq!(rel_to(b"a", b"a"), b"");
+        assert_eq!(rel_to(b"a", b"ab/c"), b"ab/c");
+    }
+
+    #[test]
+    fn the_trailing_slash_rule() {
+        let p = |s: &str| PathBuf::from(s);
+        let r = sync_roots(&[p("src")], &[true], b"dst", TargetKind::Dir, false).unwrap();
+        assert_eq!(r[0].1, b"dst/src");
+        let r = sync_roots(&[p("src/")], &[true], b"dst", TargetKind::Missing, false).unwrap();
+        assert_eq!(r[0].1, b"dst");
+        let r = sync_roots(&[p("/x/src/")], &[true], b"", TargetKind::Dir, true).unwrap();
+        assert_eq!(r[0].1, b"");
+        // A single file onto a new name takes it; into a directory, its own.
+        let r = sync_roots(&[p("f")], &[false], b"new", TargetKind::Missing, false).unwrap();
+        assert_eq!(r[0].1, b"new");
+        let r = sync_roots(&[p("d/f")], &[false], b"new", TargetKind::Missing, true).unwrap();
+        assert_eq!(r[0].1, b"new/f");
+        assert!(sync_roots(&[p("a"), p("b")], &[true, false], b"f", TargetKind::File, false).is_err());
+    }
+}
