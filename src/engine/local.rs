@@ -8,7 +8,7 @@
 //! mtime, then linked or renamed into place, so no reader ever sees a part).
 
 use super::error::Error;
-use super::send::plan::{judge, rel_to, sync_roots, Gone};
+use super::send::plan::{check_overlap, judge, rel_to, sync_roots, Gone};
 use super::send::{plan_roots, SyncPlan};
 use super::stats::Stats;
 use crate::proto::frame::{EntryKind, FileMeta};
@@ -16,7 +16,7 @@ use crate::proto::path::{components, show};
 use crate::proto::sync::{itemize_delete, rsync_name, Merge};
 use crate::storage::dest::DestError;
 use crate::storage::journal::Identity;
-use crate::storage::store::{Destination, LocalDir, LocalTree, Opened, Source, StoreConfig};
+use crate::storage::store::{Destination, LocalDir, LocalTree, Opened, Reuse, Source, StoreConfig};
 use crate::storage::walk::{Item, Prune};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -76,7 +76,7 @@ fn copy_one(d: &mut LocalDir, it: &Item) -> Result<u64, String> {
         // One chunk whatever the size: an anonymous file, nothing left behind.
         chunk_size: u64::MAX,
     };
-    let file = match d.open_file(&comps, &ident, false).map_err(|e| e.to_string())? {
+    let file = match d.open_file(&comps, &ident, Reuse::Fresh).map_err(|e| e.to_string())? {
         Opened::Partial(f, _, _) => f,
         Opened::InPlace => return Ok(0),
     };
@@ -193,7 +193,11 @@ pub(crate) fn copy(cfg: &LocalCopy<'_>, stats: Arc<Stats>) -> Result<u64, Error>
         }
     }
     let roots = match cfg.sync {
-        Some(_) => sync_roots(cfg.sources, &src_dirs, &target, kind, dest_is_dir)?,
+        Some(p) => {
+            let r = sync_roots(cfg.sources, &src_dirs, &target, kind, dest_is_dir)?;
+            check_overlap(&r, p)?;
+            r
+        }
         None => plan_roots(cfg.sources, &src_dirs, target.clone(), kind, dest_is_dir)?,
     };
     if cfg.sync.is_some() {
@@ -271,11 +275,12 @@ fn merge_roots(
         Arc::new(move |p: &[u8], dir: bool| f.excluded(rel_to(&b, p), dir)) as Prune
     });
     let mut removals = Vec::new();
+    let all: Vec<Vec<u8>> = roots.iter().map(|(_, d)| d.clone()).collect();
     for (src, dst) in roots {
         let dcomps = components(&dst).map_err(|e| Error::Usage(e.to_string()))?;
         let mut listing = placer.d.list(&dcomps, plan.rules.checksum).map_err(|e| Error::Usage(e.to_string()))?;
         let mut merge = Merge::new();
-        let mut gone = Gone::new(plan, target, &dst);
+        let mut gone = Gone::new(plan, target, &dst, &all);
         let mut more = |merge: &mut Merge| -> Result<(), Error> {
             let mut batch = Vec::with_capacity(1024);
             let mut ended = true;

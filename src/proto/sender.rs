@@ -146,6 +146,9 @@ pub struct Removal {
 
 /// Most entries one REMOVE names (§4.24).
 pub const REMOVE_BATCH: usize = 4096;
+/// A REMOVE is cut once its paths take this many bytes (§4.24): with paths of
+/// up to 32 KiB it stays under the 1 MiB control frame limit.
+pub const REMOVE_BYTES: usize = 256 << 10;
 
 /// Keep at most this many failures with their reasons; the rest are only counted.
 const MAX_FAILURES_KEPT: usize = 1000;
@@ -273,7 +276,12 @@ impl<S: Clone> Sender<S> {
                 self.removal.skipped += self.removals.len() as u64;
                 self.removals.clear();
             } else {
-                let n = self.removals.len().min(REMOVE_BATCH);
+                // Cut by count and by bytes, well inside the control frame limit.
+                let (mut n, mut bytes) = (0, 0);
+                while n < self.removals.len().min(REMOVE_BATCH) && (n == 0 || bytes < REMOVE_BYTES) {
+                    bytes += 2 + self.removals[n].len();
+                    n += 1;
+                }
                 let paths: Vec<Vec<u8>> = self.removals.drain(..n).collect();
                 self.removing += 1;
                 return Some(Frame::Remove { paths });

@@ -68,6 +68,19 @@ pub(crate) trait Incoming: Send + Sync {
     fn keep(&self) -> Option<Kept>;
 }
 
+/// What an opened file may take over from earlier runs (protocol-spec §5.11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reuse {
+    /// Nothing: the file starts over.
+    Fresh,
+    /// A partial file and its journal, but not a file in place: sync (§5.15)
+    /// announces only files that differ, whatever their size and mtime say
+    /// (`--checksum`, a mode).
+    Partials,
+    /// Resume: a partial file, or the file in place (same size and mtime).
+    All,
+}
+
 /// What [`Destination::open_file`] found.
 pub(crate) enum Opened {
     /// Resume: the final name already holds this file (same size and mtime).
@@ -94,14 +107,11 @@ pub(crate) trait Destination: Send {
         comps: &[&[u8]],
         sums: bool,
     ) -> Result<Box<dyn Iterator<Item = io::Result<Listed>> + Send>, DestError>;
-    /// Sets the mode of the regular file at `comps` (sync: a file in place
-    /// whose mode alone differs), never through a symlink.
-    fn set_mode(&mut self, comps: &[&[u8]], mode: u32) -> Result<(), DestError>;
     /// Removes the entry at `comps` (a directory only when it is empty), never
     /// following a symlink; nothing there is not an error.
     fn remove(&mut self, comps: &[&[u8]]) -> Result<(), DestError>;
     /// Opens a file to receive (§5.6, §5.11).
-    fn open_file(&mut self, comps: &[&[u8]], ident: &Identity, resume: bool) -> Result<Opened, DestError>;
+    fn open_file(&mut self, comps: &[&[u8]], ident: &Identity, reuse: Reuse) -> Result<Opened, DestError>;
     /// Sets a directory's mode (unless `None`: kept) and mtime once its contents are complete.
     fn set_dir_meta(&mut self, comps: &[&[u8]], mode: Option<u32>, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()>;
 }
@@ -146,12 +156,8 @@ impl Destination for LocalDir {
         self.root.remove(comps)
     }
 
-    fn set_mode(&mut self, comps: &[&[u8]], mode: u32) -> Result<(), DestError> {
-        self.root.set_mode(comps, mode)
-    }
-
-    fn open_file(&mut self, comps: &[&[u8]], ident: &Identity, resume: bool) -> Result<Opened, DestError> {
-        Ok(match self.root.open_partial(comps, ident, resume)? {
+    fn open_file(&mut self, comps: &[&[u8]], ident: &Identity, reuse: Reuse) -> Result<Opened, DestError> {
+        Ok(match self.root.open_partial(comps, ident, reuse)? {
             DirOpened::InPlace => Opened::InPlace,
             DirOpened::Partial(t, held, changed) => {
                 Opened::Partial(Box::new(LocalFile { t, durable: self.cfg.durable }), held, changed)
@@ -264,14 +270,10 @@ impl Destination for Discard {
         Ok(())
     }
 
-    fn set_mode(&mut self, _: &[&[u8]], _: u32) -> Result<(), DestError> {
-        Ok(())
-    }
-
     fn make_symlink(&mut self, _: &[&[u8]], _: &FileMeta, _: &str) -> Result<(), DestError> {
         Ok(())
     }
-    fn open_file(&mut self, _: &[&[u8]], _: &Identity, _: bool) -> Result<Opened, DestError> {
+    fn open_file(&mut self, _: &[&[u8]], _: &Identity, _: Reuse) -> Result<Opened, DestError> {
         Ok(Opened::Partial(Box::new(Dropped), Vec::new(), false))
     }
     fn set_dir_meta(&mut self, _: &[&[u8]], _: Option<u32>, _: i64, _: u32) -> io::Result<()> {

@@ -11,7 +11,7 @@
 use crate::util::*;
 use gfast::proto::auth::SessionKeys;
 use gfast::proto::frame::{kind, EntryKind, FileMeta, Frame, Limits, HEADER_LEN};
-use gfast::proto::{CAP_RESUME, VERSION};
+use gfast::proto::{CAP_RESUME, CAP_SYNC, VERSION};
 use gfast::transport::framed::read_frame;
 use std::fs;
 use std::io::{Read, Write};
@@ -776,4 +776,81 @@ tcp_test!(small_mistakes_get_clear_words, |t| {
     let o = Gfast::push(&t).args(["--json", "--chunk-size", "1K"]).arg(&f).arg(s.url("x")).output();
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(parse_json(&o)["streams"], 0);
+});
+
+// Over TCP only: the frames are decided above the transport.
+tcp_test!(sync_frames_list_and_remove_only_under_the_root, |t| {
+    use gfast::proto::error::code;
+    let work = TempDir::new("sync-hostile");
+    let root = TempDir::new("sync-hostile-root");
+    let outside = TempDir::new("sync-hostile-outside");
+    fs::create_dir_all(outside.path().join("d")).unwrap();
+    fs::write(outside.path().join("d/precious"), b"must stay").unwrap();
+    fs::create_dir_all(root.path().join("tree/sub")).unwrap();
+    fs::write(root.path().join("tree/sub/f"), b"f").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("d"), root.path().join("out")).unwrap();
+
+    // Without --allow-pull the capability is not accepted and LIST is refused.
+    let mut s = Server::start(&t, root.path(), &["--allow-no-encrypt"]);
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, CAP_SYNC, 64 << 10);
+    r.send(&Frame::List { root: Vec::new(), sums: false }).unwrap();
+    assert!(matches!(r.recv(), Ok(Frame::Error { code: code::PROTOCOL, .. })));
+    assert!(s.is_alive());
+    drop(s);
+
+    let mut s = Server::start(&t, root.path(), &["--allow-no-encrypt", "--allow-pull"]);
+    let pid = s.child.id();
+    let before = rss_mib(pid);
+    // Escapes, reserved and oversized roots end the session with a refusal.
+    for bad in [&b"../x"[..], b"/etc", b"tree/../..", b".gfast-x", b"a\0b"] {
+        let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, CAP_SYNC, 64 << 10);
+        r.send(&Frame::List { root: bad.to_vec(), sums: true }).unwrap();
+        match r.recv() {
+            Ok(Frame::Error { code, .. }) => assert!(code == code::PATH_REFUSED || code == code::PROTOCOL, "{code}"),
+            other => panic!("LIST {bad:?}: expected ERROR, got {other:?}"),
+        }
+    }
+    // A link under the root is listed as a link, never entered; through it, refused.
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, CAP_SYNC, 64 << 10);
+    r.send(&Frame::List { root: b"out".to_vec(), sums: true }).unwrap();
+    match r.recv() {
+        Ok(Frame::Listed { last: true, entries, .. }) => {
+            assert_eq!(entries.len(), 1);
+            assert_eq!(entries[0].kind, EntryKind::Symlink);
+        }
+        other => panic!("expected one LISTED, got {other:?}"),
+    }
+    r.send(&Frame::List { root: b"out/precious".to_vec(), sums: true }).unwrap();
+    assert!(matches!(r.recv(), Ok(Frame::Error { code: code::PATH_REFUSED, .. })));
+    // REMOVE: escapes, the root, through a link: each fails, nothing outside moves;
+    // the link itself goes as a link.
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, CAP_SYNC, 64 << 10);
+    let paths: Vec<Vec<u8>> = [&b"../victim"[..], b"", b"out/precious", b".gfast-j", b"tree/sub", b"out"]
+        .iter()
+        .map(|p| p.to_vec())
+        .collect();
+    r.send(&Frame::Remove { paths }).unwrap();
+    match r.recv() {
+        // tree/sub is not empty; only the link went.
+        Ok(Frame::Removed { removed, failed, .. }) => assert_eq!((removed, failed), (1, 5)),
+        other => panic!("expected REMOVED, got {other:?}"),
+    }
+    assert!(fs::symlink_metadata(root.path().join("out")).is_err());
+    assert_eq!(fs::read(outside.path().join("d/precious")).unwrap(), b"must stay");
+    assert_eq!(fs::read(root.path().join("tree/sub/f")).unwrap(), b"f");
+    // More paths than a REMOVE may name, and a listing garbled by the client.
+    let many: Vec<Vec<u8>> = (0..5000).map(|i| format!("n{i}").into_bytes()).collect();
+    r.send(&Frame::Remove { paths: many }).unwrap();
+    assert!(matches!(r.recv(), Ok(Frame::Error { code: code::PROTOCOL, .. })));
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, CAP_SYNC, 64 << 10);
+    r.send(&Frame::Listed { last: true, mask: 0, entries: Vec::new() }).unwrap();
+    assert!(matches!(r.recv(), Ok(Frame::Error { code: code::PROTOCOL, .. })));
+    // A header announcing a huge LIST is refused before its body.
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, CAP_SYNC, 64 << 10);
+    r.s.write_all(&header(kind::LIST, 1 << 30)).unwrap();
+    let mut b = [0u8; 64];
+    let _ = r.s.read(&mut b);
+    assert!(rss_mib(pid) < before + 32, "RSS grew from {before} to {} MiB", rss_mib(pid));
+    legit_push(&t, &s, work.path(), "after-sync-frames");
+    assert!(s.is_alive());
 });

@@ -320,6 +320,70 @@ fn local_sync_links_are_removed_never_followed() {
     links_are_removed_never_followed(To::local());
 }
 
+fn checksum_repairs_what_the_quick_check_misses(to: To) {
+    let src = TempDir::new("sync-src");
+    tree(src.path());
+    let s = format!("{}/", src.path().display());
+    assert_ok(&to.sync(&["-q"], &s, "c/"));
+    let dst = to.root().join("c");
+    // Silent damage: same size, same mtime, other bytes.
+    let f = dst.join("a/b/two.txt");
+    let mtime = fs::metadata(&f).unwrap().modified().unwrap();
+    fs::write(&f, b"TWO TWO").unwrap();
+    fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+    let c = sync_counts(&to.sync(&["--json"], &s, "c/"));
+    assert_eq!(n(&c, "updated"), 0, "the quick check sees nothing: {c}");
+    let c = sync_counts(&to.sync(&["--json", "--checksum"], &s, "c/"));
+    assert_eq!(n(&c, "updated"), 1, "{c}");
+    assert_eq!(fs::read(&f).unwrap(), b"two two");
+    assert_same_tree(src.path(), &dst);
+}
+
+fn sources_sharing_a_destination_never_delete_each_other(to: To) {
+    let (a, b) = (TempDir::new("sync-a"), TempDir::new("sync-b"));
+    fs::write(a.path().join("from-a"), b"a").unwrap();
+    fs::create_dir_all(b.path().join("deep")).unwrap();
+    fs::write(b.path().join("deep/from-b"), b"b").unwrap();
+    let (sa, sb) = (format!("{}/", a.path().display()), format!("{}/", b.path().display()));
+    // Both into the same place: refused with --delete.
+    let g = match &to {
+        To::Daemon(t, s) => Gfast::sync(t).pin(s),
+        To::Local(_) => Gfast::new("sync"),
+    };
+    let o = g.args(["--delete", &sa, &sb]).arg(to.dest("o/")).output();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("same place"), "{}", stderr(&o));
+    // One inside the other's destination: each keeps the other's files.
+    let g = match &to {
+        To::Daemon(t, s) => Gfast::sync(t).pin(s),
+        To::Local(_) => Gfast::new("sync"),
+    };
+    let o = g.args(["--delete", "--json", &sa]).arg(b.path()).arg(to.dest("o/")).output();
+    assert_ok(&o);
+    let name = b.path().file_name().unwrap();
+    let dst = to.root().join("o");
+    assert!(dst.join("from-a").exists());
+    assert!(dst.join(name).join("deep/from-b").exists(), "the second source was deleted by the first");
+    assert_eq!(parse_json(&o)["sync"]["deleted"], 0);
+}
+
+tcp_test!(sync_checksum_repairs_what_the_quick_check_misses, |t| {
+    checksum_repairs_what_the_quick_check_misses(To::daemon(t))
+});
+tcp_test!(sync_sources_sharing_a_destination, |t| {
+    sources_sharing_a_destination_never_delete_each_other(To::daemon(t))
+});
+
+#[test]
+fn local_sync_checksum_repairs() {
+    checksum_repairs_what_the_quick_check_misses(To::local());
+}
+
+#[test]
+fn local_sync_sources_sharing_a_destination() {
+    sources_sharing_a_destination_never_delete_each_other(To::local());
+}
+
 #[test]
 fn local_push_copies_a_tree() {
     let src = TempDir::new("push-src");

@@ -87,6 +87,9 @@ struct Shared {
     alive_at: std::sync::atomic::AtomicU64,
     /// Sync: where the control reader hands the receiver's listing to the walk.
     list_tx: Mutex<Option<std::sync::mpsc::Sender<plan::ListBatch>>>,
+    /// Sync: the itemize lines of the removals handed to the sender, shown
+    /// once they were carried out (a failure in the run cancels them).
+    removal_lines: Mutex<Vec<String>>,
 }
 
 /// How often lanes busy checking chunks against the source (resume, delta)
@@ -269,7 +272,8 @@ pub(crate) fn run_sender(
     }
     let mut w = w.ctl_w;
     let planned = match sync {
-        Some(_) => plan::sync_roots(sources, &src_dirs, &dest, kind, dest_is_dir),
+        Some(p) => plan::sync_roots(sources, &src_dirs, &dest, kind, dest_is_dir)
+            .and_then(|r| plan::check_overlap(&r, p).map(|_| r)),
         None => plan_roots(sources, &src_dirs, dest.clone(), kind, dest_is_dir),
     };
     let roots = match planned {
@@ -304,6 +308,7 @@ pub(crate) fn run_sender(
         born: Instant::now(),
         alive_at: std::sync::atomic::AtomicU64::new(0),
         list_tx: Mutex::new(None),
+        removal_lines: Mutex::new(Vec::new()),
     });
     if sync.is_some() {
         stats.sync.on.store(true, SeqCst);
@@ -390,6 +395,11 @@ pub(crate) fn run_sender(
             c.deleted.store(rm.removed, Relaxed);
         }
         c.not_deleted.fetch_add(rm.skipped + rm.failed, Relaxed);
+        if let (0, Some(out)) = (rm.skipped, sync.and_then(|p| p.itemize)) {
+            for l in shared.removal_lines.lock().expect("removal lines").iter() {
+                out(l);
+            }
+        }
         if rm.skipped > 0 {
             say!(
                 "gfast: {} entries not deleted: a file of this run failed (nothing is deleted after a failure)",
@@ -427,6 +437,18 @@ pub(crate) fn run_sender(
     Ok(tx.stats().done)
 }
 
+/// Hands an entry to the sender, within the queue's bound.
+fn announce(sh: &Shared, it: crate::storage::walk::Item) {
+    sh.stats.files_total.fetch_add(1, Relaxed);
+    sh.stats.bytes_total.fetch_add(it.meta.size, Relaxed);
+    let mut g = sh.lock();
+    while g.queued_len() >= QUEUE_MAX && !sh.stopped() {
+        g = sh.cv.wait(g).expect("cv");
+    }
+    g.push(it.meta, Arc::new(it.source));
+    sh.cv.notify_all();
+}
+
 /// Notes a source the walk could not read; the transfer goes on without it.
 fn record_walk_failure(sh: &Shared, e: crate::storage::walk::WalkError) {
     let mut wf = sh.walk_failures.lock().expect("walk failures");
@@ -444,16 +466,7 @@ fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>, prune: Option<crate::storag
             return;
         }
         match item {
-            Ok(it) => {
-                sh.stats.files_total.fetch_add(1, Relaxed);
-                sh.stats.bytes_total.fetch_add(it.meta.size, Relaxed);
-                let mut g = sh.lock();
-                while g.queued_len() >= QUEUE_MAX && !sh.stopped() {
-                    g = sh.cv.wait(g).expect("cv");
-                }
-                g.push(it.meta, Arc::new(it.source));
-                sh.cv.notify_all();
-            }
+            Ok(it) => announce(sh, it),
             Err(e) => record_walk_failure(sh, e),
         }
     }

@@ -4,7 +4,7 @@
 //! announces only what differs, and once every file of the run arrived has the
 //! receiver remove what the source no longer has (`--delete`).
 
-use super::{join, record_walk_failure, Shared, QUEUE_MAX};
+use super::{announce, join, record_walk_failure, Shared};
 use crate::engine::error::Error;
 use crate::engine::filter::Filter;
 use crate::engine::stats::SyncCounts;
@@ -60,6 +60,31 @@ pub(crate) fn rel_to<'a>(base: &[u8], p: &'a [u8]) -> &'a [u8] {
     }
 }
 
+/// True when receiver path `p` is `dir` or below it.
+fn under(p: &[u8], dir: &[u8]) -> bool {
+    dir.is_empty() || p == dir || (p.starts_with(dir) && p.get(dir.len()) == Some(&b'/'))
+}
+
+/// With `--delete`, two sources landing in the same place would each see the
+/// other's files as gone: refused. (One landing inside another's is fine: the
+/// outer one's deletions leave the inner root alone.)
+pub(crate) fn check_overlap(roots: &[(PathBuf, Vec<u8>)], plan: &SyncPlan) -> Result<(), Error> {
+    if !plan.delete {
+        return Ok(());
+    }
+    for (i, (a, ra)) in roots.iter().enumerate() {
+        if let Some((b, _)) = roots[i + 1..].iter().find(|(_, rb)| rb == ra) {
+            return Err(Error::Usage(format!(
+                "'{}' and '{}' land in the same place ({}): --delete would remove each other's files; sync them into separate directories",
+                a.display(),
+                b.display(),
+                if ra.is_empty() { "the destination root".to_string() } else { show(ra) }
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Where each source lands under the receiver's root, by rsync's rule: `SRC/`
 /// (a directory) is its contents, `SRC` is `SRC` itself inside the destination;
 /// a single file onto a name that is not a directory takes that name.
@@ -107,24 +132,31 @@ pub(crate) struct Gone<'a> {
     root: &'a [u8],
     /// An excluded directory: nothing in it is removed.
     protect: Option<Vec<u8>>,
+    /// Other roots of the run below this one: another source lands there, so
+    /// nothing at or below them is gone.
+    others: Vec<Vec<u8>>,
     /// What is to be removed, in listing order, with its kind.
     pub(crate) out: Vec<(Vec<u8>, EntryKind)>,
 }
 
 impl<'a> Gone<'a> {
-    /// Nothing gone yet under `root`.
-    pub(crate) fn new(plan: &'a SyncPlan, base: &'a [u8], root: &'a [u8]) -> Self {
-        Gone { plan, base, root, protect: None, out: Vec::new() }
+    /// Nothing gone yet under `root`, one of the run's `roots`.
+    pub(crate) fn new(plan: &'a SyncPlan, base: &'a [u8], root: &'a [u8], roots: &[Vec<u8>]) -> Self {
+        let others = roots.iter().filter(|r| r.as_slice() != root && under(r, root)).cloned().collect();
+        Gone { plan, base, root, protect: None, others, out: Vec::new() }
     }
 
     /// One of the receiver's entries the walk did not meet.
     pub(crate) fn take(&mut self, e: Listed) {
         let full = join(self.root, &e.path);
         if let Some(p) = &self.protect {
-            if rel_to(p, &full).len() < full.len() || p == &full {
+            if under(&full, p) {
                 return;
             }
             self.protect = None;
+        }
+        if self.others.iter().any(|o| under(&full, o)) {
+            return;
         }
         let excluded = self.plan.filter.excluded(rel_to(self.base, &full), e.kind == EntryKind::Dir);
         if excluded && !self.plan.delete_excluded {
@@ -164,18 +196,6 @@ fn feed(sh: &Shared, rx: &Receiver<ListBatch>, merge: &mut Merge, mask: &mut u32
             }
         }
     }
-}
-
-/// Hands an entry to the sender, within the queue's bound.
-fn announce(sh: &Shared, it: Item) {
-    sh.stats.files_total.fetch_add(1, Relaxed);
-    sh.stats.bytes_total.fetch_add(it.meta.size, Relaxed);
-    let mut g = sh.lock();
-    while g.queued_len() >= QUEUE_MAX && !sh.stopped() {
-        g = sh.cv.wait(g).expect("cv");
-    }
-    g.push(it.meta, Arc::new(it.source));
-    sh.cv.notify_all();
 }
 
 /// The whole-file checksum of a source file, for `--checksum`.
@@ -249,9 +269,10 @@ pub(super) fn sync_walk(
     });
     let mut removals = Vec::new();
     let mut mask = 0o7777;
+    let all: Vec<Vec<u8>> = roots.iter().map(|(_, d)| d.clone()).collect();
     for (src, dst) in roots {
         let mut merge = Merge::new();
-        let mut gone = Gone::new(plan, &base, &dst);
+        let mut gone = Gone::new(plan, &base, &dst, &all);
         for item in sh.source.walk(vec![(src, dst.clone())], prune.clone()) {
             if sh.stopped() {
                 return;
@@ -278,6 +299,9 @@ pub(super) fn sync_walk(
             if judge(plan, &base, &it, matched.existing.as_ref(), (mask, &sh.stats.sync)) {
                 announce(sh, it);
             }
+            // A long run of unchanged entries (or --checksum's hashing) sends
+            // nothing else: the receiver must not take it for silence.
+            sh.keep_alive();
         }
         let rest = loop {
             if let Some(r) = merge.finish() {
@@ -314,16 +338,18 @@ fn finish_removals(sh: &Shared, plan: &SyncPlan, base: &[u8], removals: Vec<(Vec
         );
         return;
     }
-    // Reported as they go: everything inside a directory before it.
-    for (p, k) in removals.iter().rev() {
-        if let Some(out) = plan.itemize {
-            let r = rel_to(base, p);
-            out(&itemize_delete(*k, &rsync_name(r)));
-        }
-    }
-    c.deleted.fetch_add(removals.len() as u64, Relaxed);
+    // Reported as they go: everything inside a directory before it. A real
+    // run shows them once they were carried out.
+    let lines = removals.iter().rev().map(|(p, k)| itemize_delete(*k, &rsync_name(rel_to(base, p))));
     if plan.dry_run {
+        if let Some(out) = plan.itemize {
+            lines.for_each(|l| out(&l));
+        }
+        c.deleted.fetch_add(removals.len() as u64, Relaxed);
         return;
+    }
+    if plan.itemize.is_some() {
+        *sh.removal_lines.lock().expect("removal lines") = lines.collect();
     }
     // Reversed listing order: everything inside a directory before it.
     let paths: Vec<Vec<u8>> = removals.into_iter().rev().map(|(p, _)| p).collect();

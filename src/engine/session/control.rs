@@ -133,7 +133,7 @@ impl Session {
                         // busy partial's 5 s): not its silence. Writes to the peer
                         // are never counted so: a peer that stops reading is silent.
                         let _working = Working::new(&self.working);
-                        d.open_file(&comps, &ident, self.n.resume()).map(Some)
+                        d.open_file(&comps, &ident, self.reuse()).map(Some)
                     }
                 };
                 match res {
@@ -160,17 +160,7 @@ impl Session {
                             out
                         }
                     }
-                    Ok(Some(Opened::InPlace)) => {
-                        // Sync announces a file in place only when its mode differs.
-                        let mode = meta.mode & self.mode_mask.load(Ordering::Relaxed);
-                        match if self.n.sync() { d.set_mode(&comps, mode) } else { Ok(()) } {
-                            Ok(()) => vec![st.rx.on_created(id)],
-                            Err(e) => {
-                                record(&mut st.failures, &e.to_string());
-                                vec![st.rx.on_failed(id, code::IO, e.to_string())]
-                            }
-                        }
-                    }
+                    Ok(Some(Opened::InPlace)) => vec![st.rx.on_created(id)],
                     Ok(None) => {
                         if remember_dir {
                             st.dirs.push((meta, true));

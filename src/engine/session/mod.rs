@@ -217,6 +217,16 @@ impl Session {
     }
 
     /// Queues a control frame (not flushed).
+    /// What a file opened for this session may take over (§5.11, §5.15).
+    fn reuse(&self) -> store::Reuse {
+        match (self.n.resume(), self.n.sync()) {
+            (false, _) => store::Reuse::Fresh,
+            // The sender announced it because it differs.
+            (true, true) => store::Reuse::Partials,
+            (true, false) => store::Reuse::All,
+        }
+    }
+
     fn queue_control(&self, f: &Frame) -> io::Result<()> {
         self.heard();
         let mut g = self.control.lock().expect("control");

@@ -18,15 +18,23 @@ impl Session {
     /// LIST: streams what the destination holds under `root`, in listing order.
     pub(super) fn on_list(&self, root: &[u8], sums: bool) -> Result<(), Fatal> {
         let comps = components(root).map_err(|e| Fatal::Code(code::PATH_REFUSED, e.to_string()))?;
-        // Reading the tree is local work the peer waits for, not its silence.
-        let _working = Working::new(&self.working);
-        let listing = self.state.lock().expect("state").dest.list(&comps, sums).map_err(|e| {
-            let c = if matches!(e, DestError::Refused(_)) { code::PATH_REFUSED } else { code::IO };
-            Fatal::Code(c, e.to_string())
-        })?;
+        // Reading the tree is local work the peer waits for, not its silence;
+        // writing to the peer is not (a peer that stops reading is silent).
+        let mut listing = {
+            let _working = Working::new(&self.working);
+            self.state.lock().expect("state").dest.list(&comps, sums).map_err(|e| {
+                let c = if matches!(e, DestError::Refused(_)) { code::PATH_REFUSED } else { code::IO };
+                Fatal::Code(c, e.to_string())
+            })?
+        };
         let mask = self.mode_mask.load(Ordering::Relaxed) & 0o7777;
         let (mut batch, mut bytes, mut told) = (Vec::new(), 0, 0);
-        for item in listing {
+        loop {
+            let next = {
+                let _working = Working::new(&self.working);
+                listing.next()
+            };
+            let Some(item) = next else { break };
             match item {
                 Ok(e) => {
                     bytes += listed_len(&e);

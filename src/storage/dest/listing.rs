@@ -125,7 +125,11 @@ fn entry(dir: &OwnedFd, name: &[u8], st: &libc::stat, rel: Vec<u8>, sums: bool) 
     let Some(kind) = kind_of_mode(st.st_mode) else { return Ok(None) };
     let link = if kind == EntryKind::Symlink { read_link_at(dir, name)? } else { Vec::new() };
     let sum = if sums && kind == EntryKind::File {
-        let fd = openat(dir, name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
+        // Not blocking on a fifo swapped in since the lstat, and still a regular file.
+        let fd = openat(dir, name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0)?;
+        if fstat(&fd)?.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(None);
+        }
         Some(whole_sum(File::from(fd))?)
     } else {
         None
@@ -247,24 +251,6 @@ impl DestRoot {
         Ok(l)
     }
 
-    /// Sets the mode of the regular file at `comps`, opened without following a symlink.
-    pub(crate) fn set_mode(&mut self, comps: &[&[u8]], mode: u32) -> Result<(), DestError> {
-        let shown = || show(&comps.join(&b'/'));
-        let (name, parent) = comps.split_last().ok_or_else(|| DestError::Refused("empty path".into()))?;
-        let pd = self.dir(parent, false)?;
-        let fd = openat(&pd, name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0)
-            .map_err(|e| DestError::Io(format!("cannot open {}", shown()), e))?;
-        let st = fstat(&fd).map_err(|e| DestError::Io(format!("cannot inspect {}", shown()), e))?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(DestError::Refused(format!("{} is not a regular file", shown())));
-        }
-        // SAFETY: valid descriptor.
-        if unsafe { libc::fchmod(fd.as_raw_fd(), (mode & 0o7777) as libc::mode_t) } < 0 {
-            return Err(DestError::Io(format!("cannot set the mode of {}", shown()), io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-
     /// Removes the entry at `comps`: a file or a symlink (the link itself), or
     /// an empty directory (gfast's own leftovers in it go with it). Nothing
     /// there is not an error.
@@ -288,9 +274,13 @@ impl DestRoot {
             // Descriptors kept of it or below it would outlive it.
             let key = comps.join(&b'/');
             self.forget_dirs(&key);
-            // Partial files an interrupted transfer left inside go too.
+            // Partial files an interrupted transfer left inside go too, when
+            // nothing else is there (else the directory stays, and with it what a
+            // resume needs).
             if let Ok(fd) = openat(&pd, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0) {
-                remove_reserved(&fd);
+                if names_of(&fd).is_ok_and(|n| n.is_empty()) {
+                    remove_reserved(&fd);
+                }
             }
         }
         let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
@@ -340,6 +330,15 @@ fn remove_reserved(dir: &OwnedFd) {
     }
     // SAFETY: closed once.
     unsafe { libc::closedir(d) };
+    // A partial file a live session holds (its lock) keeps them all.
+    for n in &names {
+        if let Ok(fd) = openat(dir, n, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0) {
+            // SAFETY: valid descriptor; a non-blocking exclusive advisory lock.
+            if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } < 0 {
+                return;
+            }
+        }
+    }
     for n in names {
         super::remove_temp(dir, &n);
     }

@@ -322,8 +322,10 @@ impl DestRoot {
         &mut self,
         comps: &[&[u8]],
         ident: &Identity,
-        resume: bool,
+        reuse: crate::storage::store::Reuse,
     ) -> Result<Opened, DestError> {
+        use crate::storage::store::Reuse;
+        let resume = reuse != Reuse::Fresh;
         let (name, parent) = comps.split_last().ok_or_else(|| DestError::Refused("empty path".into()))?;
         let dir = self.dir(parent, true)?;
         let shown = || show(&comps.join(&b'/'));
@@ -335,7 +337,7 @@ impl DestRoot {
                 && st.st_size as u64 == ident.size
                 && st.st_mtime == ident.mtime_sec
                 && st.st_mtime_nsec == ident.mtime_nsec as i64;
-            if resume && same {
+            if reuse == Reuse::All && same {
                 remove_stale_partial(&dir, ident);
                 return Ok(Opened::InPlace);
             }
