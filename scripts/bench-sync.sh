@@ -81,7 +81,10 @@ PY
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 now() { date +%s.%N; }
 # secs CMD...: seconds of one run (stdout discarded).
-secs() { local t0 t1; t0=$(now); "$@" > /dev/null; t1=$(now); echo "$t1 - $t0" | bc -l; }
+# The sources are read once, untimed, before each run: this VM's reclaimer evicts
+# page-cache pages idle for about a minute, and a cold source is read from the disk.
+warm() { for d in "$work/small" "$work/many" "$work/big.bin"; do [ -e "$d" ] && find "$d" -type f -print0 | xargs -0 cat > /dev/null; done; true; }
+secs() { local t0 t1; warm; t0=$(now); "$@" > /dev/null; t1=$(now); echo "$t1 - $t0" | bc -l; }
 
 login=$(for _ in 1 2 3 4 5; do secs ssh $sshopt 127.0.0.1 true; done | median)
 

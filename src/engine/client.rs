@@ -190,7 +190,9 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         .with(Caps::SYNC, syncing)
         .with(Caps::PULL, from_daemon)
         .with(Caps::COMPRESS, cfg.compress)
-        .with(Caps::DELTA, cfg.delta);
+        .with(Caps::DELTA, cfg.delta)
+        // A pull's receiver is this end: it holds the window's files open.
+        .with(Caps::WIDE_WINDOW, crate::engine::wide_window_fits());
     let t_hello = std::time::Instant::now();
     let (hs, hello) = ClientHandshake::start(offer, random::<32>());
     send(&mut w, &hello)?;

@@ -104,7 +104,7 @@ impl fmt::Display for ProtocolError {
             ProtocolError::Negotiation(w) => write!(f, "invalid {w} in negotiation"),
             ProtocolError::BadPath(p) => write!(f, "invalid path: {p}"),
             ProtocolError::Window => {
-                write!(f, "FILE beyond the window of {} unsettled entries", super::FILE_WINDOW)
+                write!(f, "FILE beyond the window of unsettled entries (§5.3)")
             }
             ProtocolError::TooManyChunks(size) => {
                 write!(f, "a file of {size} bytes needs more chunks than a session can count: use larger chunks")

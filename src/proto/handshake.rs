@@ -9,7 +9,10 @@
 use super::auth::SessionKeys;
 use super::error::code;
 use super::frame::{Frame, ID_LEN, MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE, NONCE_LEN};
-use super::{CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, CAP_SYNC, VERSION};
+use super::{
+    CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, CAP_SYNC, CAP_WIDE_WINDOW, FILE_WINDOW,
+    FILE_WINDOW_WIDE, VERSION,
+};
 use std::fmt;
 
 /// A set of capability bits (§2.2).
@@ -29,6 +32,8 @@ impl Caps {
     pub const PULL: Caps = Caps(CAP_PULL);
     /// Sync: LIST, LISTED, REMOVE, REMOVED (bit 7).
     pub const SYNC: Caps = Caps(CAP_SYNC);
+    /// The wide window, W = 4096 (bit 8).
+    pub const WIDE_WINDOW: Caps = Caps(CAP_WIDE_WINDOW);
     /// Every bit this build understands.
     pub const ALL: Caps = Caps(CAPS);
 
@@ -117,6 +122,14 @@ impl Negotiated {
     pub fn sync(&self) -> bool {
         self.caps.contains(Caps::SYNC)
     }
+    /// W, the entries announced and not yet settled (§5.3).
+    pub fn window(&self) -> usize {
+        if self.caps.contains(Caps::WIDE_WINDOW) {
+            FILE_WINDOW_WIDE
+        } else {
+            FILE_WINDOW
+        }
+    }
 }
 
 /// Why a server turns a client away: the ERROR it sends (§4.16).
@@ -160,6 +173,8 @@ pub struct ServerPolicy {
     pub discard: bool,
     /// Most lanes a session may open.
     pub max_lanes: u16,
+    /// Its descriptor limit holds wide windows (bit 8, §5.3).
+    pub wide_window: bool,
 }
 
 /// The server's half, from HELLO to WELCOME.
@@ -190,6 +205,9 @@ impl ServerHandshake {
         let mut accepted = Caps::from_bits(caps).and(Caps::ALL);
         if policy.oneshot {
             accepted = accepted.without(Caps::PULL);
+        }
+        if !policy.wide_window {
+            accepted = accepted.without(Caps::WIDE_WINDOW);
         }
         // Delta on a push lets the client learn hashes of whole chunks of the
         // daemon's files: only a daemon that lets token holders read them anyway
@@ -395,8 +413,14 @@ pub fn admit_lane(
 mod tests {
     use super::*;
 
-    const POLICY: ServerPolicy =
-        ServerPolicy { allow_pull: false, read_only: false, oneshot: false, discard: false, max_lanes: 64 };
+    const POLICY: ServerPolicy = ServerPolicy {
+        allow_pull: false,
+        read_only: false,
+        oneshot: false,
+        discard: false,
+        max_lanes: 64,
+        wide_window: true,
+    };
 
     /// Drives both halves against each other; the server's refusal, if any.
     fn run(
@@ -467,6 +491,13 @@ mod tests {
         // A one-shot end is never pulled from by name: the client says so.
         let r = run(ServerPolicy { oneshot: true, allow_pull: true, ..POLICY }, Caps::PULL, t, 1, 1 << 20);
         assert_eq!(r.unwrap_err(), HandshakeError::NoPull);
+        // The wide window only where the server's descriptors hold it (§5.3).
+        let (n, _) = run(POLICY, Caps::WIDE_WINDOW, t, 1, 1 << 20).unwrap();
+        assert_eq!(n.window(), crate::proto::FILE_WINDOW_WIDE);
+        let (n, _) = run(ServerPolicy { wide_window: false, ..POLICY }, Caps::WIDE_WINDOW, t, 1, 1 << 20).unwrap();
+        assert_eq!(n.window(), crate::proto::FILE_WINDOW);
+        let (n, _) = run(POLICY, Caps::none(), t, 1, 1 << 20).unwrap();
+        assert_eq!(n.window(), crate::proto::FILE_WINDOW);
         // Unknown bits are never accepted.
         let (c, hello) = ClientHandshake::start(Caps::from_bits(1 << 40), [1; 32]);
         let (_, challenge) = ServerHandshake::on_hello(POLICY, &hello, [2; 32]).unwrap();

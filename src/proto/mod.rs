@@ -40,10 +40,21 @@ pub const CAP_PULL: u64 = 1 << 6;
 /// Capability bit: sync (protocol-spec §2.2, §5.15): the sender asks the
 /// receiver what it holds (LIST, LISTED) and may have entries removed (REMOVE).
 pub const CAP_SYNC: u64 = 1 << 7;
+/// Capability bit: the wide window (protocol-spec §2.2, §5.3): W is
+/// [`FILE_WINDOW_WIDE`] instead of [`FILE_WINDOW`]. Offered and accepted by an end
+/// whose descriptor limit holds that many open files several times over.
+pub const CAP_WIDE_WINDOW: u64 = 1 << 8;
 /// Capability bits this build understands (protocol-spec §2.2).
-pub const CAPS: u64 = CAP_COMPRESS | CAP_DELTA | CAP_RESUME | CAP_EARLY_DONE | CAP_PULL | CAP_SYNC;
+pub const CAPS: u64 = CAP_COMPRESS | CAP_DELTA | CAP_RESUME | CAP_EARLY_DONE | CAP_PULL | CAP_SYNC | CAP_WIDE_WINDOW;
 /// Most chunks listed in one FILE_HAVE frame (fits the control frame limit).
 pub const MAX_HAVE_PER_FRAME: usize = 50_000;
 /// Most entries announced and not yet settled (W of protocol-spec §5.3): the
 /// sender keeps to it, and a receiver treats a FILE beyond it as a protocol error.
 pub const FILE_WINDOW: usize = 1024;
+/// W with capability bit 8 (§5.3): on a long link an entry is unsettled for two
+/// round trips (FILE to FILE_READY, CHUNK and FILE_END to FILE_DONE), so W / (2 x
+/// RTT) bounds the rate of small files: 10,000 files/s at 1024 and 50 ms.
+pub const FILE_WINDOW_WIDE: usize = 4096;
+/// The descriptor limit an end needs before it offers or accepts bit 8: four
+/// wide windows of open files.
+pub const WIDE_WINDOW_FDS: u64 = 4 * FILE_WINDOW_WIDE as u64;

@@ -61,6 +61,7 @@ pub struct Receiver<H = ()> {
     finished: u64,
     bytes_finished: u64,
     sync: bool,
+    window: usize,
 }
 
 impl<H> Receiver<H> {
@@ -68,6 +69,11 @@ impl<H> Receiver<H> {
     /// root itself (its time is set at the end).
     pub fn set_sync(&mut self, on: bool) {
         self.sync = on;
+    }
+
+    /// W of the session (§5.3): [`super::FILE_WINDOW`] unless bit 8 widened it.
+    pub fn set_window(&mut self, w: usize) {
+        self.window = w;
     }
 
     /// A receiver for the negotiated chunk size.
@@ -82,6 +88,7 @@ impl<H> Receiver<H> {
             finished: 0,
             bytes_finished: 0,
             sync: false,
+            window: super::FILE_WINDOW,
         }
     }
 
@@ -98,7 +105,7 @@ impl<H> Receiver<H> {
         if comps.is_empty() && !(self.sync && meta.kind == EntryKind::Dir) {
             return Err(ProtocolError::BadPath("an entry cannot name the root itself".into()));
         }
-        if self.files.len() >= super::FILE_WINDOW {
+        if self.files.len() >= self.window {
             return Err(ProtocolError::Window);
         }
         let n = if meta.kind == EntryKind::File { meta.size.div_ceil(self.chunk_size) } else { 0 };
@@ -393,7 +400,7 @@ pub fn drive_with_frames(data: &[u8]) {
             }
             _ => Ok(()),
         };
-        assert!(rx.files.len() <= super::FILE_WINDOW, "more open entries than the window");
+        assert!(rx.files.len() <= rx.window, "more open entries than the window");
         if res.is_err() {
             return; // the engine ends the session here
         }
@@ -451,6 +458,16 @@ mod tests {
         // A settled entry frees its place.
         rx.on_file_abort(0).unwrap();
         rx.on_file(&meta(5001, 10)).unwrap();
+    }
+
+    #[test]
+    fn the_wide_window_holds_four_times_as_many() {
+        let mut rx: Receiver = Receiver::new(64 << 10);
+        rx.set_window(crate::proto::FILE_WINDOW_WIDE);
+        for id in 0..crate::proto::FILE_WINDOW_WIDE as u64 {
+            rx.on_file(&meta(id, 10)).unwrap();
+        }
+        assert_eq!(rx.on_file(&meta(9000, 10)), Err(ProtocolError::Window));
     }
 
     #[test]

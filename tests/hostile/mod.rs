@@ -11,7 +11,7 @@
 use crate::util::*;
 use gfast::proto::auth::SessionKeys;
 use gfast::proto::frame::{kind, EntryKind, FileMeta, Frame, Limits, HEADER_LEN};
-use gfast::proto::{CAP_RESUME, CAP_SYNC, VERSION};
+use gfast::proto::{CAP_RESUME, CAP_SYNC, CAP_WIDE_WINDOW, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION};
 use gfast::transport::framed::read_frame;
 use std::fs;
 use std::io::{Read, Write};
@@ -34,11 +34,13 @@ fn connect_from(src: [u8; 4], addr: &str) -> TcpStream {
 struct Raw {
     s: TcpStream,
     buf: Vec<u8>,
+    /// The capabilities the server accepted (its CHALLENGE).
+    caps: u64,
 }
 
 impl Raw {
     fn new(src: [u8; 4], addr: &str) -> Raw {
-        Raw { s: connect_from(src, addr), buf: Vec::new() }
+        Raw { s: connect_from(src, addr), buf: Vec::new(), caps: 0 }
     }
 
     fn send(&mut self, f: &Frame) -> std::io::Result<()> {
@@ -55,7 +57,10 @@ impl Raw {
         let cn = [7u8; 32];
         self.send(&Frame::Hello { min_version: VERSION, max_version: VERSION, caps, nonce: cn }).unwrap();
         let sn = match self.recv()? {
-            Frame::Challenge { nonce, .. } => nonce,
+            Frame::Challenge { nonce, caps, .. } => {
+                self.caps = caps;
+                nonce
+            }
             other => return Ok(other),
         };
         let keys = SessionKeys::derive(token, &cn, &sn);
@@ -459,24 +464,41 @@ tcp_test!(a_token_holder_cannot_exhaust_descriptors_or_sessions, |t| {
     let mut s = Server::start(&t, root.path(), &["--allow-no-encrypt", "--max-sessions", "3"]);
     let pid = s.child.id();
     let fds_before = open_fds(pid);
-    // FILE frames past the window of 1,024 unsettled entries end the session.
-    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, 0, 64 << 10);
-    let mut frames = Vec::new();
-    for id in 0..1100u64 {
-        frames.extend_from_slice(&file(id, &format!("f{id}"), 100_000).to_vec());
-    }
-    r.s.write_all(&frames).unwrap();
-    let mut ready = 0;
-    let end = loop {
-        match r.recv() {
-            Ok(Frame::FileReady { .. }) => ready += 1,
-            Ok(Frame::Error { message, .. }) => break message,
-            other => panic!("expected FILE_READY or ERROR, got {other:?}"),
+    // FILE frames past the window of unsettled entries end the session: 1,024,
+    // or 4,096 with the wide window (bit 8), which this daemon takes when its
+    // descriptor limit holds four such windows.
+    let limit = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let fds_max: u64 = limit
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX);
+    for caps in [0, CAP_WIDE_WINDOW] {
+        let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, caps, 64 << 10);
+        let wide = r.caps & CAP_WIDE_WINDOW != 0;
+        assert_eq!(wide, caps != 0 && fds_max >= 4 * FILE_WINDOW_WIDE as u64, "accepted {:#x}", r.caps);
+        let w = if wide { FILE_WINDOW_WIDE } else { FILE_WINDOW };
+        let mut frames = Vec::new();
+        for id in 0..(w + 76) as u64 {
+            frames.extend_from_slice(&file(id, &format!("f{id}"), 100_000).to_vec());
         }
-    };
-    assert!(end.contains("window"), "{end}");
-    assert!(ready <= 1024, "{ready} files opened");
-    assert!(eventually(Duration::from_secs(10), || open_fds(pid) < fds_before + 20), "descriptors were not released");
+        r.s.write_all(&frames).unwrap();
+        let mut ready = 0;
+        let end = loop {
+            match r.recv() {
+                Ok(Frame::FileReady { .. }) => ready += 1,
+                Ok(Frame::Error { message, .. }) => break message,
+                other => panic!("expected FILE_READY or ERROR, got {other:?}"),
+            }
+        };
+        assert!(end.contains("window"), "{end}");
+        assert_eq!(ready, w, "files opened of a window of {w}");
+        assert!(
+            eventually(Duration::from_secs(10), || open_fds(pid) < fds_before + 20),
+            "descriptors were not released"
+        );
+    }
     // Sessions past --max-sessions are told the server is busy.
     let held: Vec<Raw> = (0..3).map(|_| Raw::welcome([127, 0, 0, 2], &s.addr, 0, 1 << 20)).collect();
     let f = work.path().join("x");

@@ -232,7 +232,7 @@ pub(crate) fn run_sender(
     stats: Arc<Stats>,
     sync: Option<&SyncPlan>,
 ) -> Result<u64, Error> {
-    let (chunk_size, resume) = (w.n.chunk_size, w.n.resume());
+    let (chunk_size, resume, window) = (w.n.chunk_size, w.n.resume(), w.n.window());
     let mut src_dirs = Vec::new();
     for s in sources {
         let md = std::fs::metadata(s).map_err(|e| Error::Source(s.clone(), e))?;
@@ -288,7 +288,7 @@ pub(crate) fn run_sender(
             return Err(e);
         }
     };
-    let mut sender = Sender::new(chunk_size as u64, crate::proto::FILE_WINDOW);
+    let mut sender = Sender::new(chunk_size as u64, window);
     sender.set_resume(resume);
     sender.set_early_done(early_done);
     sender.set_delta(delta);

@@ -497,6 +497,7 @@ impl Server {
             oneshot: self.cfg.oneshot,
             discard: self.cfg.discard,
             max_lanes: self.cfg.max_lanes,
+            wide_window: crate::engine::wide_window_fits(),
         }
     }
 

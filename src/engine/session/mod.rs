@@ -152,6 +152,7 @@ impl Session {
                 rx: {
                     let mut rx = Receiver::new(chunk_size);
                     rx.set_sync(n.sync());
+                    rx.set_window(n.window());
                     rx
                 },
                 dest,
