@@ -68,6 +68,13 @@ pub fn read_frame(r: &mut impl Read, limits: &Limits, buf: &mut Vec<u8>) -> Resu
     decode_body(h.kind, buf).map_err(WireError::Decode)
 }
 
+/// True when `r` holds a whole frame in its buffer already: reading it takes no
+/// system call and cannot block (a reader drains such frames under one lock).
+pub fn frame_buffered<R>(r: &std::io::BufReader<R>) -> bool {
+    let b = r.buffer();
+    b.len() >= HEADER_LEN && b.len() - HEADER_LEN >= u32::from_be_bytes([b[4], b[5], b[6], b[7]]) as usize
+}
+
 /// Reads exactly `len` bytes into `buf`, growing it by at most 64 KiB ahead of
 /// what has arrived.
 fn read_body(r: &mut impl Read, len: usize, buf: &mut Vec<u8>) -> Result<(), WireError> {

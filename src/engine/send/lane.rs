@@ -39,7 +39,7 @@ pub(super) fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &In
                 if sh.stopped() || g.is_finished() || (!busy && g.has_chunk()) {
                     continue;
                 }
-                g = sh.cv.wait_timeout(g, Duration::from_millis(50)).expect("cv").0;
+                g = sh.lanes_cv.wait_timeout(g, Duration::from_millis(50)).expect("cv").0;
             }
         };
         if task.retry {
@@ -63,7 +63,7 @@ pub(super) fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &In
                         Expect::Resumed(_) => sh.stats.bytes_resumed.fetch_add(task.len as u64, Relaxed),
                     };
                 }
-                sh.cv.notify_all();
+                sh.wake_after(&g);
                 continue;
             }
         }
@@ -188,7 +188,7 @@ pub(super) fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &In
                 cur = None;
             }
         }
-        sh.cv.notify_all();
+        sh.wake_after(&g);
     }
 }
 
@@ -217,18 +217,47 @@ pub(super) fn ack_reader(sh: &Shared, lane: usize, mut r: BufReader<ConnReader>,
                 _ => return sh.fail(Error::Protocol("expected JOINED".into())),
             }
         }
-        let Frame::ChunkAck { id, offset, status } = f else {
-            return sh.fail(match f {
-                Frame::Error { code, message } => Error::Remote(code, message),
-                _ => Error::Protocol("unexpected frame on a data lane".into()),
-            });
-        };
-        match inflight.lock().expect("inflight").on_ack(id, offset) {
-            Ok(t) => sh.stats.record_rtt(t.elapsed()),
-            Err(e) => return sh.fail(Error::Protocol(e.to_string())),
+        // Acks of small files come in runs: every one already buffered is taken
+        // under the same locks, with one wake-up at the end.
+        let mut acks = vec![f];
+        while acks.len() < 256 && frame_buffered(&r) {
+            match read_frame(&mut r, &limits, &mut buf) {
+                Ok(f) => acks.push(f),
+                Err(e) => return sh.fail(wire_err(e)),
+            }
+        }
+        let mut was_full = false;
+        let mut taken = Vec::with_capacity(acks.len());
+        {
+            let mut inf = inflight.lock().expect("inflight");
+            for f in acks {
+                let Frame::ChunkAck { id, offset, status } = f else {
+                    drop(inf);
+                    return sh.fail(match f {
+                        Frame::Error { code, message } => Error::Remote(code, message),
+                        _ => Error::Protocol("unexpected frame on a data lane".into()),
+                    });
+                };
+                was_full |= inf.is_full();
+                match inf.on_ack(id, offset) {
+                    Ok(t) => sh.stats.record_rtt(t.elapsed()),
+                    Err(e) => {
+                        drop(inf);
+                        return sh.fail(Error::Protocol(e.to_string()));
+                    }
+                }
+                taken.push((id, offset, status));
+            }
         }
         let mut g = sh.lock();
-        g.on_chunk_ack(id, offset, status);
-        sh.cv.notify_all();
+        for (id, offset, status) in taken {
+            g.on_chunk_ack(id, offset, status);
+        }
+        // This lane's window had no room: its writer may be asleep on it.
+        if was_full {
+            sh.wake_all();
+        } else {
+            sh.wake_after(&g);
+        }
     }
 }

@@ -19,7 +19,7 @@ use crate::proto::sender::Expect;
 use crate::proto::sender::{Failure, Sender};
 use crate::storage::store::{Source, SourceFile};
 use crate::transport::conn::{Closer, Conn, ConnReader, ConnWriter};
-use crate::transport::framed::{read_frame, write_frame, WireError};
+use crate::transport::framed::{frame_buffered, read_frame, write_frame, WireError};
 use std::io::{BufReader, BufWriter, Write};
 use std::net::Shutdown;
 use std::os::unix::ffi::OsStrExt;
@@ -68,7 +68,14 @@ const PIECE: usize = 1 << 20;
 
 struct Shared {
     sender: Mutex<Sender<Arc<PathBuf>>>,
+    /// The walker, the control writer and the main thread wait here.
     cv: Condvar,
+    /// The lane writers wait here: woken only for a chunk to send, a window
+    /// freed or the end (not for every file's every step, which on small files
+    /// woke every lane several times a file).
+    lanes_cv: Condvar,
+    /// The main thread waits here, for the end alone.
+    end_cv: Condvar,
     stats: Arc<Stats>,
     abort: AtomicBool,
     error: Mutex<Option<Error>>,
@@ -108,7 +115,35 @@ impl Shared {
         }
         if self.alive_at.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
             self.lock().keep_alive();
-            self.cv.notify_all();
+            self.wake();
+        }
+    }
+
+    /// A change the walker, the control writer or the main thread may wait for.
+    fn wake(&self) {
+        self.cv.notify_all();
+    }
+
+    /// A change the lanes may wait for as well: a chunk to send, room in a
+    /// lane's window, the end.
+    fn wake_all(&self) {
+        self.cv.notify_all();
+        self.lanes_cv.notify_all();
+    }
+
+    /// The session ended or failed: everyone.
+    fn wake_end(&self) {
+        self.wake_all();
+        self.end_cv.notify_all();
+    }
+
+    /// After a frame from the receiver: the lanes only if there is a chunk for
+    /// them or nothing more to do.
+    fn wake_after(&self, g: &Sender<Arc<PathBuf>>) {
+        if g.has_chunk() || g.is_finished() {
+            self.wake_all();
+        } else {
+            self.wake();
         }
     }
 
@@ -129,7 +164,7 @@ impl Shared {
             s.shutdown(Shutdown::Both);
         }
         let _g = self.lock();
-        self.cv.notify_all();
+        self.wake_end();
     }
 
     /// A data lane broke: the control connection usually carries the reason (the
@@ -295,6 +330,8 @@ pub(crate) fn run_sender(
     let shared = Arc::new(Shared {
         sender: Mutex::new(sender),
         cv: Condvar::new(),
+        lanes_cv: Condvar::new(),
+        end_cv: Condvar::new(),
         stats: stats.clone(),
         abort: AtomicBool::new(false),
         error: Mutex::new(None),
@@ -357,7 +394,7 @@ pub(crate) fn run_sender(
     {
         let mut g = shared.lock();
         while !shared.session_done.load(SeqCst) && !shared.stopped() {
-            g = shared.cv.wait_timeout(g, Duration::from_millis(200)).expect("cv").0;
+            g = shared.end_cv.wait_timeout(g, Duration::from_millis(200)).expect("cv").0;
         }
     }
     // What the kernel saw on each lane, for the report and for advice.
@@ -437,16 +474,47 @@ pub(crate) fn run_sender(
     Ok(tx.stats().done)
 }
 
-/// Hands an entry to the sender, within the queue's bound.
-fn announce(sh: &Shared, it: crate::storage::walk::Item) {
-    sh.stats.files_total.fetch_add(1, Relaxed);
-    sh.stats.bytes_total.fetch_add(it.meta.size, Relaxed);
-    let mut g = sh.lock();
-    while g.queued_len() >= QUEUE_MAX && !sh.stopped() {
-        g = sh.cv.wait(g).expect("cv");
+/// Hands entries to the sender in batches, within the queue's bound: one lock
+/// and one wake-up per [`ANNOUNCE_BATCH`] entries rather than per entry (the
+/// walk is much faster than the sending, and every lock taken is contended by
+/// the control and lane threads on small files).
+struct Announcer {
+    batch: Vec<crate::storage::walk::Item>,
+}
+
+/// Entries a walker gathers before it hands them over.
+const ANNOUNCE_BATCH: usize = 64;
+
+impl Announcer {
+    fn new() -> Self {
+        Announcer { batch: Vec::with_capacity(ANNOUNCE_BATCH) }
     }
-    g.push(it.meta, Arc::new(it.source));
-    sh.cv.notify_all();
+
+    fn add(&mut self, sh: &Shared, it: crate::storage::walk::Item) {
+        sh.stats.files_total.fetch_add(1, Relaxed);
+        sh.stats.bytes_total.fetch_add(it.meta.size, Relaxed);
+        self.batch.push(it);
+        if self.batch.len() >= ANNOUNCE_BATCH {
+            self.flush(sh);
+        }
+    }
+
+    /// Hands over what is gathered: before the walker waits for anything else,
+    /// and at the end.
+    fn flush(&mut self, sh: &Shared) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let mut g = sh.lock();
+        for it in self.batch.drain(..) {
+            while g.queued_len() >= QUEUE_MAX && !sh.stopped() {
+                sh.wake();
+                g = sh.cv.wait(g).expect("cv");
+            }
+            g.push(it.meta, Arc::new(it.source));
+        }
+        sh.wake();
+    }
 }
 
 /// Notes a source the walk could not read; the transfer goes on without it.
@@ -461,17 +529,20 @@ fn record_walk_failure(sh: &Shared, e: crate::storage::walk::WalkError) {
 }
 
 fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>, prune: Option<crate::storage::walk::Prune>) {
+    let mut out = Announcer::new();
     for item in sh.source.walk(roots, prune) {
         if sh.stopped() {
             return;
         }
         match item {
-            Ok(it) => announce(sh, it),
+            Ok(it) => out.add(sh, it),
             Err(e) => record_walk_failure(sh, e),
         }
     }
-    sh.lock().close_input();
-    sh.cv.notify_all();
+    out.flush(sh);
+    let mut g = sh.lock();
+    g.close_input();
+    sh.wake_after(&g);
 }
 
 /// Why the source of file `id` no longer matches its announcement (size or
@@ -522,8 +593,8 @@ fn control_writer(sh: &Shared, mut w: BufWriter<ConnWriter>) {
                 }
                 g = sh.cv.wait(g).expect("cv");
             }
-            // Frees queue room for the walker.
-            sh.cv.notify_all();
+            // Frees queue room for the walker; a FILE_ABORT may have finished the session.
+            sh.wake_after(&g);
         }
         if batch.is_empty() {
             // The server reads the control connection until the end of the session:
@@ -549,19 +620,36 @@ fn control_writer(sh: &Shared, mut w: BufWriter<ConnWriter>) {
     }
 }
 
+/// A frame the sender's state machine takes (§4.8-§4.12, §4.20, §4.24).
+fn is_file_level(f: &Frame) -> bool {
+    matches!(
+        f,
+        Frame::FileReady { .. }
+            | Frame::Removed { .. }
+            | Frame::FileDone { .. }
+            | Frame::FileFailed { .. }
+            | Frame::FileHave { .. }
+            | Frame::FileSums { .. }
+    )
+}
+
 fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
     let mut buf = Vec::new();
     let limits = Limits::control();
+    let mut next: Option<Frame> = None;
     loop {
-        let f = match read_frame(&mut r, &limits, &mut buf) {
-            Ok(f) => f,
-            Err(e) => return sh.fail(wire_err(e)),
+        let f = match next.take() {
+            Some(f) => f,
+            None => match read_frame(&mut r, &limits, &mut buf) {
+                Ok(f) => f,
+                Err(e) => return sh.fail(wire_err(e)),
+            },
         };
         match f {
             Frame::SessionDone { .. } => {
                 sh.session_done.store(true, SeqCst);
                 let _g = sh.lock();
-                sh.cv.notify_all();
+                sh.wake_end();
                 return;
             }
             Frame::Error { code, message } => return sh.fail(Error::Remote(code, message)),
@@ -576,22 +664,36 @@ fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
                     None => return sh.fail(Error::Protocol("LISTED without a LIST".into())),
                 }
             }
-            f @ (Frame::FileReady { .. }
-            | Frame::Removed { .. }
-            | Frame::FileDone { .. }
-            | Frame::FileFailed { .. }
-            | Frame::FileHave { .. }
-            | Frame::FileSums { .. }) => {
+            f if is_file_level(&f) => {
+                // Small files bring answers in runs: every one already buffered
+                // is taken under the same lock, with one wake-up at the end.
                 let mut g = sh.lock();
-                if let Err(e) = g.on_frame(&f) {
-                    drop(g);
-                    return sh.fail(Error::Protocol(e.to_string()));
+                let mut f = f;
+                loop {
+                    if let Err(e) = g.on_frame(&f) {
+                        drop(g);
+                        return sh.fail(Error::Protocol(e.to_string()));
+                    }
+                    if !frame_buffered(&r) {
+                        break;
+                    }
+                    match read_frame(&mut r, &limits, &mut buf) {
+                        Ok(n) if is_file_level(&n) => f = n,
+                        Ok(n) => {
+                            next = Some(n);
+                            break;
+                        }
+                        Err(e) => {
+                            drop(g);
+                            return sh.fail(wire_err(e));
+                        }
+                    }
                 }
                 let st = g.stats();
                 sh.stats.files_done.store(st.done, Relaxed);
                 sh.stats.bytes_done.store(st.bytes_done, Relaxed);
                 sh.stats.files_in_place.store(st.files_in_place, Relaxed);
-                sh.cv.notify_all();
+                sh.wake_after(&g);
             }
             _ => return sh.fail(Error::Protocol("unexpected frame on the control connection".into())),
         }

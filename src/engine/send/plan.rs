@@ -4,7 +4,7 @@
 //! announces only what differs, and once every file of the run arrived has the
 //! receiver remove what the source no longer has (`--delete`).
 
-use super::{announce, join, record_walk_failure, Shared};
+use super::{join, record_walk_failure, Announcer, Shared};
 use crate::engine::error::Error;
 use crate::engine::filter::Filter;
 use crate::engine::stats::SyncCounts;
@@ -261,7 +261,7 @@ pub(super) fn sync_walk(
         for (_, d) in &roots {
             g.request_listing(d.clone(), plan.rules.checksum);
         }
-        sh.cv.notify_all();
+        sh.wake();
     }
     let prune: Option<Prune> = (!plan.filter.is_empty()).then(|| {
         let (f, b) = (plan.filter.clone(), base.clone());
@@ -269,6 +269,7 @@ pub(super) fn sync_walk(
     });
     let mut removals = Vec::new();
     let mut mask = 0o7777;
+    let mut out = Announcer::new();
     let all: Vec<Vec<u8>> = roots.iter().map(|(_, d)| d.clone()).collect();
     for (src, dst) in roots {
         let mut merge = Merge::new();
@@ -289,6 +290,8 @@ pub(super) fn sync_walk(
                 if let Some(m) = merge.step(&rel) {
                     break m;
                 }
+                // What is judged goes out before this waits for more of the listing.
+                out.flush(sh);
                 if !feed(sh, &rx, &mut merge, &mut mask) {
                     return;
                 }
@@ -297,12 +300,13 @@ pub(super) fn sync_walk(
                 gone.take(e);
             }
             if judge(plan, &base, &it, matched.existing.as_ref(), (mask, &sh.stats.sync)) {
-                announce(sh, it);
+                out.add(sh, it);
             }
             // A long run of unchanged entries (or --checksum's hashing) sends
             // nothing else: the receiver must not take it for silence.
             sh.keep_alive();
         }
+        out.flush(sh);
         let rest = loop {
             if let Some(r) = merge.finish() {
                 break r;
@@ -317,8 +321,9 @@ pub(super) fn sync_walk(
         removals.extend(gone.out);
     }
     finish_removals(sh, plan, &base, removals);
-    sh.lock().close_input();
-    sh.cv.notify_all();
+    let mut g = sh.lock();
+    g.close_input();
+    sh.wake_after(&g);
 }
 
 /// Reports the removals and hands them to the sender, deepest first, unless
