@@ -57,6 +57,10 @@ const DIR_CACHE_MAX: usize = 256;
 pub(crate) struct DestRoot {
     root: Arc<OwnedFd>,
     cache: HashMap<Vec<u8>, Arc<OwnedFd>>,
+    /// Directories this root made (one session's): nothing of an earlier run
+    /// can be in them, so a file there needs no look for its partial. Cleared
+    /// with the cache (then the look is made again).
+    made: std::collections::HashSet<Vec<u8>>,
     /// The root's path, for what must be found again later (expiring partials).
     path: std::path::PathBuf,
 }
@@ -114,7 +118,7 @@ impl DestRoot {
         }
         // SAFETY: a fresh descriptor that nothing else owns.
         let root = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
-        Ok(DestRoot { root, cache: HashMap::new(), path: path.to_path_buf() })
+        Ok(DestRoot { root, cache: HashMap::new(), made: Default::default(), path: path.to_path_buf() })
     }
 
     /// Opens the directory named by `comps` (all components), creating missing ones
@@ -130,6 +134,7 @@ impl DestRoot {
         let parent = self.dir(&comps[..comps.len() - 1], create)?;
         let name = comps[comps.len() - 1];
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        let mut made = false;
         let fd = match openat(&parent, name, flags, 0) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
@@ -141,6 +146,8 @@ impl DestRoot {
                     if e.raw_os_error() != Some(libc::EEXIST) {
                         return Err(DestError::Io(format!("cannot create directory {}", show(&key)), e));
                     }
+                } else {
+                    made = true;
                 }
                 openat(&parent, name, flags, 0).map_err(|e| self.explain(&parent, name, &key, e))?
             }
@@ -148,6 +155,10 @@ impl DestRoot {
         };
         if self.cache.len() >= DIR_CACHE_MAX {
             self.cache.clear();
+            self.made.clear();
+        }
+        if made {
+            self.made.insert(key.clone());
         }
         let fd = Arc::new(fd);
         self.cache.insert(key, fd.clone());
@@ -226,7 +237,9 @@ impl DestRoot {
     /// Drops the descriptors kept of directory `key` and everything below it
     /// (it is about to be removed).
     pub(crate) fn forget_dirs(&mut self, key: &[u8]) {
-        self.cache.retain(|k, _| !(k.as_slice() == key || (k.starts_with(key) && k.get(key.len()) == Some(&b'/'))));
+        let gone = |k: &[u8]| k == key || (k.starts_with(key) && k.get(key.len()) == Some(&b'/'));
+        self.cache.retain(|k, _| !gone(k));
+        self.made.retain(|k| !gone(k));
     }
 }
 
@@ -332,7 +345,11 @@ impl DestRoot {
         let (name, parent) = comps.split_last().ok_or_else(|| DestError::Refused("empty path".into()))?;
         let dir = self.dir(parent, true)?;
         let shown = || show(&comps.join(&b'/'));
-        if let Ok(st) = lstat_at(&dir, name) {
+        // A directory this session made holds only what this session put there:
+        // no file under the name, no partial of an earlier run (a name taken
+        // meanwhile by another session is found when the file is put in place).
+        let fresh = !parent.is_empty() && self.made.contains(&parent.join(&b'/'));
+        if let Some(st) = (!fresh).then(|| lstat_at(&dir, name).ok()).flatten() {
             if kind_of(&st) == TargetKind::Dir {
                 return Err(DestError::Refused(format!("{} is a directory; not replacing it with a file", shown())));
             }
@@ -356,9 +373,11 @@ impl DestRoot {
         // behind and no journal or lock is needed (on tmpfs 29.6k -> 49k small
         // files/s against the journaled path).
         if ident.size <= ident.chunk_size {
-            // A journal under this name belongs to an earlier, larger version.
-            let changed = resume && lstat_at(&dir, &ident.file_names().1).is_ok();
-            if resume {
+            // A journal under this name belongs to an earlier, larger version;
+            // none is in a directory this session made.
+            let look = resume && !fresh;
+            let changed = look && lstat_at(&dir, &ident.file_names().1).is_ok();
+            if look {
                 remove_stale_partial(&dir, ident);
             }
             if let Ok(fd) = openat(&dir, b".", libc::O_TMPFILE | libc::O_WRONLY, 0o600) {
@@ -669,3 +688,56 @@ pub(crate) use listing::whole_sum;
 
 pub(crate) use partials::{keep, sweep_partials, Kept};
 pub(crate) use source_root::SourceRoot;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::store::Reuse;
+
+    fn ident(name: &[u8], size: u64) -> Identity {
+        Identity { name: name.to_vec(), size, mtime_sec: 1_700_000_000, mtime_nsec: 0, chunk_size: 1 << 20 }
+    }
+
+    fn put(root: &mut DestRoot, comps: &[&[u8]], data: &[u8], reuse: Reuse) -> io::Result<()> {
+        let Opened::Partial(t, _, _) = root.open_partial(comps, &ident(comps[comps.len() - 1], 3), reuse).unwrap()
+        else {
+            panic!("expected a partial file");
+        };
+        t.file.write_at(data, 0).unwrap();
+        finalize(&t, 0o644, (1_700_000_000, 0), false)
+    }
+
+    #[test]
+    fn a_directory_this_session_made_skips_the_looks_and_loses_nothing() {
+        let base = std::env::temp_dir().join(format!("gfast-dest-made-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let mut a = DestRoot::open(&base).unwrap();
+        put(&mut a, &[b"d", b"f"], b"one", Reuse::Partials).unwrap();
+        assert!(a.made.contains(b"d".as_slice()), "d was made by this session");
+        assert_eq!(std::fs::read(base.join("d/f")).unwrap(), b"one");
+        // Another session puts a file under a name in the same directory while
+        // this one writes it: the verified file still takes the name whole.
+        let Opened::Partial(t, _, _) = a.open_partial(&[b"d", b"g"], &ident(b"g", 3), Reuse::Partials).unwrap() else {
+            panic!("expected a partial file");
+        };
+        std::fs::write(base.join("d/g"), b"other").unwrap();
+        t.file.write_at(b"two", 0).unwrap();
+        finalize(&t, 0o644, (1_700_000_000, 0), false).unwrap();
+        assert_eq!(std::fs::read(base.join("d/g")).unwrap(), b"two");
+        // A directory made under the name meanwhile is never replaced by a file.
+        let Opened::Partial(t, _, _) = a.open_partial(&[b"d", b"h"], &ident(b"h", 3), Reuse::Partials).unwrap() else {
+            panic!("expected a partial file");
+        };
+        std::fs::create_dir(base.join("d/h")).unwrap();
+        std::fs::write(base.join("d/h/keep"), b"k").unwrap();
+        t.file.write_at(b"tri", 0).unwrap();
+        assert!(finalize(&t, 0o644, (1_700_000_000, 0), false).is_err());
+        assert_eq!(std::fs::read(base.join("d/h/keep")).unwrap(), b"k");
+        // A new session did not make d: it looks, and refuses a file over a directory.
+        let mut b = DestRoot::open(&base).unwrap();
+        let r = b.open_partial(&[b"d", b"h"], &ident(b"h", 3), Reuse::Partials);
+        assert!(matches!(r, Err(DestError::Refused(_))), "{:?}", r.err());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
