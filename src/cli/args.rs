@@ -36,6 +36,14 @@ pub(crate) enum Cmd {
     /// after a failure.
     #[command(mut_arg("streams", |a| a.short(None)))]
     Sync(SyncArgs),
+    /// List what a destination holds, from the listing sync compares against.
+    ///
+    /// TARGET is gfast://HOST[:PORT]/PATH (a daemon started with --allow-pull),
+    /// [USER@]HOST:PATH (ssh) or a local directory. One line per entry (a
+    /// directory ends in /); -l adds type, mode, size and modification time
+    /// (UTC); -R lists everything below; --json prints one JSON object a line.
+    #[command(mut_arg("streams", |a| a.short(None)))]
+    Ls(LsArgs),
     /// List push and pull jobs: id, state, bytes done / total, command.
     Jobs(JobsArgs),
     /// Run a job again where it stopped (what already arrived is not sent again).
@@ -241,6 +249,26 @@ pub(crate) struct DaemonArgs {
     /// trusting the key on first use.
     #[arg(long, value_name = "FP")]
     pub(crate) fingerprint: Option<String>,
+}
+
+/// Flags of `gfast ls`.
+#[derive(Args, Debug)]
+pub(crate) struct LsArgs {
+    /// What to list: gfast://HOST[:PORT]/PATH, [USER@]HOST:PATH or a local directory.
+    #[arg(value_name = "TARGET")]
+    pub(crate) target: OsString,
+    /// Long format: type and mode, size, modification time, then the name.
+    #[arg(short = 'l', long)]
+    pub(crate) long: bool,
+    /// Everything below TARGET, not only what is directly in it.
+    #[arg(short = 'R', long)]
+    pub(crate) recursive: bool,
+    /// How to reach the far end (shared with push).
+    #[command(flatten)]
+    pub(crate) net: NetArgs,
+    /// How to reach a daemon.
+    #[command(flatten)]
+    pub(crate) daemon: DaemonArgs,
 }
 
 /// Flags of `gfast pull`.

@@ -2,7 +2,7 @@
 //! anything remote starts (the ssh one-shot end, once started, adds only its
 //! offer: where to dial, its token and its key).
 
-use super::args::{DaemonArgs, NetArgs, PullArgs, PushArgs, SyncArgs, TransportArg};
+use super::args::{DaemonArgs, LsArgs, NetArgs, PullArgs, PushArgs, SyncArgs, TransportArg};
 use super::remote::{self, NotRemote, Remote};
 use super::{buffer_cap_warning, env_token, known_hosts_path, raise_fd_limit, read_token, size, store_config, url};
 use crate::engine::error::Error;
@@ -71,6 +71,28 @@ impl Request {
         })
     }
 
+    /// `gfast ls TARGET`: a sync with no sources that shows the destination's
+    /// listing and changes nothing.
+    pub(super) fn ls(a: LsArgs) -> Request {
+        let plan = SyncPlan {
+            rules: Default::default(),
+            delete: false,
+            delete_excluded: false,
+            filter: Default::default(),
+            dry_run: true,
+            itemize: None,
+            remote: true,
+            list: Some(super::ls::shower(a.long, a.recursive, a.net.json, base_name(&a.target))),
+        };
+        Request {
+            way: Way::Push { sources: Vec::new() },
+            remote: a.target,
+            net: a.net,
+            daemon: a.daemon,
+            sync: Some((plan, false)),
+        }
+    }
+
     /// `gfast pull SRC DEST`.
     pub(super) fn pull(a: PullArgs) -> Request {
         let store = store_config(a.io, a.fsync);
@@ -85,6 +107,17 @@ impl Request {
     /// Files land on this machine.
     pub(super) fn receives_here(&self) -> bool {
         matches!(self.way, Way::Pull { .. })
+    }
+}
+
+/// The last name of a target as typed (`gfast://h/a/b` → `b`, `host:f` → `f`).
+fn base_name(target: &OsString) -> String {
+    let t = target.to_string_lossy();
+    let t = t.trim_end_matches('/');
+    let cut = t.rfind('/').or_else(|| t.rfind(':')).map(|i| i + 1).unwrap_or(0);
+    match &t[cut..] {
+        "" => ".".to_string(),
+        b => b.to_string(),
     }
 }
 

@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod config;
 mod exit;
+mod ls;
 mod remote;
 mod report;
 mod serve;
@@ -50,6 +51,11 @@ fn dispatch(cli: Cli, args: Vec<std::ffi::OsString>, job_id: Option<[u8; 16]>) -
         Cmd::Sync(a) => {
             let req = Request::sync(a, &args)?;
             run_job(req, args, job_id)
+        }
+        Cmd::Ls(a) => {
+            // Not a job: nothing to resume, no report but the listing.
+            let stats = Arc::new(Stats::new(256));
+            transfer::run(Request::ls(a), stats, random::<16>(), &|| {})
         }
         Cmd::Jobs(a) => jobs_cmd(a),
         Cmd::Resume(a) => resume_cmd(a),

@@ -73,6 +73,7 @@ pub(super) fn plan(s: &SyncFlags, args: &[OsString], remote: bool, json: bool) -
         dry_run: s.dry_run,
         itemize,
         remote,
+        list: None,
     })
 }
 

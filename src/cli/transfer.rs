@@ -24,12 +24,18 @@ pub(super) fn run(req: Request, stats: Arc<Stats>, job_id: [u8; 16], announce: &
     let cfg = TransferConfig::new(req)?;
     // Before an ssh login, which can take a while.
     announce();
+    let list_only = cfg.sync.as_ref().and_then(|(p, _)| p.list.clone());
     if let (Peer::Local(dest), Direction::Push { sources }) = (&cfg.peer, &cfg.direction) {
+        if let Some(show) = &list_only {
+            return super::ls::local(dest, show);
+        }
         return local(&cfg, sources, dest, stats);
     }
     let far = reach(&cfg)?;
     let engine = engine_config(&cfg, &far, job_id);
-    let res = with_progress(&cfg.net, &stats, || match &cfg.direction {
+    // A listing prints to stdout as it arrives: no progress bar over it.
+    let quiet = list_only.is_some();
+    let res = with_progress_unless(quiet, &cfg.net, &stats, || match &cfg.direction {
         Direction::Push { .. } => push(&engine, stats.clone()).map(|s| (s.files, s.discard)),
         Direction::Pull { root, target, kind, is_dir, .. } => {
             let dest = PullDest { root, target: target.clone(), kind: *kind, is_dir: *is_dir };
@@ -40,6 +46,9 @@ pub(super) fn run(req: Request, stats: Arc<Stats>, job_id: [u8; 16], announce: &
     });
     if let Some(r) = far.bootstrap {
         r.finish();
+    }
+    if list_only.is_some() {
+        return res.map(|_| ());
     }
     let dry = cfg.sync.as_ref().is_some_and(|(p, _)| p.dry_run);
     let res = res.map(|(files, discard)| {
@@ -198,7 +207,11 @@ fn route(n: &NetArgs, r: &ssh::Remote) -> Result<String, Error> {
 
 /// Runs `f` with a progress bar when stderr is a terminal and output is not quieted.
 fn with_progress<T>(n: &NetArgs, stats: &Arc<Stats>, f: impl FnOnce() -> T) -> T {
-    let show = !n.quiet && !n.json && std::io::stderr().is_terminal();
+    with_progress_unless(false, n, stats, f)
+}
+
+fn with_progress_unless<T>(quiet: bool, n: &NetArgs, stats: &Arc<Stats>, f: impl FnOnce() -> T) -> T {
+    let show = !quiet && !n.quiet && !n.json && std::io::stderr().is_terminal();
     let bar = show.then(|| report::Progress::start(stats.clone()));
     let r = f();
     if let Some(b) = bar {

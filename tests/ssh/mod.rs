@@ -384,3 +384,27 @@ both_transports!(ssh_sync_moves_only_what_changed_and_deletes, |t| {
         assert!(left.is_empty(), "rsync would still do: {left:#?}");
     }
 });
+
+both_transports!(ssh_ls_lists_what_is_there, |t| {
+    let Some(sshd) = Sshd::start("ssh_ls_lists_what_is_there") else { return };
+    let dst = TempDir::new("ssh-ls");
+    fs::create_dir_all(dst.path().join("d/e")).unwrap();
+    fs::write(dst.path().join("d/f"), b"four").unwrap();
+    fs::write(dst.path().join("d/e/g"), b"").unwrap();
+    std::os::unix::fs::symlink("f", dst.path().join("d/l")).unwrap();
+    let ls = |args: &[&str], p: &Path| Gfast::ls(&t).ssh(&sshd.ssh_cmd("user_key")).args(args).arg(remote(p)).output();
+    let o = ls(&["-R"], &dst.path().join("d"));
+    assert_ok(&o);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "e/\ne/g\nf\nl\n");
+    let o = ls(&["-l"], &dst.path().join("d"));
+    assert_ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.lines().any(|l| l.starts_with("lrwxrwxrwx") && l.ends_with(" l -> f")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("-") && l.contains(" 4 ") && l.ends_with(" f")), "{out}");
+    // Nothing there: a clear error, and nothing made there.
+    let missing = dst.path().join("nothing");
+    let o = ls(&[], &missing);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing at"), "{}", stderr(&o));
+    assert!(!missing.exists());
+});

@@ -418,3 +418,83 @@ both_transports!(sync_to_a_daemon_that_does_not_list, |t| {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--allow-pull"), "{}", stderr(&o));
 });
+
+/// `gfast ls --json` lines → (path, type, size, link) per entry.
+fn listed(o: &Output) -> Vec<(String, String, u64, String)> {
+    assert_ok(o);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+            (s("path"), s("type"), v["size"].as_u64().unwrap(), s("link"))
+        })
+        .collect()
+}
+
+/// What `gfast ls` shows of a synced tree: every entry, names escaped as
+/// rsync's itemize lines, one level without -R; and it changes nothing.
+fn ls_shows_what_sync_left(to: To, ls: impl Fn(&[&str], &str) -> Output) {
+    let src = TempDir::new("ls-src");
+    tree(src.path());
+    assert_ok(&to.sync(&[], &format!("{}/", src.path().display()), "b/"));
+    let before = digest(&to.root());
+    let all = listed(&ls(&["-R", "--json"], "b"));
+    let find = |p: &str| all.iter().find(|e| e.0 == p).unwrap_or_else(|| panic!("{p} not listed: {all:?}")).clone();
+    assert_eq!(find("a/b/c/big.bin"), ("a/b/c/big.bin".into(), "file".into(), 3 << 20, String::new()));
+    assert_eq!(find("a/b").1, "dir");
+    assert_eq!(find("link"), ("link".into(), "symlink".into(), 0, "a/one.txt".into()));
+    assert_eq!(find("dangling").3, "/nonexistent/target");
+    find("new\\#012line");
+    find("bad\\#377utf8");
+    find("it's café");
+    // Every entry of the source, nothing else: 16 below the root.
+    assert_eq!(all.len(), 16, "{all:?}");
+    let top = listed(&ls(&["--json"], "b"));
+    let mut names: Vec<&str> = top.iter().map(|e| e.0.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["a", "bad\\#377utf8", "dangling", "empty", "it's café", "link", "logs", "new\\#012line"]);
+    // -l: type and mode, size, time, name; a directory ends in /.
+    let o = ls(&["-l"], "b/a/b/c");
+    assert_ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let line = out.lines().next().unwrap_or_default().to_string();
+    assert!(line.starts_with("-rw") && line.contains(" 3145728 ") && line.ends_with(" big.bin"), "{out}");
+    let o = ls(&[], "b/a");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "b/\none.txt\n");
+    // A file: that file alone.
+    let o = ls(&["--json"], "b/a/one.txt");
+    assert_eq!(listed(&o), [("one.txt".to_string(), "file".to_string(), 3, String::new())]);
+    // Nothing there: a clear error, exit 2.
+    let o = ls(&[], "b/nothing-here");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(digest(&to.root()), before, "ls changed the destination");
+}
+
+both_transports!(ls_lists_a_daemon_tree, |t| {
+    let to = To::daemon(t);
+    let (key, addr) = match &to {
+        To::Daemon(_, s) => (s.key.clone(), s.addr.clone()),
+        To::Local(_) => unreachable!(),
+    };
+    ls_shows_what_sync_left(to, |args, sub| {
+        Gfast::ls(&t).fingerprint(&key).args(args).arg(format!("gfast://{addr}/{sub}")).output()
+    });
+});
+
+#[test]
+fn ls_lists_a_local_tree() {
+    let to = To::local();
+    let base = to.root();
+    ls_shows_what_sync_left(to, move |args, sub| Gfast::new("ls").args(args).arg(base.join(sub)).output());
+}
+
+both_transports!(ls_on_a_daemon_that_does_not_list_is_refused, |t| {
+    let root = TempDir::new("ls-nolist");
+    fs::create_dir_all(root.path().join("x")).unwrap();
+    let s = Server::start(&t, root.path(), &[]);
+    let o = Gfast::ls(&t).pin(&s).arg(s.url("x")).output();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--allow-pull"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+});

@@ -135,6 +135,11 @@ impl Gfast {
         Self::over(Some(*t), "sync")
     }
 
+    /// `gfast ls` over `t`.
+    pub fn ls(t: &Transport) -> Gfast {
+        Self::over(Some(*t), "ls")
+    }
+
     /// `gfast serve` for clients over `t` (the daemon takes both transports;
     /// over QUIC it gets the shorter `--timeout`).
     pub fn serve(t: &Transport) -> Gfast {

@@ -295,7 +295,18 @@ pub(crate) fn run_sender(
         },
     };
     let listed = w.n.sync();
-    if let Some(p) = sync {
+    let list_only = sync.and_then(|p| p.list.clone());
+    if list_only.is_some() {
+        if !listed {
+            return Err(Error::Usage(
+                "this daemon does not show its tree to a token holder: start it with --allow-pull to list it".into(),
+            ));
+        }
+        if kind == TargetKind::Missing {
+            return Err(Error::Usage(format!("nothing at {} on the far end: check the path", show(&dest))));
+        }
+    }
+    if let (Some(p), None) = (sync, &list_only) {
         if !listed && (p.delete || p.dry_run || p.rules != Default::default()) {
             return Err(Error::Usage(
                 "this daemon does not show its tree to a token holder, which sync needs to --delete, compare (--checksum, --size-only, --update, --ignore-existing) or --dry-run: start it with --allow-pull".into(),
@@ -307,6 +318,7 @@ pub(crate) fn run_sender(
     }
     let mut w = w.ctl_w;
     let planned = match sync {
+        Some(_) if list_only.is_some() => Ok(Vec::new()),
         Some(p) => plan::sync_roots(sources, &src_dirs, &dest, kind, dest_is_dir)
             .and_then(|r| plan::check_overlap(&r, p).map(|_| r)),
         None => plan_roots(sources, &src_dirs, dest.clone(), kind, dest_is_dir),
@@ -355,6 +367,12 @@ pub(crate) fn run_sender(
     {
         let sh = shared.clone();
         match sync {
+            Some(_) if list_only.is_some() => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                *shared.list_tx.lock().expect("list") = Some(tx);
+                let (d, show) = (dest.clone(), list_only.clone().expect("list"));
+                handles.push(std::thread::spawn(move || plan::list_walk(&sh, d, show, rx)));
+            }
             Some(p) if listed => {
                 let (tx, rx) = std::sync::mpsc::channel();
                 *shared.list_tx.lock().expect("list") = Some(tx);
@@ -703,6 +721,6 @@ fn control_reader(sh: &Shared, mut r: BufReader<ConnReader>) {
 mod lane;
 use lane::{ack_reader, lane_writer};
 pub(crate) mod plan;
-pub(crate) use plan::SyncPlan;
+pub(crate) use plan::{ListShow, SyncPlan};
 mod squeeze;
 use squeeze::Squeeze;

@@ -35,6 +35,44 @@ pub(crate) struct SyncPlan {
     pub itemize: Option<fn(&str)>,
     /// The destination is another host (rsync's `<` "sent" in itemize lines).
     pub remote: bool,
+    /// `gfast ls`: no sources; every entry of the destination's listing goes
+    /// here, with the listing's mode mask, and nothing is sent or changed.
+    pub list: Option<ListShow>,
+}
+
+/// Where `gfast ls` shows each listed entry (and the mode mask of its listing).
+#[derive(Clone)]
+pub(crate) struct ListShow(pub Arc<ShowEntry>);
+
+/// Shows one listed entry, given the listing's mode mask.
+pub(crate) type ShowEntry = dyn Fn(&Listed, u32) + Send + Sync;
+
+impl std::fmt::Debug for ListShow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListShow")
+    }
+}
+
+/// `gfast ls` against a receiver: asks for the listing of `dest` and shows it
+/// as it arrives; announces nothing.
+pub(super) fn list_walk(sh: &Shared, dest: Vec<u8>, show: ListShow, rx: Receiver<ListBatch>) {
+    {
+        let mut g = sh.lock();
+        g.request_listing(dest, false);
+        sh.wake();
+    }
+    loop {
+        let Ok(b) = rx.recv() else { return };
+        for e in &b.entries {
+            (show.0)(e, b.mask);
+        }
+        if b.last {
+            break;
+        }
+    }
+    let mut g = sh.lock();
+    g.close_input();
+    sh.wake_after(&g);
 }
 
 /// One LISTED frame, as the control reader hands it to the walk.
