@@ -25,18 +25,7 @@ sleep 0.5
 # The source stays on this side's disk; /dev/shm would share its memory with the destination.
 src=$(mktemp -d /var/tmp/gfast-bench-sync-wan.XXXXXX)
 trap 'cleanup; rm -rf "$src"' EXIT
-python3 - "$src/t" "$n" <<'PY'
-import os, sys
-d, n = sys.argv[1], int(sys.argv[2])
-blob = os.urandom(4096 * 64)
-for i in range(n):
-    sub = os.path.join(d, "d%03d" % (i // 1000))
-    if i % 1000 == 0:
-        os.makedirs(sub, exist_ok=True)
-    o = (i * 4099) % (len(blob) - 4096)
-    with open(os.path.join(sub, "f%06d" % i), "wb") as f:
-        f.write(blob[o:o + 4096])
-PY
+python3 scripts/small-tree.py "$src/t" "$n"
 warm() { find "$src/t" -type f -print0 | xargs -0 cat > /dev/null; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 now() { date +%s.%N; }
