@@ -9,6 +9,7 @@
 # file. An ssh login is measured in the same run (`ssh host true`) and taken off
 # every ssh time before dividing. Prints medians of REPS runs and the ratios.
 # Usage: bash scripts/bench-sync.sh [SMALL=20000] [MANY=100000] [BIG_MIB=4096] [REPS=3]
+# (a count of 0 leaves its section out: `bash scripts/bench-sync.sh 20000 0 0` times first copies only)
 # (needs root for sshd; rsync, openssh-server: .ci/run installs them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -111,7 +112,11 @@ empty_dest() {
 time_fresh() {
   local name=$1 d=$2; shift 2
   local s=()
-  for _ in $(seq 1 "$reps"); do empty_dest "$d"; s+=("$(secs "$@")"); done
+  for _ in $(seq 1 "$reps"); do
+    empty_dest "$d"; s+=("$(secs "$@")")
+    # $check, when set, looks at the result before its file system goes.
+    if [ -n "${check:-}" ]; then eval "$check"; fi
+  done
   if mountpoint -q "$d"; then umount -l "$d"; fi
   T[$name]=$(printf '%s\n' "${s[@]}" | median)
 }
@@ -144,6 +149,7 @@ echo "loopback, $where under /var/tmp; ssh login $(f2 "$login") s (taken off eve
 echo
 
 # 1. First copy of the small tree.
+if [ "$small" -gt 0 ]; then
 tree "$work/small" "$small"
 time_fresh tar "$work/dst/t" bash -c "tar -C '$work/small' -cf - . | tar -C '$work/dst/t' -xf -"
 time_fresh g_ssh "$work/dst/s" "${gssh[@]}" "$work/small/" "127.0.0.1:$work/dst/s/"
@@ -164,6 +170,7 @@ row "local: gfast sync vs cp -a" "${T[g_l]}" "${T[cp_l]}"
 row "floor: gfast daemon vs tar \| tar (same file system)" "${T[g_d]}" "${T[tar]}"
 row "floor: gfast local vs tar \| tar" "${T[g_l]}" "${T[tar]}"
 echo
+fi
 
 # 2. The many-file tree: first copy (not timed), unchanged re-run, 1 % changed.
 if [ "$many" -gt 0 ]; then
@@ -208,8 +215,7 @@ fi
 # 3. Locally, one big file.
 if [ "$big_mib" -gt 0 ]; then
   head -c $((big_mib << 20)) /dev/urandom > "$work/big.bin"
-  time_fresh g_big "$work/dst/b" "${gl[@]}" "$work/big.bin" "$work/dst/b/"
-  cmp "$work/big.bin" "$work/dst/b/big.bin"
+  check="cmp '$work/big.bin' '$work/dst/b/big.bin'" time_fresh g_big "$work/dst/b" "${gl[@]}" "$work/big.bin" "$work/dst/b/"
   time_fresh cp_big "$work/dst/b" cp -a "$work/big.bin" "$work/dst/b/"
   echo "| local, one $big_mib MiB file | gfast | cp -a | gfast / cp -a (speed) |"
   echo "|---|---|---|---|"
