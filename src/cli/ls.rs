@@ -50,24 +50,21 @@ pub(super) fn local(dir: &Path, show_entry: &ListShow) -> Result<(), Error> {
     let mut root = DestRoot::open(at).map_err(|e| cannot(&e))?;
     let comps: Vec<&[u8]> = name.iter().map(|n| n.as_bytes()).collect();
     let listing = root.list(&comps, false).map_err(|e| cannot(&e))?;
-    let mut failed = 0u64;
+    let (mut failed, mut first) = (0u64, None);
     for item in listing {
         match item {
             Ok(e) => (show_entry.0)(&e, 0o7777),
             Err(e) => {
                 failed += 1;
                 eprintln!("gfast: cannot read part of '{shown}': {e}");
+                first.get_or_insert(e);
             }
         }
     }
-    if failed > 0 {
-        return Err(Error::Incomplete {
-            failed,
-            total: failed,
-            first: format!("parts of '{shown}' could not be read"),
-        });
+    match first {
+        None => Ok(()),
+        Some(e) => Err(Error::Io(format!("listing '{shown}' ({failed} places could not be read; the first)"), e)),
     }
-    Ok(())
 }
 
 fn name_of(e: &Listed) -> String {

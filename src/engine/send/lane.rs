@@ -197,6 +197,8 @@ pub(super) fn ack_reader(sh: &Shared, lane: usize, mut r: BufReader<ConnReader>,
     let limits = Limits::lane(0); // acknowledgements only: no CHUNK comes back
                                   // A client's lanes send behind JOIN without waiting: JOINED comes first here.
     let mut joined = joined;
+    // Reused for every run of acks (no allocation per ack on the data path).
+    let (mut acks, mut taken) = (Vec::with_capacity(256), Vec::with_capacity(256));
     loop {
         let f = match read_frame(&mut r, &limits, &mut buf) {
             Ok(f) => f,
@@ -219,7 +221,8 @@ pub(super) fn ack_reader(sh: &Shared, lane: usize, mut r: BufReader<ConnReader>,
         }
         // Acks of small files come in runs: every one already buffered is taken
         // under the same locks, with one wake-up at the end.
-        let mut acks = vec![f];
+        acks.clear();
+        acks.push(f);
         while acks.len() < 256 && frame_buffered(&r) {
             match read_frame(&mut r, &limits, &mut buf) {
                 Ok(f) => acks.push(f),
@@ -227,10 +230,10 @@ pub(super) fn ack_reader(sh: &Shared, lane: usize, mut r: BufReader<ConnReader>,
             }
         }
         let mut was_full = false;
-        let mut taken = Vec::with_capacity(acks.len());
+        taken.clear();
         {
             let mut inf = inflight.lock().expect("inflight");
-            for f in acks {
+            for f in acks.drain(..) {
                 let Frame::ChunkAck { id, offset, status } = f else {
                     drop(inf);
                     return sh.fail(match f {
@@ -250,7 +253,7 @@ pub(super) fn ack_reader(sh: &Shared, lane: usize, mut r: BufReader<ConnReader>,
             }
         }
         let mut g = sh.lock();
-        for (id, offset, status) in taken {
+        for &(id, offset, status) in &taken {
             g.on_chunk_ack(id, offset, status);
         }
         // This lane's window had no room: its writer may be asleep on it.
