@@ -7,6 +7,7 @@
 mod util;
 
 mod hostile;
+mod meta;
 mod netem;
 mod resume;
 mod security;

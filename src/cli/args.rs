@@ -319,6 +319,15 @@ pub(crate) struct NetArgs {
     /// everything after it).
     #[arg(long)]
     pub(crate) delta: bool,
+    /// Keep holes: the holes of sparse files are found (SEEK_DATA/SEEK_HOLE),
+    /// never travel, and stay holes at the destination. On by default, unlike
+    /// rsync, which needs -S for it; -S is accepted. Unlike rsync -S, zeros that
+    /// are data at the source stay data.
+    #[arg(short = 'S', long, overrides_with = "no_sparse")]
+    pub(crate) sparse: bool,
+    /// Send holes as zeros and write them out (no sparse handling).
+    #[arg(long, overrides_with = "sparse")]
+    pub(crate) no_sparse: bool,
     /// Print one JSON object with the job's statistics on stdout at the end.
     #[arg(long)]
     pub(crate) json: bool,

@@ -147,7 +147,7 @@ fn store_config(io: args::IoArg, fsync: bool) -> StoreConfig {
         args::IoArg::Uring => IoMode::Uring,
         args::IoArg::Pwrite => IoMode::Pwrite,
     };
-    StoreConfig { durable: fsync, io }
+    StoreConfig { durable: fsync, io, ..StoreConfig::default() }
 }
 
 /// Runs a push or pull job with fresh counters and a job id, and prints the

@@ -31,7 +31,8 @@ impl Progress {
             );
             while !s2.load(Ordering::SeqCst) {
                 pb.set_length(Stats::get(&stats.bytes_total));
-                let moved = Stats::get(&stats.bytes_sent) + Stats::get(&stats.bytes_unchanged);
+                let moved =
+                    Stats::get(&stats.bytes_sent) + Stats::get(&stats.bytes_unchanged) + Stats::get(&stats.bytes_holes);
                 pb.set_position(moved.min(Stats::get(&stats.bytes_total)));
                 pb.set_message(format!("{}/{} files", Stats::get(&stats.files_done), Stats::get(&stats.files_total)));
                 std::thread::sleep(Duration::from_millis(100));
@@ -145,6 +146,7 @@ pub(crate) fn json(job_id: &[u8; 16], stats: &Stats, err: Option<&Error>, k: &Ke
         "bytes_compressed": match Stats::get(&stats.bytes_compressed) { 0 => serde_json::Value::Null, n => n.into() },
         "bytes_resumed": Stats::get(&stats.bytes_resumed),
         "bytes_unchanged": Stats::get(&stats.bytes_unchanged),
+        "bytes_holes": Stats::get(&stats.bytes_holes),
         "files_in_place": Stats::get(&stats.files_in_place),
         "chunk_rtt_ms": { "p50": p50, "p90": p90, "p99": p99, "max": max },
         "encrypted": stats.server_key.lock().expect("stats").is_some(),

@@ -73,7 +73,7 @@ fn local(
         dest,
         workers: cfg.net.streams.map(usize::from).unwrap_or(LOCAL_WORKERS),
         sync: cfg.sync.as_ref().map(|(p, _)| p),
-        store: StoreConfig::default(),
+        store: StoreConfig { sparse: !cfg.net.no_sparse, ..StoreConfig::default() },
     };
     let res = with_progress(&cfg.net, &stats, || copy(&lc, stats.clone()));
     let dry = cfg.sync.as_ref().is_some_and(|(p, _)| p.dry_run);
@@ -176,6 +176,7 @@ fn engine_config(cfg: &TransferConfig, far: &Reached, job_id: [u8; 16]) -> PushC
         notice: |m| eprintln!("gfast: {m}"),
         resume: n.resume,
         compress: n.compress,
+        sparse: !n.no_sparse,
         delta: n.delta,
         quic: n.transport == TransportArg::Quic,
         store,

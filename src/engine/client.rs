@@ -57,6 +57,8 @@ pub(crate) struct PushConfig {
     pub quic: bool,
     /// Ask for compressed chunks (zstd), whichever way the session's data flows.
     pub compress: bool,
+    /// Offer holes as ZERO blocks (capability bit 9), whichever way the data flows.
+    pub sparse: bool,
     /// Ask for delta: files the receiver already has under their names are
     /// compared chunk by chunk and only the differing chunks are sent.
     pub delta: bool,
@@ -118,15 +120,17 @@ pub(crate) fn pull(cfg: &PushConfig, dest: PullDest, source: Option<Vec<u8>>, st
     stats.mark_first_byte();
     let got = super::session::receive_dialed(root, cfg.store, w, cfg.tuning.timeout);
     end_quic(d.quic.as_ref(), got.is_ok(), &stats);
-    let (files, bytes, compressed) = got?;
+    let super::session::Received { files, bytes, compressed, holes } = got?;
     use std::sync::atomic::Ordering::Relaxed;
     stats.bytes_compressed.store(compressed, Relaxed);
+    stats.bytes_holes.store(holes, Relaxed);
     stats.files_done.store(files, Relaxed);
     stats.files_total.store(files, Relaxed);
     stats.bytes_done.store(bytes, Relaxed);
     stats.bytes_total.store(bytes, Relaxed);
-    // What the receiving end counts: payload bytes of completed files.
-    stats.bytes_sent.store(bytes, Relaxed);
+    // What the receiving end counts: payload bytes of completed files, less
+    // what came as holes.
+    stats.bytes_sent.store(bytes.saturating_sub(holes), Relaxed);
     Ok(files)
 }
 
@@ -190,6 +194,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         .with(Caps::SYNC, syncing)
         .with(Caps::PULL, from_daemon)
         .with(Caps::COMPRESS, cfg.compress)
+        .with(Caps::SPARSE, cfg.sparse)
         .with(Caps::DELTA, cfg.delta)
         // A pull's receiver is this end: it holds the window's files open.
         .with(Caps::WIDE_WINDOW, crate::engine::wide_window_fits());

@@ -44,6 +44,9 @@ pub(crate) struct Stats {
     pub bytes_resumed: AtomicU64,
     /// Data bytes not sent because the receiver's old file held them (delta).
     pub bytes_unchanged: AtomicU64,
+    /// Data bytes not sent because they are holes in the source (described by
+    /// ZERO blocks, protocol-spec §4.14).
+    pub bytes_holes: AtomicU64,
     /// Files not sent because they were already in place (resume).
     pub files_in_place: AtomicU64,
     rtt_us: Mutex<Histogram<u64>>,
@@ -98,6 +101,7 @@ impl Stats {
             bytes_done: AtomicU64::new(0),
             retransmitted: AtomicU64::new(0),
             bytes_resumed: AtomicU64::new(0),
+            bytes_holes: AtomicU64::new(0),
             bytes_unchanged: AtomicU64::new(0),
             files_in_place: AtomicU64::new(0),
             server_key: Mutex::new(None),

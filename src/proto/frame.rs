@@ -28,7 +28,14 @@ pub mod method {
     pub const STORED: u8 = 0;
     /// One zstd frame.
     pub const ZSTD: u8 = 1;
+    /// A hole: `raw` zero bytes, none stored (capability bit 9).
+    pub const ZERO: u8 = 2;
 }
+/// With capability bit 9 every block of a compressed CHUNK ends on a multiple
+/// of this many raw bytes from the chunk's start, or at its end (§4.14): a
+/// chunk holds at most `len / SPARSE_GRAIN + 1` blocks, and a hole shorter
+/// than this travels as zeros.
+pub const SPARSE_GRAIN: usize = 64 << 10;
 /// Largest control frame payload (§3.3).
 pub const MAX_CONTROL_PAYLOAD: u32 = 1 << 20;
 /// Largest chunk size a peer may negotiate (§3.3).

@@ -10,8 +10,8 @@ use super::auth::SessionKeys;
 use super::error::code;
 use super::frame::{Frame, ID_LEN, MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE, NONCE_LEN};
 use super::{
-    CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, CAP_SYNC, CAP_WIDE_WINDOW, FILE_WINDOW,
-    FILE_WINDOW_WIDE, VERSION,
+    CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, CAP_SPARSE, CAP_SYNC, CAP_WIDE_WINDOW,
+    FILE_WINDOW, FILE_WINDOW_WIDE, VERSION,
 };
 use std::fmt;
 
@@ -34,6 +34,8 @@ impl Caps {
     pub const SYNC: Caps = Caps(CAP_SYNC);
     /// The wide window, W = 4096 (bit 8).
     pub const WIDE_WINDOW: Caps = Caps(CAP_WIDE_WINDOW);
+    /// Holes described, not sent (bit 9).
+    pub const SPARSE: Caps = Caps(CAP_SPARSE);
     /// Every bit this build understands.
     pub const ALL: Caps = Caps(CAPS);
 
@@ -121,6 +123,14 @@ impl Negotiated {
     /// The sender may ask what the receiver holds and have entries removed (§5.15).
     pub fn sync(&self) -> bool {
         self.caps.contains(Caps::SYNC)
+    }
+    /// Holes travel as ZERO blocks of compressed CHUNKs (§4.14).
+    pub fn sparse(&self) -> bool {
+        self.caps.contains(Caps::SPARSE)
+    }
+    /// What a compressed CHUNK's blocks may be in this session (§4.14).
+    pub fn blocks(&self) -> super::chunk::BlockRules {
+        super::chunk::BlockRules { zstd: self.compress(), sparse: self.sparse() }
     }
     /// W, the entries announced and not yet settled (§5.3).
     pub fn window(&self) -> usize {

@@ -16,6 +16,15 @@ impl ChunkHasher {
     pub fn update(&mut self, data: &[u8]) {
         self.0.update(data);
     }
+    /// Feeds `n` zero bytes (a hole, §4.14), without a buffer of that size.
+    pub fn update_zeros(&mut self, mut n: usize) {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        while n > 0 {
+            let k = n.min(ZEROS.len());
+            self.0.update(&ZEROS[..k]);
+            n -= k;
+        }
+    }
     /// The chunk hash as it travels on the wire (big-endian xxh3-128).
     pub fn finish(&self) -> [u8; HASH_LEN] {
         self.0.digest128().to_be_bytes()

@@ -44,8 +44,13 @@ pub const CAP_SYNC: u64 = 1 << 7;
 /// [`FILE_WINDOW_WIDE`] instead of [`FILE_WINDOW`]. Offered and accepted by an end
 /// whose descriptor limit holds that many open files several times over.
 pub const CAP_WIDE_WINDOW: u64 = 1 << 8;
+/// Capability bit: holes (protocol-spec §2.2, §4.14): a compressed CHUNK may
+/// describe a run of zeros with a ZERO block instead of carrying it, whether
+/// or not bit 1 was accepted; the receiver leaves a hole there.
+pub const CAP_SPARSE: u64 = 1 << 9;
 /// Capability bits this build understands (protocol-spec §2.2).
-pub const CAPS: u64 = CAP_COMPRESS | CAP_DELTA | CAP_RESUME | CAP_EARLY_DONE | CAP_PULL | CAP_SYNC | CAP_WIDE_WINDOW;
+pub const CAPS: u64 =
+    CAP_COMPRESS | CAP_DELTA | CAP_RESUME | CAP_EARLY_DONE | CAP_PULL | CAP_SYNC | CAP_WIDE_WINDOW | CAP_SPARSE;
 /// Most chunks listed in one FILE_HAVE frame (fits the control frame limit).
 pub const MAX_HAVE_PER_FRAME: usize = 50_000;
 /// Most entries announced and not yet settled (W of protocol-spec §5.3): the

@@ -2,6 +2,7 @@
 //! temporary files renamed into place.
 
 pub(crate) mod dest;
+pub(crate) mod holes;
 pub(crate) mod jobs;
 pub(crate) mod journal;
 pub(crate) mod pieces;

@@ -355,12 +355,12 @@ impl Drop for Uring {
     }
 }
 
-/// Copies `len` bytes from the start of `src` to the start of `dst`: in the
+/// Copies `len` bytes at `offset` of `src` to the same offset of `dst`: in the
 /// kernel (copy_file_range: no copy through user space, and extents shared
 /// where the file system can), else through a buffer (another file system's
 /// files on some kernels, or a file system without it).
-pub(crate) fn copy_range(src: &File, dst: &SharedFile, len: u64) -> io::Result<()> {
-    let (mut off_in, mut off_out): (i64, i64) = (0, 0);
+pub(crate) fn copy_range(src: &File, dst: &SharedFile, (offset, len): (u64, u64)) -> io::Result<()> {
+    let (mut off_in, mut off_out): (i64, i64) = (offset as i64, offset as i64);
     let mut left = len;
     while left > 0 {
         let n = left.min(1 << 30) as usize;
@@ -370,8 +370,10 @@ pub(crate) fn copy_range(src: &File, dst: &SharedFile, len: u64) -> io::Result<(
         if r < 0 {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
-                Some(libc::EXDEV) | Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) if off_in == 0 => {
-                    return copy_buffered(src, &dst.file, len);
+                Some(libc::EXDEV) | Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+                    if off_in == offset as i64 =>
+                {
+                    return copy_buffered(src, &dst.file, (offset, len));
                 }
                 Some(libc::EINTR) => continue,
                 _ => return Err(e),
@@ -385,13 +387,13 @@ pub(crate) fn copy_range(src: &File, dst: &SharedFile, len: u64) -> io::Result<(
     Ok(())
 }
 
-fn copy_buffered(src: &File, dst: &File, len: u64) -> io::Result<()> {
+fn copy_buffered(src: &File, dst: &File, (offset, len): (u64, u64)) -> io::Result<()> {
     let mut buf = vec![0u8; (1 << 20).min(len as usize).max(1)];
     let mut off = 0u64;
     while off < len {
         let n = ((len - off) as usize).min(buf.len());
-        src.read_exact_at(&mut buf[..n], off)?;
-        dst.write_all_at(&buf[..n], off)?;
+        src.read_exact_at(&mut buf[..n], offset + off)?;
+        dst.write_all_at(&buf[..n], offset + off)?;
         off += n as u64;
     }
     Ok(())

@@ -22,11 +22,13 @@ pub(crate) struct StoreConfig {
     pub durable: bool,
     /// How lanes write received pieces (`--io`).
     pub io: IoMode,
+    /// A local copy keeps the source's holes (`--no-sparse` copies them as zeros).
+    pub sparse: bool,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { durable: false, io: IoMode::Pwrite }
+        StoreConfig { durable: false, io: IoMode::Pwrite, sparse: true }
     }
 }
 
@@ -46,6 +48,9 @@ pub(crate) trait Incoming: Send + Sync {
     /// Writes the first `n` bytes of `pw`'s buffer at `offset` (with io_uring
     /// it completes at the lane's next [`PieceWriter::finish`]).
     fn write_piece(&self, pw: &mut PieceWriter, offset: u64, n: usize) -> io::Result<()>;
+    /// `len` bytes at `offset` are zeros (a hole, §4.14): whatever an earlier
+    /// write or a delta's seed left there goes, and no space is taken for it.
+    fn zero(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Notes a chunk that was verified and written (the resume journal, §5.11).
     fn record(&self, idx: u32, hash: [u8; HASH_LEN]) -> io::Result<()>;
     /// A chunk the journal holds is about to be written again: its record is
@@ -159,9 +164,11 @@ impl Destination for LocalDir {
     fn open_file(&mut self, comps: &[&[u8]], ident: &Identity, reuse: Reuse) -> Result<Opened, DestError> {
         Ok(match self.root.open_partial(comps, ident, reuse)? {
             DirOpened::InPlace => Opened::InPlace,
-            DirOpened::Partial(t, held, changed) => {
-                Opened::Partial(Box::new(LocalFile { t, durable: self.cfg.durable }), held, changed)
-            }
+            DirOpened::Partial(t, held, changed) => Opened::Partial(
+                Box::new(LocalFile { t, durable: self.cfg.durable, sparse: self.cfg.sparse }),
+                held,
+                changed,
+            ),
         })
     }
 
@@ -175,6 +182,7 @@ impl Destination for LocalDir {
 struct LocalFile {
     t: TempFile,
     durable: bool,
+    sparse: bool,
 }
 
 impl Incoming for LocalFile {
@@ -184,6 +192,10 @@ impl Incoming for LocalFile {
 
     fn write_piece(&self, pw: &mut PieceWriter, offset: u64, n: usize) -> io::Result<()> {
         pw.write(&self.t.file, offset, n)
+    }
+
+    fn zero(&self, offset: u64, len: u64) -> io::Result<()> {
+        super::holes::punch(&self.t.file, offset, len)
     }
 
     fn record(&self, idx: u32, hash: [u8; HASH_LEN]) -> io::Result<()> {
@@ -209,7 +221,21 @@ impl Incoming for LocalFile {
     }
 
     fn copy_from(&self, src: &std::fs::File, len: u64) -> io::Result<()> {
-        super::pieces::copy_range(src, &self.t.file, len)
+        let holes = if self.sparse && len > 0 { super::holes::holes(src, 0, len) } else { Vec::new() };
+        if holes.is_empty() {
+            return super::pieces::copy_range(src, &self.t.file, (0, len));
+        }
+        // Only the data moves; the holes are made holes here too (a partial
+        // reused from earlier may hold data there), and the size is the source's
+        // even where it ends in a hole.
+        self.t.file.set_len(len)?;
+        for &(a, b) in &holes {
+            super::holes::punch(&self.t.file, a, b - a)?;
+        }
+        for (a, b) in super::holes::data_ranges(&holes, len) {
+            super::pieces::copy_range(src, &self.t.file, (a, b - a))?;
+        }
+        Ok(())
     }
 
     fn discard(&self) {
@@ -232,6 +258,9 @@ impl Incoming for Dropped {
         Ok(())
     }
     fn write_piece(&self, _: &mut PieceWriter, _: u64, _: usize) -> io::Result<()> {
+        Ok(())
+    }
+    fn zero(&self, _: u64, _: u64) -> io::Result<()> {
         Ok(())
     }
     fn record(&self, _: u32, _: [u8; HASH_LEN]) -> io::Result<()> {
@@ -306,6 +335,12 @@ pub(crate) trait SourceFile: Send + Sync {
         let mut b = bytes::BytesMut::zeroed(n);
         self.read_exact_at(&mut b, offset)?;
         Ok(b)
+    }
+
+    /// The holes of `len` bytes from `offset` (absolute ranges, in order),
+    /// where the source can tell; none where it cannot.
+    fn holes(&self, _offset: u64, _len: u64) -> Vec<(u64, u64)> {
+        Vec::new()
     }
 
     /// The hash of `len` bytes at `offset`, read through `buf`; `None` when
@@ -403,6 +438,10 @@ struct LocalSourceFile(std::fs::File);
 impl SourceFile for LocalSourceFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         std::os::unix::fs::FileExt::read_exact_at(&self.0, buf, offset)
+    }
+
+    fn holes(&self, offset: u64, len: u64) -> Vec<(u64, u64)> {
+        super::holes::holes(&self.0, offset, len)
     }
 
     fn read_owned(&self, n: usize, off: u64) -> io::Result<bytes::BytesMut> {

@@ -178,9 +178,11 @@ both_transports!(a_source_changed_since_the_interruption_starts_over_with_a_note
     let keydir = TempDir::new("chg-key");
     let keyfile = keydir.path().join("server.key");
     let f = src.path().join("f");
+    // Sparse, its zeros sent as data (--no-sparse) so the push lasts long enough to be cut.
     fs::File::create(&f).unwrap().set_len(512 << 20).unwrap();
     let mut s = Server::start_keyed(&t, root.path(), &stable_addr(), (&keyfile, TempDir::new("k1")), &[]);
-    let push = Gfast::push(&t).pin(&s).arg("-q").arg(&f).arg(s.url("")).stderr(Stdio::piped()).spawn();
+    let push =
+        Gfast::push(&t).pin(&s).args(["-q", "--no-sparse"]).arg(&f).arg(s.url("")).stderr(Stdio::piped()).spawn();
     let t0 = Instant::now();
     while !fs::read_dir(root.path()).unwrap().any(|e| {
         let e = e.unwrap();

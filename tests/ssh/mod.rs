@@ -193,9 +193,15 @@ both_transports!(killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_fi
     let dst = TempDir::new("ssh-kill-dst");
     let f = src.path().join("huge");
     // Sparse: quick to make and read; 1 GiB so a resume afterwards is quick too.
+    // Its zeros travel (--no-sparse), so the transfer lasts long enough to be cut.
     fs::File::create(&f).unwrap().set_len(1 << 30).unwrap();
-    let push =
-        Gfast::push(&t).ssh(&sshd.ssh_cmd("user_key")).arg(&f).arg(remote(dst.path())).stderr(Stdio::piped()).spawn();
+    let push = Gfast::push(&t)
+        .ssh(&sshd.ssh_cmd("user_key"))
+        .arg("--no-sparse")
+        .arg(&f)
+        .arg(remote(dst.path()))
+        .stderr(Stdio::piped())
+        .spawn();
     let t0 = Instant::now();
     // Wait until the journal holds a few chunks (its header is < 100 bytes).
     let part = || {
@@ -229,7 +235,7 @@ both_transports!(killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_fi
     assert!(left.iter().any(|n| n.ends_with(".part")) && left.iter().any(|n| n.ends_with(".jrnl")), "{left:?}");
 
     // The same push with --resume, through a new ssh and a new one-shot receiver,
-    // sends only what is missing.
+    // sends only what is missing (and, keeping holes now, describes the rest).
     let o = Gfast::push(&t)
         .ssh(&sshd.ssh_cmd("user_key"))
         .args(["--resume", "--json"])
@@ -240,7 +246,9 @@ both_transports!(killing_ssh_mid_transfer_ends_the_remote_and_leaves_no_final_fi
     assert_same_file(&f, &dst.path().join("huge"));
     let j = parse_json(&o);
     assert!(j["bytes_resumed"].as_u64().unwrap() > 0, "{j}");
-    assert_eq!(j["bytes_resumed"].as_u64().unwrap() + j["bytes_sent"].as_u64().unwrap(), 1 << 30, "{j}");
+    let n = |k: &str| j[k].as_u64().unwrap();
+    assert_eq!(n("bytes_resumed") + n("bytes_sent") + n("bytes_holes"), 1 << 30, "{j}");
+    assert_eq!(n("bytes_sent"), 0, "what is missing is all hole: {j}");
 });
 
 both_transports!(ssh_pull_of_trees_and_files, |t| {
@@ -407,4 +415,33 @@ both_transports!(ssh_ls_lists_what_is_there, |t| {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("nothing at"), "{}", stderr(&o));
     assert!(!missing.exists());
+});
+
+both_transports!(ssh_sparse_files_stay_sparse_both_ways, |t| {
+    use crate::meta::{check_sparse, sent_and_holes, sparse_tree, GRAIN, MIB};
+    let Some(sshd) = Sshd::start("ssh_sparse_files_stay_sparse_both_ways") else { return };
+    let (src, there, back) =
+        (TempDir::new("ssh-sparse-src"), TempDir::new("ssh-sparse-there"), TempDir::new("ssh-sparse-back"));
+    if !sparse_tree(src.path()) {
+        return;
+    }
+    let o = Gfast::push(&t)
+        .ssh(&sshd.ssh_cmd("user_key"))
+        .args(["--json", "-q"])
+        .arg(src.path())
+        .arg(remote(there.path()))
+        .output();
+    let (sent, _) = sent_and_holes(&o);
+    assert!(sent <= 6 * MIB + 4 * GRAIN, "sent {sent} bytes of a tree with 5 MiB of data");
+    let name = src.path().file_name().unwrap();
+    check_sparse(src.path(), &there.path().join(name));
+    let o = Gfast::pull(&t)
+        .ssh(&sshd.ssh_cmd("user_key"))
+        .args(["--json", "-q"])
+        .arg(remote(&there.path().join(name)))
+        .arg(back.path().join("got"))
+        .output();
+    let (sent, _) = sent_and_holes(&o);
+    assert!(sent <= 6 * MIB + 4 * GRAIN, "received {sent} bytes of data");
+    check_sparse(src.path(), &back.path().join("got"));
 });

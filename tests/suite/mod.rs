@@ -421,7 +421,8 @@ both_transports!(server_killed_mid_transfer_gives_a_clean_error_and_no_final_fil
     let src = TempDir::new("kill-src");
     let root = TempDir::new("kill-root");
     let f = src.path().join("huge");
-    // Sparse: quick to make and to read, slow enough to write on the other side.
+    // Sparse: quick to make and to read, slow enough to write on the other side
+    // with its zeros sent as data (--no-sparse).
     fs::File::create(&f).unwrap().set_len(8 << 30).unwrap();
     // An older version already sits at the destination: it must survive intact.
     fs::create_dir_all(root.path().join("in")).unwrap();
@@ -429,7 +430,7 @@ both_transports!(server_killed_mid_transfer_gives_a_clean_error_and_no_final_fil
     let s = Server::start(&t, root.path(), &[]);
     let child = Gfast::push(&t)
         .pin(&s)
-        .arg("--json")
+        .args(["--json", "--no-sparse"])
         .arg(&f)
         .arg(s.url("in/"))
         .stdout(std::process::Stdio::piped())

@@ -85,13 +85,48 @@ pub(super) fn lane_writer(sh: &Shared, lane: usize, w: ConnWriter, inflight: &In
         let corrupt = sh.corrupt_every > 0
             && !task.retry
             && (sh.first_sendings.fetch_add(1, Relaxed) + 1) % sh.corrupt_every == 0;
-        let hash = if let Some(z) = squeeze.as_mut() {
+        // Holes (§4.14, bit 9): a chunk with a whole 64 KiB cell of hole goes as
+        // blocks, its holes described and not sent. One lseek per chunk finds
+        // that a chunk has none.
+        let spans = match (&read_err, &cur) {
+            (None, Some((_, f))) if sh.sparse && task.len as usize >= SPARSE_GRAIN => {
+                let rel = |(a, b): (u64, u64)| ((a - task.offset) as usize, (b - task.offset) as usize);
+                let holes: Vec<(usize, usize)> = f.holes(task.offset, task.len as u64).into_iter().map(rel).collect();
+                if holes.is_empty() {
+                    None
+                } else {
+                    sparse_layout(&holes, task.len as usize)
+                }
+            }
+            _ => None,
+        };
+        let holed = spans.as_ref().map(|spans| Holed { head, len: task.len as usize, spans, corrupt });
+        let hash = if let (Some(c), None, Some((_, f))) = (&holed, &squeeze, &cur) {
+            sh.stats.mark_first_byte();
+            match send_stored_sparse(&mut w, &mut piece, f.as_ref(), c) {
+                Ok((hash, err, data)) => {
+                    read_err = err;
+                    sh.stats.add_sent(lane, data);
+                    sh.stats.bytes_holes.fetch_add(task.len as u64 - data, Relaxed);
+                    hash
+                }
+                Err(e) => return sh.fail_lane(Error::PeerVanished(e.to_string())),
+            }
+        } else if let Some(z) = squeeze.as_mut() {
             // Compressed: the blocks are made first, since the frame's length leads it.
             let src = if read_err.is_none() { cur.as_ref().map(|c| c.1.as_ref()) } else { None };
-            let (hash, err) = z.assemble(&mut piece, src, (task.id, task.offset, task.len as usize), corrupt);
+            let at = (task.id, task.offset, task.len as usize);
+            let (hash, err, raw) = match (&holed, src) {
+                (Some(c), Some(src)) => z.assemble_sparse(&mut piece, src, c),
+                _ => {
+                    let (hash, err) = z.assemble(&mut piece, src, at, corrupt);
+                    (hash, err, task.len as u64)
+                }
+            };
+            sh.stats.bytes_holes.fetch_add(task.len as u64 - raw, Relaxed);
             read_err = read_err.or(err);
             let body = z.enc.body();
-            let (wire, raw) = (body.len() as u64, task.len as u64);
+            let wire = body.len() as u64;
             sh.stats.mark_first_byte();
             let sent = w.write_all(&head.encode_prefix_flagged(CHUNK_COMPRESSED, body.len() as u32)).and_then(|_| {
                 if owned {

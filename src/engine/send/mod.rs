@@ -8,9 +8,9 @@
 
 use super::error::Error;
 use super::stats::Stats;
-use crate::proto::chunk::BlockEncoder;
+use crate::proto::chunk::{sparse_layout, BlockEncoder};
 use crate::proto::error::code;
-use crate::proto::frame::{ChunkHead, Frame, Limits, TargetKind, BLOCK_RAW, CHUNK_COMPRESSED};
+use crate::proto::frame::{ChunkHead, Frame, Limits, TargetKind, BLOCK_RAW, CHUNK_COMPRESSED, SPARSE_GRAIN};
 use crate::proto::handshake::Negotiated;
 use crate::proto::hash::ChunkHasher;
 use crate::proto::lane::LaneWindow;
@@ -88,6 +88,8 @@ struct Shared {
     first_sendings: std::sync::atomic::AtomicU64,
     source: Box<dyn Source>,
     compress: bool,
+    /// Holes go as ZERO blocks (capability bit 9).
+    sparse: bool,
     /// When a lane last told the receiver this end is busy checking chunks
     /// (milliseconds since `born`): see [`Shared::keep_alive`].
     born: Instant,
@@ -274,7 +276,7 @@ pub(crate) fn run_sender(
         src_dirs.push(md.is_dir());
     }
     let (ctl, mut r, lanes, joined, early_done) = (w.ctl, w.ctl_r, w.lanes, w.joined, w.n.early_done());
-    let (source, compress, delta) = (w.source, w.n.compress(), w.n.delta());
+    let (source, compress, delta, sparse) = (w.source, w.n.compress(), w.n.delta(), w.n.sparse());
     if let Some(bits) = w.rate {
         // Each lane is paced at its share, in bytes per second.
         let share = (bits / 8 / lanes.len().max(1) as u64).max(1);
@@ -354,6 +356,7 @@ pub(crate) fn run_sender(
         first_sendings: std::sync::atomic::AtomicU64::new(0),
         source,
         compress,
+        sparse,
         born: Instant::now(),
         alive_at: std::sync::atomic::AtomicU64::new(0),
         list_tx: Mutex::new(None),
@@ -723,4 +726,4 @@ use lane::{ack_reader, lane_writer};
 pub(crate) mod plan;
 pub(crate) use plan::{ListShow, SyncPlan};
 mod squeeze;
-use squeeze::Squeeze;
+use squeeze::{send_stored_sparse, Holed, Squeeze};

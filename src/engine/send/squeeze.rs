@@ -1,6 +1,18 @@
-//! Compressed chunks on a sending lane (protocol-spec §4.14).
+//! Compressed chunks on a sending lane, and chunks with holes (protocol-spec
+//! §4.14, capability bits 1 and 9).
 
 use super::*;
+use crate::proto::chunk::{stored_body_len, BlockHead, Span};
+use crate::proto::frame::method;
+
+/// A chunk with holes to send (§4.14): where it goes, its raw length, its
+/// layout, and whether the test hook corrupts its first data byte.
+pub(super) struct Holed<'a> {
+    pub(super) head: ChunkHead,
+    pub(super) len: usize,
+    pub(super) spans: &'a [Span],
+    pub(super) corrupt: bool,
+}
 
 /// A lane's compressor: reads a chunk a block at a time through the lane's
 /// piece buffer and has `proto::chunk::BlockEncoder` make the compressed
@@ -60,4 +72,96 @@ impl Squeeze {
         }
         (hash, read_err)
     }
+
+    /// As [`Squeeze::assemble`] for a chunk laid out as `spans`: the data
+    /// blocks compressed where that shrinks them, the holes as ZERO blocks
+    /// (hashed as the zeros they stand for, never read). Also returns the data
+    /// bytes, those that are not hole.
+    pub(super) fn assemble_sparse(
+        &mut self,
+        piece: &mut [u8],
+        src: &dyn SourceFile,
+        c: &Holed,
+    ) -> ([u8; crate::proto::frame::HASH_LEN], Option<std::io::Error>, u64) {
+        let (offset, spans) = (c.head.offset, c.spans);
+        let mut read_err = None;
+        self.enc.start(c.head.id, c.len);
+        let mut hasher = ChunkHasher::new();
+        let mut data = 0u64;
+        let mut corrupt = c.corrupt;
+        for s in spans {
+            if s.hole {
+                hasher.update_zeros(s.raw);
+                self.enc.push_zero(s.raw);
+                continue;
+            }
+            let buf = &mut piece[..s.raw];
+            if read_err.is_none() {
+                if let Err(e) = src.read_exact_at(buf, offset + s.at as u64) {
+                    read_err = Some(e);
+                }
+            }
+            if read_err.is_some() {
+                buf.fill(0);
+            }
+            hasher.update(buf);
+            if std::mem::take(&mut corrupt) {
+                buf[0] ^= 1;
+            }
+            self.enc.push(buf);
+            data += s.raw as u64;
+        }
+        let mut hash = hasher.finish();
+        if read_err.is_some() {
+            hash[0] ^= 0xff;
+        }
+        (hash, read_err, data)
+    }
+}
+
+/// Sends a chunk laid out as `spans` without compression (capability bit 9
+/// alone): every data block stored, so the body's length is known before a
+/// byte is read and the data streams through `piece` as in the plain path.
+/// Returns the hash, the read error if any (zeros then, and a hash that cannot
+/// match), and the data bytes sent; `Err` when the connection failed.
+pub(super) fn send_stored_sparse(
+    w: &mut impl Write,
+    piece: &mut [u8],
+    src: &dyn SourceFile,
+    c: &Holed,
+) -> std::io::Result<([u8; crate::proto::frame::HASH_LEN], Option<std::io::Error>, u64)> {
+    let (head, spans) = (&c.head, c.spans);
+    w.write_all(&head.encode_prefix_flagged(CHUNK_COMPRESSED, stored_body_len(spans) as u32))?;
+    w.write_all(&(c.len as u32).to_be_bytes())?;
+    let mut hasher = ChunkHasher::new();
+    let (mut read_err, mut data, mut corrupt) = (None, 0u64, c.corrupt);
+    for s in spans {
+        if s.hole {
+            w.write_all(&BlockHead { method: method::ZERO, raw: s.raw as u32, stored: 0 }.encode())?;
+            hasher.update_zeros(s.raw);
+            continue;
+        }
+        w.write_all(&BlockHead { method: method::STORED, raw: s.raw as u32, stored: s.raw as u32 }.encode())?;
+        let buf = &mut piece[..s.raw];
+        if read_err.is_none() {
+            if let Err(e) = src.read_exact_at(buf, head.offset + s.at as u64) {
+                read_err = Some(e);
+            }
+        }
+        if read_err.is_some() {
+            buf.fill(0);
+        }
+        hasher.update(buf);
+        if std::mem::take(&mut corrupt) {
+            buf[0] ^= 1;
+        }
+        w.write_all(buf)?;
+        data += s.raw as u64;
+    }
+    let mut hash = hasher.finish();
+    if read_err.is_some() {
+        hash[0] ^= 0xff;
+    }
+    w.write_all(&hash)?;
+    Ok((hash, read_err, data))
 }

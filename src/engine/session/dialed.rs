@@ -2,15 +2,27 @@
 
 use super::*;
 
+/// What a pull received.
+pub(crate) struct Received {
+    /// Entries completed.
+    pub files: u64,
+    /// Data bytes of the completed files.
+    pub bytes: u64,
+    /// Bytes of compressed chunk bodies that came in.
+    pub compressed: u64,
+    /// Bytes that came in as holes (ZERO blocks, §4.14).
+    pub holes: u64,
+}
+
 /// The receiving role over connections this end dialed (the client of a pull):
 /// runs a lane loop per lane and the control loop until the sender closes.
-/// Returns entries and bytes completed, and the compressed bytes they took.
+/// Returns what was received.
 pub(crate) fn receive_dialed(
     root: &std::path::Path,
     store: StoreConfig,
     w: crate::engine::send::Wired,
     timeout: std::time::Duration,
-) -> Result<(u64, u64, u64), Error> {
+) -> Result<Received, Error> {
     let crate::engine::send::Wired { ctl, ctl_r, ctl_w, lanes, n, .. } = w;
     let setup = Setup { mode: Mode::Receive, root: Some(root), store, verbose: false, keys: None };
     let s =
@@ -72,7 +84,8 @@ pub(crate) fn receive_dialed(
     match (res, done) {
         (_, true) => {
             let (files, bytes) = st.rx.finished();
-            Ok((files, bytes, s.compressed_in.load(Ordering::Relaxed)))
+            let (compressed, holes) = (s.compressed_in.load(Ordering::Relaxed), s.holes_in.load(Ordering::Relaxed));
+            Ok(Received { files, bytes, compressed, holes })
         }
         (Err(e), false) => Err(Error::PeerVanished(e.to_string())),
         (Ok(()), false) => Err(Error::PeerVanished("the sender closed the session before it was complete".into())),

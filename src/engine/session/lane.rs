@@ -10,6 +10,7 @@ impl Session {
         let limits = Limits::lane(self.chunk_size as u32);
         let mut pw = self.store.piece_writer(PIECE);
         let mut unsqueeze = Unsqueeze::default();
+        let rules = self.n.blocks();
         loop {
             let h = match read_header(&mut r, &limits) {
                 Ok(h) => h,
@@ -21,8 +22,10 @@ impl Session {
             }
             self.heard();
             let compressed = h.flags == CHUNK_COMPRESSED;
-            if compressed && !self.n.compress() {
-                return Err(self.lane_protocol(ProtocolError::Unexpected("compressed chunk without capability bit 1")));
+            if compressed && !rules.any() {
+                return Err(
+                    self.lane_protocol(ProtocolError::Unexpected("compressed chunk without capability bit 1 or 9"))
+                );
             }
             let mut hb = [0u8; CHUNK_HEAD_LEN];
             r.read_exact(&mut hb).map_err(|e| WireError::Io(eof_is_error(e)))?;
@@ -60,12 +63,23 @@ impl Session {
             let mut undecodable = false;
             while done < len as usize {
                 let n = if compressed {
-                    let left = len as usize - done;
-                    match unsqueeze.read_block(&mut r, &mut body, left, pw.buffer()) {
-                        Ok(Ok(n)) => n,
-                        Ok(Err(n)) => {
+                    match unsqueeze.read_block(&mut r, &mut body, (done, len as usize, rules), pw.buffer()) {
+                        Ok(Block::Data(n)) => n,
+                        Ok(Block::Bad(n)) => {
                             undecodable = true;
                             n
+                        }
+                        Ok(Block::Hole(n)) => {
+                            // A hole (§4.14): hashed as the zeros it stands for,
+                            // and left a hole here (the partial has its size already).
+                            hasher.update_zeros(n);
+                            self.holes_in.fetch_add(n as u64, Ordering::Relaxed);
+                            if let (Some(f), None) = (&file, &write_err) {
+                                write_err = f.zero(offset + done as u64, n as u64).err();
+                            }
+                            self.heard();
+                            done += n;
+                            continue;
                         }
                         Err(e) => return Err(self.lane_protocol_or_io(e)),
                     }
@@ -171,20 +185,30 @@ impl From<io::Error> for BlockError {
     }
 }
 
+/// One block of a compressed chunk, read (§4.14).
+enum Block {
+    /// Its raw bytes are in the buffer.
+    Data(usize),
+    /// It did not decompress to what it says: the buffer holds zeros and the
+    /// chunk must be sent again.
+    Bad(usize),
+    /// A hole of this many zero bytes: nothing was read.
+    Hole(usize),
+}
+
 impl Unsqueeze {
     /// Reads the next block of a compressed chunk into `out` as raw bytes.
-    /// `body` counts down the block bytes the frame still holds, `left` is how
-    /// many raw bytes of the chunk are still to come. Returns the block's raw
-    /// length, as `Err` when the block did not decompress to exactly that
-    /// (`out` then holds zeros and the chunk must be sent again). The output is
-    /// bounded by the raw length the block states, itself at most 1 MiB.
+    /// `body` counts down the block bytes the frame still holds; the block
+    /// starts `at` raw bytes into a chunk of `len`, under the session's
+    /// `rules`. The output is bounded by the raw length the block states,
+    /// itself at most 1 MiB (a hole's is not read at all).
     fn read_block(
         &mut self,
         r: &mut impl Read,
         body: &mut u32,
-        left: usize,
+        (at, len, rules): (usize, usize, BlockRules),
         out: &mut [u8],
-    ) -> Result<Result<usize, usize>, BlockError> {
+    ) -> Result<Block, BlockError> {
         let short = || BlockError::Protocol(ProtocolError::Unexpected("compressed chunk shorter than its blocks"));
         let mut take = |n: usize| {
             *body = body.checked_sub(n as u32).ok_or_else(short)?;
@@ -193,16 +217,20 @@ impl Unsqueeze {
         take(BLOCK_HEAD_LEN)?;
         let mut hb = [0u8; BLOCK_HEAD_LEN];
         r.read_exact(&mut hb)?;
-        let h = BlockHead::decode(&hb, left).map_err(BlockError::Protocol)?;
+        let h = BlockHead::decode(&hb, at, len, rules).map_err(BlockError::Protocol)?;
         let (raw, stored) = (h.raw as usize, h.stored as usize);
         take(stored)?;
-        if h.method == method::STORED {
-            r.read_exact(&mut out[..raw])?;
-            return Ok(Ok(raw));
+        match h.method {
+            method::ZERO => return Ok(Block::Hole(raw)),
+            method::STORED => {
+                r.read_exact(&mut out[..raw])?;
+                return Ok(Block::Data(raw));
+            }
+            _ => {}
         }
         self.stored.resize(stored, 0);
         r.read_exact(&mut self.stored)?;
-        Ok(if self.dec.unzstd(&self.stored, &mut out[..raw])? { Ok(raw) } else { Err(raw) })
+        Ok(if self.dec.unzstd(&self.stored, &mut out[..raw])? { Block::Data(raw) } else { Block::Bad(raw) })
     }
 }
 
@@ -219,16 +247,48 @@ mod tests {
         b
     }
 
-    /// Reads one block from `bytes`; `left` raw bytes of the chunk still to come.
-    fn read(bytes: &[u8], left: usize) -> (Result<Result<usize, usize>, &'static str>, Vec<u8>, u32) {
+    const ZSTD_ONLY: BlockRules = BlockRules { zstd: true, sparse: false };
+
+    /// Reads one block from `bytes`, the first of a chunk of `len` raw bytes;
+    /// `Ok(Ok(n))` data, `Ok(Err(n))` a bad block, `Err` a broken frame.
+    fn read_with(
+        bytes: &[u8],
+        len: usize,
+        rules: BlockRules,
+    ) -> (Result<Result<usize, usize>, &'static str>, Vec<u8>, u32) {
         let mut out = vec![7u8; BLOCK_RAW];
         let mut body = bytes.len() as u32;
-        let r = Unsqueeze::default().read_block(&mut &bytes[..], &mut body, left, &mut out).map_err(|e| match e {
-            BlockError::Protocol(ProtocolError::Unexpected(m)) => m,
-            BlockError::Protocol(_) => "protocol",
-            BlockError::Io(_) => "io",
-        });
+        let r = Unsqueeze::default().read_block(&mut &bytes[..], &mut body, (0, len, rules), &mut out);
+        let r = match r {
+            Ok(Block::Data(n)) => Ok(Ok(n)),
+            Ok(Block::Bad(n)) => Ok(Err(n)),
+            Ok(Block::Hole(_)) => Err("hole"),
+            Err(BlockError::Protocol(ProtocolError::Unexpected(m))) => Err(m),
+            Err(BlockError::Protocol(_)) => Err("protocol"),
+            Err(BlockError::Io(_)) => Err("io"),
+        };
         (r, out, body)
+    }
+
+    fn read(bytes: &[u8], len: usize) -> (Result<Result<usize, usize>, &'static str>, Vec<u8>, u32) {
+        read_with(bytes, len, ZSTD_ONLY)
+    }
+
+    #[test]
+    fn a_hole_is_read_as_nothing_and_only_with_bit_9() {
+        use crate::proto::frame::SPARSE_GRAIN;
+        let sparse = BlockRules { zstd: false, sparse: true };
+        let b = block(method::ZERO, 4 * SPARSE_GRAIN, b"");
+        let mut body = b.len() as u32;
+        let mut out = vec![7u8; BLOCK_RAW];
+        let r = Unsqueeze::default().read_block(&mut &b[..], &mut body, (0, 8 << 20, sparse), &mut out);
+        assert!(matches!(r, Ok(Block::Hole(n)) if n == 4 * SPARSE_GRAIN));
+        assert_eq!(body, 0);
+        assert!(out.iter().all(|&x| x == 7), "nothing written for a hole");
+        assert!(matches!(read_with(&b, 8 << 20, ZSTD_ONLY).0, Err(m) if m != "io" && m != "hole"));
+        // Off the 64 KiB grid, even with bit 9.
+        let b = block(method::ZERO, SPARSE_GRAIN + 1, b"");
+        assert!(matches!(read_with(&b, 8 << 20, sparse).0, Err(m) if m != "io" && m != "hole"));
     }
 
     #[test]
@@ -269,7 +329,7 @@ mod tests {
         // A block longer than the frame says.
         let b = block(method::STORED, 10, b"0123456789");
         let mut body = 12u32;
-        let r = Unsqueeze::default().read_block(&mut &b[..], &mut body, 10, &mut [0u8; 16]);
+        let r = Unsqueeze::default().read_block(&mut &b[..], &mut body, (0, 10, ZSTD_ONLY), &mut [0u8; 16]);
         assert!(matches!(r, Err(BlockError::Protocol(_))));
     }
 }

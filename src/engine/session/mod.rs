@@ -7,7 +7,7 @@
 use super::error::Error;
 use super::wire::refuse;
 use crate::proto::auth::SessionKeys;
-use crate::proto::chunk::{BlockDecoder, BlockHead};
+use crate::proto::chunk::{BlockDecoder, BlockHead, BlockRules};
 use crate::proto::error::{code, ProtocolError};
 use crate::proto::frame::{
     method, AckStatus, ChunkHead, EntryKind, FileMeta, Frame, Limits, BLOCK_HEAD_LEN, CHUNK_COMPRESSED, CHUNK_HEAD_LEN,
@@ -87,6 +87,8 @@ pub(crate) struct Session {
     n: Negotiated,
     /// Bytes of compressed chunk bodies received.
     compressed_in: std::sync::atomic::AtomicU64,
+    /// Bytes of holes received (ZERO blocks, §4.14).
+    holes_in: std::sync::atomic::AtomicU64,
     /// Permission bits kept of what the peer sends (a daemon: no setuid, setgid
     /// or sticky bit, and its umask applied).
     mode_mask: std::sync::atomic::AtomicU32,
@@ -138,6 +140,7 @@ impl Session {
             mode,
             n: n.clone(),
             compressed_in: std::sync::atomic::AtomicU64::new(0),
+            holes_in: std::sync::atomic::AtomicU64::new(0),
             mode_mask: std::sync::atomic::AtomicU32::new(0o7777),
             born: std::time::Instant::now(),
             last_heard: std::sync::atomic::AtomicU64::new(0),
@@ -397,4 +400,4 @@ mod dialed;
 mod lane;
 mod sync;
 
-pub(crate) use dialed::receive_dialed;
+pub(crate) use dialed::{receive_dialed, Received};

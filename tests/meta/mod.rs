@@ -1,0 +1,165 @@
+//! Metadata fidelity (issue 17), sparse files first: holes found at the
+//! source never travel (capability bit 9, ZERO blocks) and stay holes at the
+//! destination, over TCP and QUIC to a daemon, in a pull, with and without
+//! compression, and in a local copy. Space is asserted from `stat`'s
+//! allocated blocks and the bytes sent from `--json`.
+
+use crate::util::*;
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+
+pub(crate) const MIB: u64 = 1 << 20;
+/// The grid holes are described on (protocol-spec §4.14).
+pub(crate) const GRAIN: u64 = 64 << 10;
+
+fn allocated(p: &Path) -> u64 {
+    fs::metadata(p).unwrap().blocks() * 512
+}
+
+/// Sparse files in `dir`: `one` is 1 GiB holding one byte at 1 MiB, `hole` is
+/// all hole, `tail` is 3 MB of data then a hole to 40 MiB, `middle` is data,
+/// a 10 MiB hole, data. False (and a message) when this file system keeps no holes.
+pub(crate) fn sparse_tree(dir: &Path) -> bool {
+    let one = fs::File::create(dir.join("one")).unwrap();
+    one.set_len(1 << 30).unwrap();
+    one.write_all_at(b"x", MIB).unwrap();
+    fs::File::create(dir.join("hole")).unwrap().set_len(100 * MIB).unwrap();
+    write_random(&dir.join("tail"), 3_000_000, 11);
+    fs::OpenOptions::new().write(true).open(dir.join("tail")).unwrap().set_len(40 * MIB).unwrap();
+    write_random(&dir.join("middle"), 2 * MIB, 12);
+    let m = fs::OpenOptions::new().write(true).open(dir.join("middle")).unwrap();
+    let tail: Vec<u8> = (0..MIB).map(|i| (i * 31 % 253) as u8).collect();
+    m.write_all_at(&tail, 12 * MIB).unwrap();
+    if allocated(&dir.join("one")) > GRAIN || allocated(&dir.join("hole")) != 0 {
+        eprintln!("SKIP: the test directory's file system does not keep holes (set GFAST_TEST_TMP to ext4 or tmpfs)");
+        return false;
+    }
+    true
+}
+
+/// Every file of the sparse tree arrived whole and holds no more space than
+/// its data takes on the 64 KiB grid.
+pub(crate) fn check_sparse(src: &Path, dst: &Path) {
+    for f in ["one", "hole", "tail", "middle"] {
+        assert_same_file(&src.join(f), &dst.join(f));
+    }
+    assert!(allocated(&dst.join("one")) <= GRAIN, "one byte in 1 GiB takes {} bytes", allocated(&dst.join("one")));
+    assert_eq!(allocated(&dst.join("hole")), 0, "a file that is all hole takes no space");
+    let tail = allocated(&dst.join("tail"));
+    assert!(tail <= 3_000_000 + GRAIN + 64 * 1024, "3 MB of data then a hole: {tail} bytes allocated");
+    let middle = allocated(&dst.join("middle"));
+    assert!(middle <= 3 * MIB + 2 * GRAIN + 64 * 1024, "3 MiB of data around a hole: {middle} allocated");
+}
+
+/// What travelled and what did not, from `--json`.
+pub(crate) fn sent_and_holes(o: &std::process::Output) -> (u64, u64) {
+    assert_ok(o);
+    let j = parse_json(o);
+    (j["bytes_sent"].as_u64().unwrap(), j["bytes_holes"].as_u64().unwrap())
+}
+
+both_transports!(sparse_files_stay_sparse_on_a_push, |t| {
+    let (src, root) = (TempDir::new("sparse-src"), TempDir::new("sparse-dst"));
+    if !sparse_tree(src.path()) {
+        return;
+    }
+    let s = Server::start(&t, root.path(), &[]);
+    let o = Gfast::push(&t).pin(&s).args(["--json", "-q"]).arg(src.path().join("one")).arg(s.url("")).output();
+    let (sent, holes) = sent_and_holes(&o);
+    assert!(sent <= GRAIN, "one byte in 1 GiB sent {sent} bytes");
+    assert_eq!(sent + holes, 1 << 30, "the rest is described as holes");
+    // The whole tree, compressed and not.
+    for (sub, z) in [("plain/", false), ("z/", true)] {
+        let mut g = Gfast::push(&t).pin(&s).args(["--json", "-q"]);
+        if z {
+            g = g.arg("-z");
+        }
+        let o = g.arg(src.path()).arg(s.url(sub)).output();
+        let (sent, _) = sent_and_holes(&o);
+        assert!(sent <= 6 * MIB + 4 * GRAIN, "sent {sent} bytes of a tree with 5 MiB of data");
+        let name = src.path().file_name().unwrap();
+        check_sparse(src.path(), &root.path().join(sub).join(name));
+    }
+    // --no-sparse: the holes go as zeros and are written out.
+    let o = Gfast::push(&t)
+        .pin(&s)
+        .args(["--json", "-q", "--no-sparse"])
+        .arg(src.path().join("hole"))
+        .arg(s.url("dense/"))
+        .output();
+    assert_eq!(sent_and_holes(&o), (100 * MIB, 0));
+    assert_same_file(&src.path().join("hole"), &root.path().join("dense/hole"));
+});
+
+both_transports!(sparse_files_stay_sparse_on_a_pull, |t| {
+    let (src, dst) = (TempDir::new("sparse-pull-src"), TempDir::new("sparse-pull-dst"));
+    if !sparse_tree(src.path()) {
+        return;
+    }
+    let s = Server::start(&t, src.path(), &["--allow-pull"]);
+    let o = Gfast::pull(&t).pin(&s).args(["--json", "-q"]).arg(s.url("")).arg(dst.path().join("got")).output();
+    let (sent, holes) = sent_and_holes(&o);
+    assert!(sent <= 6 * MIB + 4 * GRAIN, "received {sent} bytes of data");
+    assert!(holes >= (1 << 30) + 100 * MIB, "holes: {holes}");
+    check_sparse(src.path(), &dst.path().join("got"));
+});
+
+// A hole where the destination's old file had data: delta seeds the new file
+// with the old one's matching chunks, and a chunk that is now a hole must be
+// emptied there, not left holding the old bytes.
+both_transports!(a_hole_replaces_old_data_under_delta, |t| {
+    let (src, root) = (TempDir::new("sparse-delta-src"), TempDir::new("sparse-delta-dst"));
+    write_random(&root.path().join("f"), 16 * MIB, 5);
+    // Same size; the last 8 MiB as before, the first 8 MiB now a hole.
+    fs::copy(root.path().join("f"), src.path().join("f")).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(src.path().join("f")).unwrap();
+    // SAFETY: plain fallocate on a file we own.
+    let r = unsafe {
+        libc::fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            8 << 20,
+        )
+    };
+    if r != 0 || allocated(&src.path().join("f")) > 9 * MIB {
+        eprintln!("SKIP: the test directory's file system cannot punch holes");
+        return;
+    }
+    let s = Server::start(&t, root.path(), &["--allow-pull"]);
+    let o = Gfast::push(&t)
+        .pin(&s)
+        .args(["--json", "-q", "--delta", "--chunk-size", "8M"])
+        .arg(src.path().join("f"))
+        .arg(s.url(""))
+        .output();
+    let (sent, holes) = sent_and_holes(&o);
+    assert_eq!((sent, holes), (0, 8 * MIB), "the old chunk is kept, the new hole described");
+    assert_same_file(&src.path().join("f"), &root.path().join("f"));
+    assert!(allocated(&root.path().join("f")) <= 8 * MIB + GRAIN, "the hole is a hole");
+});
+
+#[test]
+fn sparse_files_stay_sparse_in_a_local_copy() {
+    let (src, dst) = (TempDir::new("sparse-local-src"), TempDir::new("sparse-local-dst"));
+    if !sparse_tree(src.path()) {
+        return;
+    }
+    let o =
+        Gfast::new("sync").arg("-q").arg(format!("{}/", src.path().display())).arg(dst.path().join("copy")).output();
+    assert_ok(&o);
+    check_sparse(src.path(), &dst.path().join("copy"));
+    // A local copy keeps the holes exactly (no grid): as much space as the source.
+    for f in ["one", "hole", "tail", "middle"] {
+        assert_eq!(allocated(&dst.path().join("copy").join(f)), allocated(&src.path().join(f)), "{f}");
+    }
+    let o = Gfast::new("sync")
+        .args(["-q", "--no-sparse"])
+        .arg(src.path().join("hole"))
+        .arg(dst.path().join("dense"))
+        .output();
+    assert_ok(&o);
+    assert_same_file(&src.path().join("hole"), &dst.path().join("dense"));
+    assert!(allocated(&dst.path().join("dense")) >= 100 * MIB, "--no-sparse writes the zeros out");
+}
