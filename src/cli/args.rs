@@ -115,6 +115,12 @@ pub(crate) struct ServeArgs {
     /// (`gfast pull gfast://HOST/PATH DEST`); never through a symlink.
     #[arg(long, conflicts_with_all = ["oneshot", "discard"])]
     pub(crate) allow_pull: bool,
+    /// Give received files, directories and symlinks the owner and group the
+    /// client sends (by name, else by number), and keep their setuid, setgid
+    /// and sticky bits. Off by default: every entry is the daemon's user's and
+    /// such bits are stripped, whatever a token holder sends. Needs root.
+    #[arg(long, conflicts_with_all = ["oneshot", "discard"])]
+    pub(crate) preserve_owner: bool,
     /// Serve pulls only: refuse every push (implies --allow-pull), e.g. to
     /// publish a dataset that clients with the token must not change.
     #[arg(long, conflicts_with_all = ["oneshot", "discard"])]
@@ -328,6 +334,15 @@ pub(crate) struct NetArgs {
     /// Send holes as zeros and write them out (no sparse handling).
     #[arg(long, overrides_with = "sparse")]
     pub(crate) no_sparse: bool,
+    /// Do not keep owners and groups. By default they are kept wherever the
+    /// receiving end runs as root (as rsync -a does; elsewhere files are the
+    /// receiving user's); a daemon keeps them only with serve --preserve-owner.
+    /// Owner and group are one switch here (rsync's --no-o and --no-g are not split).
+    #[arg(long)]
+    pub(crate) no_owner: bool,
+    /// Owners and groups by number, not mapped by name.
+    #[arg(long)]
+    pub(crate) numeric_ids: bool,
     /// Print one JSON object with the job's statistics on stdout at the end.
     #[arg(long)]
     pub(crate) json: bool,

@@ -188,6 +188,7 @@ fn end_to_end(src: &Path, root: &Path, id: &Identity, size: u64) -> Result<f64, 
     let listener = Server::bind("127.0.0.1:0".parse().expect("addr")).map_err(io("listener"))?;
     let addr = listener.local_addr().map_err(io("listener"))?;
     let cfg = ServeConfig {
+        preserve_owner: false,
         root: root.to_path_buf(),
         token: token.clone(),
         discard: false,
@@ -224,6 +225,8 @@ fn end_to_end(src: &Path, root: &Path, id: &Identity, size: u64) -> Result<f64, 
         quic: false,
         compress: false,
         sparse: true,
+        owners: false,
+        numeric_ids: false,
         delta: false,
         store: crate::storage::store::StoreConfig::default(),
         sync: None,

@@ -91,7 +91,16 @@ pub(super) fn serve(a: ServeArgs) -> Result<(), Error> {
             jkey.display()
         );
     }
+    if a.preserve_owner {
+        match crate::storage::owners::may_chown() {
+            true => eprintln!(
+                "gfast serve: --preserve-owner: files get the owners clients send, setuid and setgid bits included"
+            ),
+            false => eprintln!("gfast serve: --preserve-owner: not running as root, so files stay this user's"),
+        }
+    }
     let cfg = ServeConfig {
+        preserve_owner: a.preserve_owner,
         tls,
         allow_plain: a.allow_no_encrypt,
         allow_pull: a.allow_pull || a.read_only,
@@ -164,6 +173,7 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
     let port = listener.local_addr().map_err(|e| Error::Io("listener".into(), e))?.port();
     raise_fd_limit();
     let cfg = ServeConfig {
+        preserve_owner: false,
         root,
         token: token.clone().into_bytes(),
         discard: false,

@@ -73,7 +73,11 @@ fn local(
         dest,
         workers: cfg.net.streams.map(usize::from).unwrap_or(LOCAL_WORKERS),
         sync: cfg.sync.as_ref().map(|(p, _)| p),
-        store: StoreConfig { sparse: !cfg.net.no_sparse, ..StoreConfig::default() },
+        store: StoreConfig {
+            sparse: !cfg.net.no_sparse,
+            owners: !cfg.net.no_owner && crate::storage::owners::may_chown(),
+            ..StoreConfig::default()
+        },
     };
     let res = with_progress(&cfg.net, &stats, || copy(&lc, stats.clone()));
     let dry = cfg.sync.as_ref().is_some_and(|(p, _)| p.dry_run);
@@ -153,7 +157,10 @@ fn engine_config(cfg: &TransferConfig, far: &Reached, job_id: [u8; 16]) -> PushC
     let n = &cfg.net;
     let (sources, dest, dest_is_dir, store) = match &cfg.direction {
         Direction::Push { sources } => (sources.clone(), far.path.clone(), far.is_dir, StoreConfig::default()),
-        Direction::Pull { store, .. } => (Vec::new(), Vec::new(), false, *store),
+        Direction::Pull { store, .. } => {
+            let owners = !n.no_owner && crate::storage::owners::may_chown();
+            (Vec::new(), Vec::new(), false, StoreConfig { owners, ..*store })
+        }
     };
     PushConfig {
         sources,
@@ -177,6 +184,8 @@ fn engine_config(cfg: &TransferConfig, far: &Reached, job_id: [u8; 16]) -> PushC
         resume: n.resume,
         compress: n.compress,
         sparse: !n.no_sparse,
+        owners: !n.no_owner,
+        numeric_ids: n.numeric_ids,
         delta: n.delta,
         quic: n.transport == TransportArg::Quic,
         store,

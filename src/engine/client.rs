@@ -59,6 +59,10 @@ pub(crate) struct PushConfig {
     pub compress: bool,
     /// Offer holes as ZERO blocks (capability bit 9), whichever way the data flows.
     pub sparse: bool,
+    /// Offer owners and groups (capability bit 10), whichever way the data flows.
+    pub owners: bool,
+    /// Owners by number, not by name (`--numeric-ids`).
+    pub numeric_ids: bool,
     /// Ask for delta: files the receiver already has under their names are
     /// compared chunk by chunk and only the differing chunks are sent.
     pub delta: bool,
@@ -195,6 +199,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         .with(Caps::PULL, from_daemon)
         .with(Caps::COMPRESS, cfg.compress)
         .with(Caps::SPARSE, cfg.sparse)
+        .with(Caps::OWNERS, cfg.owners)
         .with(Caps::DELTA, cfg.delta)
         // A pull's receiver is this end: it holds the window's files open.
         .with(Caps::WIDE_WINDOW, crate::engine::wide_window_fits());
@@ -210,6 +215,9 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     }
     if cfg.compress && !caps.contains(Caps::COMPRESS) {
         (cfg.notice)("the server cannot take compressed chunks (an older gfast): data goes as it is");
+    }
+    if cfg.owners && !caps.contains(Caps::OWNERS) {
+        (cfg.notice)("the server cannot carry owners and groups (an older gfast): files get the receiving user's");
     }
     if cfg.resume && !caps.contains(Caps::RESUME) {
         (cfg.notice)("the server cannot resume: everything is sent again");
@@ -337,6 +345,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         joined: await_joined,
         source: Box::new(LocalTree::client()),
         n,
+        numeric_ids: cfg.numeric_ids,
     };
     Ok(Dialed { wired, quic: qc })
 }

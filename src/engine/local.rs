@@ -16,7 +16,7 @@ use crate::proto::path::{components, show};
 use crate::proto::sync::{itemize_delete, rsync_name, Merge};
 use crate::storage::dest::DestError;
 use crate::storage::journal::Identity;
-use crate::storage::store::{Destination, LocalDir, LocalTree, Opened, Reuse, Source, StoreConfig};
+use crate::storage::store::{Destination, Given, LocalDir, LocalTree, Opened, Reuse, Source, StoreConfig};
 use crate::storage::walk::{Item, Prune};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -93,8 +93,8 @@ fn copy_one(d: &mut LocalDir, it: &Item) -> Result<u64, String> {
         }
     });
     let res = res.and_then(|_| {
-        file.place(m.mode & 0o7777, m.mtime_sec, m.mtime_nsec)
-            .map_err(|e| format!("cannot put {} in place: {e}", shown()))
+        let given = Given { mode: Some(m.mode & 0o7777), mtime: (m.mtime_sec, m.mtime_nsec), owner: d.owner_of(m) };
+        file.place(given).map_err(|e| format!("cannot put {} in place: {e}", shown()))
     });
     if res.is_err() {
         file.discard();
@@ -155,7 +155,7 @@ impl Placer<'_> {
                 return;
             }
             EntryKind::Dir => self.d.make_dir(&comps).map(|_| self.dirs.push(m.clone())),
-            EntryKind::Symlink => self.d.make_symlink(&comps, m, &self.tag),
+            EntryKind::Symlink => self.d.make_symlink(&comps, m, self.d.owner_of(m), &self.tag),
         };
         match res {
             Ok(()) => {
@@ -243,7 +243,8 @@ pub(crate) fn copy(cfg: &LocalCopy<'_>, stats: Arc<Stats>) -> Result<u64, Error>
     // Deepest first: a parent's time is set after its children changed it.
     for m in dirs.iter().rev() {
         let Ok(c) = components(&m.path) else { continue };
-        if let Err(e) = d.set_dir_meta(&c, Some(m.mode & 0o7777), m.mtime_sec, m.mtime_nsec) {
+        let given = Given { mode: Some(m.mode & 0o7777), mtime: (m.mtime_sec, m.mtime_nsec), owner: d.owner_of(m) };
+        if let Err(e) = d.set_dir_meta(&c, given) {
             fails.lock().expect("failures").add(format!("cannot set the metadata of {}: {e}", show(&m.path)));
         }
     }

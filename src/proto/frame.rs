@@ -18,6 +18,10 @@ pub const CHUNK_COMPRESSED: u8 = 1;
 /// Largest chunk size a compressed session may use (§3.3): the sending side
 /// assembles a compressed chunk in memory before its frame's length is known.
 pub const MAX_COMPRESSED_CHUNK: u32 = 16 << 20;
+/// FILE flag: the owner and group follow the link target (§4.7; capability bit 10).
+pub const FILE_OWNER: u8 = 1;
+/// Longest user or group name in a FILE (§4.7).
+pub const MAX_OWNER_NAME: usize = 255;
 /// Raw bytes in every block of a compressed CHUNK but the last (§4.14).
 pub const BLOCK_RAW: usize = 1 << 20;
 /// A block's header in a compressed CHUNK: method u8, raw length u32, stored length u32.
@@ -169,7 +173,8 @@ impl Header {
             return Err(DecodeError::NotInHandshake(h.kind));
         }
         let compressed = h.kind == kind::CHUNK && h.flags == CHUNK_COMPRESSED;
-        if h.flags != 0 && !compressed {
+        let owned = h.kind == kind::FILE && h.flags == FILE_OWNER;
+        if h.flags != 0 && !compressed && !owned {
             return Err(DecodeError::Flags(h.kind, h.flags));
         }
         let max = if h.kind == kind::CHUNK {
@@ -235,6 +240,22 @@ pub struct FileMeta {
     pub path: Vec<u8>,
     /// Symlink target (empty unless `kind` is `Symlink`).
     pub link: Vec<u8>,
+    /// Owner and group at the source (capability bit 10; `None` without it).
+    pub owner: Option<Owner>,
+}
+
+/// Who owns an entry at the source (§4.7): ids, and names where the source
+/// has them (empty: none, or `--numeric-ids`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Owner {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// User name.
+    pub user: Vec<u8>,
+    /// Group name.
+    pub group: Vec<u8>,
 }
 
 /// What the receiver found at the destination path (§4.6).
@@ -482,7 +503,7 @@ pub fn decode(buf: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
         return Ok(Decoded::Incomplete(HEADER_LEN));
     };
     let h = Header::decode(hb, limits)?;
-    if h.flags != 0 {
+    if h.kind == kind::CHUNK && h.flags != 0 {
         // A compressed CHUNK is only read by a lane, block by block.
         return Err(DecodeError::Flags(h.kind, h.flags));
     }
@@ -490,13 +511,19 @@ pub fn decode(buf: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
     if buf.len() < total {
         return Ok(Decoded::Incomplete(total));
     }
-    let frame = decode_body(h.kind, &buf[HEADER_LEN..total])?;
+    let frame = decode_flagged(h.kind, h.flags, &buf[HEADER_LEN..total])?;
     Ok(Decoded::Frame(frame, total))
 }
 
 /// Decodes the payload of a frame of type `kind` (§4). The payload must be exactly
 /// the frame: trailing bytes are an error.
 pub fn decode_body(k: u8, p: &[u8]) -> Result<Frame, DecodeError> {
+    decode_flagged(k, 0, p)
+}
+
+/// As [`decode_body`], with the header's flags (checked by [`Header::decode`]):
+/// FILE's [`FILE_OWNER`].
+pub fn decode_flagged(k: u8, flags: u8, p: &[u8]) -> Result<Frame, DecodeError> {
     let mut r = Reader::new(p);
     let f = match k {
         kind::HELLO => {
@@ -530,7 +557,15 @@ pub fn decode_body(k: u8, p: &[u8]) -> Result<Frame, DecodeError> {
             if kind != EntryKind::Symlink && !link.is_empty() {
                 return Err(DecodeError::BadValue("link target of a non-symlink entry"));
             }
-            Frame::File(FileMeta { id, kind, mode, mtime_sec, mtime_nsec, size, path, link })
+            let owner = if flags & FILE_OWNER != 0 {
+                let (uid, gid) = (r.u32()?, r.u32()?);
+                let user = r.bytes16(MAX_OWNER_NAME)?.to_vec();
+                let group = r.bytes16(MAX_OWNER_NAME)?.to_vec();
+                Some(Owner { uid, gid, user, group })
+            } else {
+                None
+            };
+            Frame::File(FileMeta { id, kind, mode, mtime_sec, mtime_nsec, size, path, link, owner })
         }
         kind::FILE_READY => Frame::FileReady { id: r.u64()? },
         kind::FILE_END => Frame::FileEnd { id: r.u64()?, digest: r.array()? },
@@ -701,6 +736,12 @@ impl Frame {
                 w.extend_from_slice(&m.size.to_be_bytes());
                 put_bytes16(w, &m.path);
                 put_bytes16(w, &m.link);
+                if let Some(o) = &m.owner {
+                    w.extend_from_slice(&o.uid.to_be_bytes());
+                    w.extend_from_slice(&o.gid.to_be_bytes());
+                    put_bytes16(w, &o.user[..o.user.len().min(MAX_OWNER_NAME)]);
+                    put_bytes16(w, &o.group[..o.group.len().min(MAX_OWNER_NAME)]);
+                }
             }
             Frame::FileReady { id } | Frame::FileDone { id } => w.extend_from_slice(&id.to_be_bytes()),
             Frame::FileEnd { id, digest } => {
@@ -780,7 +821,11 @@ impl Frame {
             }
         }
         let len = (w.len() - start - HEADER_LEN) as u32;
-        let h = Header { kind: self.kind(), flags: 0, len };
+        let flags = match self {
+            Frame::File(FileMeta { owner: Some(_), .. }) => FILE_OWNER,
+            _ => 0,
+        };
+        let h = Header { kind: self.kind(), flags, len };
         w[start..start + HEADER_LEN].copy_from_slice(&h.encode());
     }
 

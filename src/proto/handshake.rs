@@ -10,8 +10,8 @@ use super::auth::SessionKeys;
 use super::error::code;
 use super::frame::{Frame, ID_LEN, MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE, NONCE_LEN};
 use super::{
-    CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_PULL, CAP_RESUME, CAP_SPARSE, CAP_SYNC, CAP_WIDE_WINDOW,
-    FILE_WINDOW, FILE_WINDOW_WIDE, VERSION,
+    CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_OWNERS, CAP_PULL, CAP_RESUME, CAP_SPARSE, CAP_SYNC,
+    CAP_WIDE_WINDOW, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION,
 };
 use std::fmt;
 
@@ -36,6 +36,8 @@ impl Caps {
     pub const WIDE_WINDOW: Caps = Caps(CAP_WIDE_WINDOW);
     /// Holes described, not sent (bit 9).
     pub const SPARSE: Caps = Caps(CAP_SPARSE);
+    /// Owners and groups in FILE (bit 10).
+    pub const OWNERS: Caps = Caps(CAP_OWNERS);
     /// Every bit this build understands.
     pub const ALL: Caps = Caps(CAPS);
 
@@ -127,6 +129,10 @@ impl Negotiated {
     /// Holes travel as ZERO blocks of compressed CHUNKs (§4.14).
     pub fn sparse(&self) -> bool {
         self.caps.contains(Caps::SPARSE)
+    }
+    /// FILE may carry owners and groups (§4.7).
+    pub fn owners(&self) -> bool {
+        self.caps.contains(Caps::OWNERS)
     }
     /// What a compressed CHUNK's blocks may be in this session (§4.14).
     pub fn blocks(&self) -> super::chunk::BlockRules {

@@ -48,9 +48,19 @@ pub const CAP_WIDE_WINDOW: u64 = 1 << 8;
 /// describe a run of zeros with a ZERO block instead of carrying it, whether
 /// or not bit 1 was accepted; the receiver leaves a hole there.
 pub const CAP_SPARSE: u64 = 1 << 9;
+/// Capability bit: owners (protocol-spec §2.2, §4.7): a FILE may carry the
+/// source's owner and group, by number and by name (FILE flag bit 0).
+pub const CAP_OWNERS: u64 = 1 << 10;
 /// Capability bits this build understands (protocol-spec §2.2).
-pub const CAPS: u64 =
-    CAP_COMPRESS | CAP_DELTA | CAP_RESUME | CAP_EARLY_DONE | CAP_PULL | CAP_SYNC | CAP_WIDE_WINDOW | CAP_SPARSE;
+pub const CAPS: u64 = CAP_COMPRESS
+    | CAP_DELTA
+    | CAP_RESUME
+    | CAP_EARLY_DONE
+    | CAP_PULL
+    | CAP_SYNC
+    | CAP_WIDE_WINDOW
+    | CAP_SPARSE
+    | CAP_OWNERS;
 /// Most chunks listed in one FILE_HAVE frame (fits the control frame limit).
 pub const MAX_HAVE_PER_FRAME: usize = 50_000;
 /// Most entries announced and not yet settled (W of protocol-spec §5.3): the

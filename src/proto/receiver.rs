@@ -423,6 +423,7 @@ mod tests {
             size,
             path: format!("f{id}").into_bytes(),
             link: Vec::new(),
+            owner: None,
         }
     }
 

@@ -63,6 +63,7 @@ fn run(
             size: data.len() as u64,
             path: path.to_vec(),
             link: vec![],
+            owner: None,
         };
         tx.push(meta, i);
     }
@@ -194,6 +195,7 @@ fn early_done_goes_out_once_all_is_announced_and_the_end_waits_for_every_file() 
         size,
         path: b"f".to_vec(),
         link: vec![],
+        owner: None,
     };
     for early in [false, true] {
         let mut tx: Sender<()> = Sender::new(4096, 8);
@@ -269,6 +271,7 @@ fn announce_one(tx: &mut Sender<()>, size: u64) -> (Receiver, FileMeta) {
         size,
         path: b"f".to_vec(),
         link: vec![],
+        owner: None,
     };
     tx.push(meta, ());
     tx.close_input();

@@ -375,6 +375,7 @@ mod tests {
             size: if kind == EntryKind::File { 10 } else { 0 },
             path: path.as_bytes().to_vec(),
             link: Vec::new(),
+            owner: None,
         }
     }
 

@@ -52,6 +52,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
         size: 3,
         path: b"dir/a b".to_vec(),
         link: vec![],
+        owner: None,
     };
     vec![
         ("HELLO", Frame::Hello { min_version: 1, max_version: 1, caps: 0, nonce: [0x11; 32] }),
@@ -62,7 +63,19 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ("JOINED", Frame::Joined { lane: 2 }),
         ("TARGET", Frame::Target { path: b"incoming".to_vec() }),
         ("TARGET_INFO", Frame::TargetInfo { kind: TargetKind::Dir }),
-        ("FILE", Frame::File(meta)),
+        ("FILE", Frame::File(meta.clone())),
+        (
+            "FILE_OWNER",
+            Frame::File(FileMeta {
+                owner: Some(super::frame::Owner {
+                    uid: 1000,
+                    gid: 100,
+                    user: b"ann".to_vec(),
+                    group: b"users".to_vec(),
+                }),
+                ..meta
+            }),
+        ),
         ("FILE_READY", Frame::FileReady { id: 7 }),
         ("FILE_END", Frame::FileEnd { id: 7, digest: [0x88; 16] }),
         ("FILE_DONE", Frame::FileDone { id: 7 }),

@@ -5,6 +5,7 @@ pub(crate) mod dest;
 pub(crate) mod holes;
 pub(crate) mod jobs;
 pub(crate) mod journal;
+pub(crate) mod owners;
 pub(crate) mod pieces;
 pub(crate) mod store;
 pub(crate) mod walk;

@@ -5,6 +5,7 @@
 //! second local directory (a copy with no network), an object store or a shard
 //! of a tree plug in here without touching the engine.
 
+pub(crate) use super::dest::Given;
 use super::dest::{self, DestError, DestRoot, Kept, Opened as DirOpened, TempFile};
 use super::journal::{Held, Identity};
 use super::pieces::{IoMode, PieceWriter};
@@ -24,11 +25,14 @@ pub(crate) struct StoreConfig {
     pub io: IoMode,
     /// A local copy keeps the source's holes (`--no-sparse` copies them as zeros).
     pub sparse: bool,
+    /// A local copy gives entries the source's owner and group (as root; not
+    /// with `--no-owner`).
+    pub owners: bool,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { durable: false, io: IoMode::Pwrite, sparse: true }
+        StoreConfig { durable: false, io: IoMode::Pwrite, sparse: true, owners: false }
     }
 }
 
@@ -59,9 +63,9 @@ pub(crate) trait Incoming: Send + Sync {
     /// Delta (§5.13): copies the whole chunks of the file now under the final
     /// name that lie within both sizes into this one; their indexes and hashes.
     fn seed_from_old(&self, new_size: u64, chunk_size: u64) -> Vec<(u32, [u8; HASH_LEN])>;
-    /// Every chunk verified and the digest matched: gives it its mode and mtime
-    /// and puts it under its final name.
-    fn place(&self, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()>;
+    /// Every chunk verified and the digest matched: gives it its owner, mode
+    /// and mtime and puts it under its final name.
+    fn place(&self, given: Given) -> io::Result<()>;
     /// A local copy (no network): copies `len` bytes of `src` from its start
     /// into this file, in the kernel where it can (copy_file_range, which
     /// clones extents on file systems that share them).
@@ -103,8 +107,15 @@ pub(crate) trait Destination: Send {
     /// Creates (or keeps) a directory and its parents; true when the
     /// directory itself was created now.
     fn make_dir(&mut self, comps: &[&[u8]]) -> Result<bool, DestError>;
-    /// Creates a symlink, replacing a file or link at the name.
-    fn make_symlink(&mut self, comps: &[&[u8]], meta: &FileMeta, tag: &str) -> Result<(), DestError>;
+    /// Creates a symlink, replacing a file or link at the name, owned by
+    /// `owner` (`None`: this end's user).
+    fn make_symlink(
+        &mut self,
+        comps: &[&[u8]],
+        meta: &FileMeta,
+        owner: Option<(u32, u32)>,
+        tag: &str,
+    ) -> Result<(), DestError>;
     /// What is under `comps` (sync, §5.15), in listing order, the entry at
     /// `comps` itself first (with an empty path); nothing there lists nothing.
     fn list(
@@ -117,8 +128,8 @@ pub(crate) trait Destination: Send {
     fn remove(&mut self, comps: &[&[u8]]) -> Result<(), DestError>;
     /// Opens a file to receive (§5.6, §5.11).
     fn open_file(&mut self, comps: &[&[u8]], ident: &Identity, reuse: Reuse) -> Result<Opened, DestError>;
-    /// Sets a directory's mode (unless `None`: kept) and mtime once its contents are complete.
-    fn set_dir_meta(&mut self, comps: &[&[u8]], mode: Option<u32>, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()>;
+    /// Gives a directory its owner, mode and mtime once its contents are complete.
+    fn set_dir_meta(&mut self, comps: &[&[u8]], given: Given) -> io::Result<()>;
 }
 
 /// The local directory tree under a root, confined (see [`DestRoot`]).
@@ -132,6 +143,11 @@ impl LocalDir {
     pub(crate) fn open(path: &Path, cfg: StoreConfig) -> io::Result<LocalDir> {
         Ok(LocalDir { root: DestRoot::open(path)?, cfg })
     }
+
+    /// The ids a local copy gives an entry: the source's, when it keeps owners.
+    pub(crate) fn owner_of(&self, m: &FileMeta) -> Option<(u32, u32)> {
+        m.owner.as_ref().filter(|_| self.cfg.owners).map(|o| (o.uid, o.gid))
+    }
 }
 
 impl Destination for LocalDir {
@@ -144,9 +160,16 @@ impl Destination for LocalDir {
         self.root.make_dir(comps).map(|_| !existed)
     }
 
-    fn make_symlink(&mut self, comps: &[&[u8]], meta: &FileMeta, tag: &str) -> Result<(), DestError> {
+    fn make_symlink(
+        &mut self,
+        comps: &[&[u8]],
+        meta: &FileMeta,
+        owner: Option<(u32, u32)>,
+        tag: &str,
+    ) -> Result<(), DestError> {
         let temp = dest::temp_name(tag, meta.id);
-        self.root.make_symlink(comps, &meta.link, (meta.mtime_sec, meta.mtime_nsec), &temp)
+        let given = Given { mode: None, mtime: (meta.mtime_sec, meta.mtime_nsec), owner };
+        self.root.make_symlink(comps, &meta.link, given, &temp)
     }
 
     fn list(
@@ -172,9 +195,9 @@ impl Destination for LocalDir {
         })
     }
 
-    fn set_dir_meta(&mut self, comps: &[&[u8]], mode: Option<u32>, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
+    fn set_dir_meta(&mut self, comps: &[&[u8]], given: Given) -> io::Result<()> {
         let fd = self.root.dir(comps, false).map_err(|e| io::Error::other(e.to_string()))?;
-        dest::set_dir_meta(&fd, mode, mtime_sec, mtime_nsec)
+        dest::set_dir_meta(&fd, given)
     }
 }
 
@@ -216,8 +239,8 @@ impl Incoming for LocalFile {
         dest::seed_from_old(&self.t.dir, &self.t.name, &self.t.file, new_size, chunk_size)
     }
 
-    fn place(&self, mode: u32, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
-        dest::finalize(&self.t, mode, (mtime_sec, mtime_nsec), self.durable)
+    fn place(&self, given: Given) -> io::Result<()> {
+        dest::finalize(&self.t, given, self.durable)
     }
 
     fn copy_from(&self, src: &std::fs::File, len: u64) -> io::Result<()> {
@@ -275,7 +298,7 @@ impl Incoming for Dropped {
     fn seed_from_old(&self, _: u64, _: u64) -> Vec<(u32, [u8; HASH_LEN])> {
         Vec::new()
     }
-    fn place(&self, _: u32, _: i64, _: u32) -> io::Result<()> {
+    fn place(&self, _: Given) -> io::Result<()> {
         Ok(())
     }
     fn discard(&self) {}
@@ -299,13 +322,13 @@ impl Destination for Discard {
         Ok(())
     }
 
-    fn make_symlink(&mut self, _: &[&[u8]], _: &FileMeta, _: &str) -> Result<(), DestError> {
+    fn make_symlink(&mut self, _: &[&[u8]], _: &FileMeta, _: Option<(u32, u32)>, _: &str) -> Result<(), DestError> {
         Ok(())
     }
     fn open_file(&mut self, _: &[&[u8]], _: &Identity, _: Reuse) -> Result<Opened, DestError> {
         Ok(Opened::Partial(Box::new(Dropped), Vec::new(), false))
     }
-    fn set_dir_meta(&mut self, _: &[&[u8]], _: Option<u32>, _: i64, _: u32) -> io::Result<()> {
+    fn set_dir_meta(&mut self, _: &[&[u8]], _: Given) -> io::Result<()> {
         Ok(())
     }
 }

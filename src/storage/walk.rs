@@ -78,6 +78,8 @@ pub(crate) fn meta_of(md: &Metadata, dest: Vec<u8>, link: Vec<u8>) -> Option<Fil
         size: if kind == EntryKind::File { md.len() } else { 0 },
         path: dest,
         link,
+        // Names are looked up by the sender, once per id, if the session keeps owners.
+        owner: Some(crate::proto::frame::Owner { uid: md.uid(), gid: md.gid(), ..Default::default() }),
     })
 }
 

@@ -1,7 +1,7 @@
 //! Reading and writing whole frames on a byte stream.
 
 use crate::proto::error::DecodeError;
-use crate::proto::frame::{decode_body, Frame, Header, Limits, HEADER_LEN};
+use crate::proto::frame::{decode_flagged, Frame, Header, Limits, HEADER_LEN};
 use std::fmt;
 use std::io::{self, Read, Write};
 
@@ -60,12 +60,12 @@ pub fn read_header(r: &mut impl Read, limits: &Limits) -> Result<Header, WireErr
 /// between calls.
 pub fn read_frame(r: &mut impl Read, limits: &Limits, buf: &mut Vec<u8>) -> Result<Frame, WireError> {
     let h = read_header(r, limits)?;
-    if h.flags != 0 {
+    if h.kind == crate::proto::frame::kind::CHUNK && h.flags != 0 {
         // Only a lane's reader takes compressed chunks, block by block.
         return Err(WireError::Decode(crate::proto::error::DecodeError::Flags(h.kind, h.flags)));
     }
     read_body(r, h.len as usize, buf)?;
-    decode_body(h.kind, buf).map_err(WireError::Decode)
+    decode_flagged(h.kind, h.flags, buf).map_err(WireError::Decode)
 }
 
 /// True when `r` holds a whole frame in its buffer already: reading it takes no

@@ -10,8 +10,8 @@
 
 use crate::util::*;
 use gfast::proto::auth::SessionKeys;
-use gfast::proto::frame::{kind, EntryKind, FileMeta, Frame, Limits, HEADER_LEN};
-use gfast::proto::{CAP_RESUME, CAP_SYNC, CAP_WIDE_WINDOW, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION};
+use gfast::proto::frame::{kind, EntryKind, FileMeta, Frame, Limits, Owner, HEADER_LEN};
+use gfast::proto::{CAP_OWNERS, CAP_RESUME, CAP_SYNC, CAP_WIDE_WINDOW, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION};
 use gfast::transport::framed::read_frame;
 use std::fs;
 use std::io::{Read, Write};
@@ -88,6 +88,7 @@ fn meta_of(id: u64, path: &str, size: u64) -> FileMeta {
         size,
         path: path.as_bytes().to_vec(),
         link: Vec::new(),
+        owner: None,
     }
 }
 
@@ -875,4 +876,40 @@ tcp_test!(sync_frames_list_and_remove_only_under_the_root, |t| {
     assert!(rss_mib(pid) < before + 32, "RSS grew from {before} to {} MiB", rss_mib(pid));
     legit_push(&t, &s, work.path(), "after-sync-frames");
     assert!(s.is_alive());
+});
+
+// Over TCP only: the crafted client speaks plain TCP.
+tcp_test!(owners_a_token_holder_sends_are_refused_or_ignored, |t| {
+    use std::os::unix::fs::MetadataExt;
+    let root = TempDir::new("owners-root");
+    let s = Server::start(&t, root.path(), &["--allow-no-encrypt"]);
+    let owned = |path: &str| FileMeta {
+        kind: EntryKind::Dir,
+        mode: 0o755,
+        size: 0,
+        owner: Some(Owner { uid: 4242, gid: 4343, user: b"root".to_vec(), group: b"root".to_vec() }),
+        ..meta_of(0, path, 0)
+    };
+    // Without capability bit 10 a FILE may not carry an owner at all.
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, 0, 1 << 20);
+    r.send(&Frame::File(owned("a"))).unwrap();
+    match r.recv() {
+        Ok(Frame::Error { code, message }) => {
+            assert_eq!(code, gfast::proto::error::code::PROTOCOL, "{message}");
+            assert!(message.contains("bit 10"), "{message}");
+        }
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    // With it, a daemon without --preserve-owner takes the entry as its own user's.
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, CAP_OWNERS, 1 << 20);
+    assert_ne!(r.caps & CAP_OWNERS, 0, "bit 10 accepted");
+    r.send(&Frame::File(owned("b"))).unwrap();
+    r.send(&Frame::Done { files: 1 }).unwrap();
+    assert!(matches!(r.recv(), Ok(Frame::FileDone { .. })));
+    assert!(matches!(r.recv(), Ok(Frame::SessionDone { .. })));
+    let md = fs::metadata(root.path().join("b")).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    assert_eq!((md.uid(), md.gid() == 4343), (me, false), "the daemon's user, not the one sent");
+    assert!(!root.path().join("a").exists());
 });

@@ -163,3 +163,112 @@ fn sparse_files_stay_sparse_in_a_local_copy() {
     assert_same_file(&src.path().join("hole"), &dst.path().join("dense"));
     assert!(allocated(&dst.path().join("dense")) >= 100 * MIB, "--no-sparse writes the zeros out");
 }
+
+/// Root may give files away; the owner tests need it (CI runs as root).
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub(crate) const UID: u32 = 4242;
+pub(crate) const GID: u32 = 4343;
+
+/// A tree owned by a user and group this system has no names for (so the
+/// numbers travel), with a setuid file and a setgid directory.
+pub(crate) fn owned_tree(dir: &Path) {
+    use std::os::unix::fs::{chown, lchown, PermissionsExt};
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    fs::write(dir.join("sub/f"), b"owned").unwrap();
+    fs::write(dir.join("suid"), b"#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("sub/f", dir.join("link")).unwrap();
+    for p in ["sub", "sub/f", "suid"] {
+        chown(dir.join(p), Some(UID), Some(GID)).unwrap();
+    }
+    lchown(dir.join("link"), Some(UID), Some(GID)).unwrap();
+    // After chown, which clears them.
+    fs::set_permissions(dir.join("suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::set_permissions(dir.join("sub"), fs::Permissions::from_mode(0o2775)).unwrap();
+}
+
+/// (uid, gid, mode) of each entry of the owned tree under `dst`.
+pub(crate) fn owners_of(dst: &Path) -> Vec<(String, u32, u32, u32)> {
+    ["sub", "sub/f", "suid", "link"]
+        .iter()
+        .map(|p| {
+            let m = fs::symlink_metadata(dst.join(p)).unwrap();
+            (p.to_string(), m.uid(), m.gid(), m.mode() & 0o7777)
+        })
+        .collect()
+}
+
+both_transports!(a_daemon_keeps_owners_and_setuid_only_with_preserve_owner, |t| {
+    if !is_root() {
+        eprintln!("SKIP: giving files to other users needs root (CI runs as root)");
+        return;
+    }
+    let src = TempDir::new("own-src");
+    owned_tree(src.path());
+    // A push of the directory lands as DEST/<its name>.
+    let (s, name) = (src.path(), src.path().file_name().unwrap());
+    // By default a daemon keeps nothing of it: its own user, no setuid or setgid.
+    let (plain, strict) = (TempDir::new("own-plain"), TempDir::new("own-keep"));
+    let d = Server::start(&t, plain.path(), &[]);
+    assert_ok(&Gfast::push(&t).pin(&d).arg("-q").arg(s).arg(d.url("t/")).output());
+    for (p, uid, gid, mode) in owners_of(&plain.path().join("t").join(name)) {
+        assert_eq!((uid, gid), (0, 0), "{p} is the daemon's user's");
+        assert_eq!(mode & 0o6000, 0, "{p}: no setuid or setgid bit ({mode:o})");
+    }
+    // With --preserve-owner, all of it.
+    let k = Server::start(&t, strict.path(), &["--preserve-owner"]);
+    assert_ok(&Gfast::push(&t).pin(&k).arg("-q").arg(s).arg(k.url("t/")).output());
+    let got = owners_of(&strict.path().join("t").join(name));
+    for (p, uid, gid, _) in &got {
+        assert_eq!((*uid, *gid), (UID, GID), "{p} keeps its owner");
+    }
+    assert_eq!(got.iter().find(|e| e.0 == "suid").unwrap().3, 0o4755, "setuid kept");
+    assert_eq!(got.iter().find(|e| e.0 == "sub").unwrap().3, 0o2775, "setgid kept");
+    // --no-owner: the client does not send them, whatever the daemon allows.
+    assert_ok(&Gfast::push(&t).pin(&k).args(["-q", "--no-owner"]).arg(s).arg(k.url("n/")).output());
+    for (p, uid, gid, _) in owners_of(&strict.path().join("n").join(name)) {
+        assert_eq!((uid, gid), (0, 0), "{p} with --no-owner");
+    }
+});
+
+both_transports!(a_pull_as_root_keeps_owners, |t| {
+    if !is_root() {
+        eprintln!("SKIP: giving files to other users needs root (CI runs as root)");
+        return;
+    }
+    let (src, dst) = (TempDir::new("own-pull-src"), TempDir::new("own-pull-dst"));
+    owned_tree(&src.path().join("t"));
+    let d = Server::start(&t, src.path(), &["--allow-pull"]);
+    assert_ok(&Gfast::pull(&t).pin(&d).arg("-q").arg(d.url("t")).arg(dst.path().join("t")).output());
+    for (p, uid, gid, mode) in owners_of(&dst.path().join("t")) {
+        assert_eq!((uid, gid), (UID, GID), "{p} keeps its owner");
+        // A pulling client strips setuid and setgid bits, whatever it runs as.
+        assert_eq!(mode & 0o6000, 0, "{p}: {mode:o}");
+    }
+});
+
+#[test]
+fn a_local_copy_as_root_keeps_owners_and_rsync_agrees() {
+    if !is_root() {
+        eprintln!("SKIP: giving files to other users needs root (CI runs as root)");
+        return;
+    }
+    let (src, dst) = (TempDir::new("own-local-src"), TempDir::new("own-local-dst"));
+    owned_tree(src.path());
+    let s = format!("{}/", src.path().display());
+    assert_ok(&Gfast::new("sync").arg("-q").arg(&s).arg(dst.path().join("t")).output());
+    for (p, uid, gid, _) in owners_of(&dst.path().join("t")) {
+        assert_eq!((uid, gid), (UID, GID), "{p} keeps its owner");
+    }
+    // rsync -a (owners, groups, modes with setuid, times, links) finds nothing to do.
+    if let Some(left) = rsync_would(&s, &format!("{}/", dst.path().join("t").display()), &[]) {
+        assert!(left.is_empty(), "rsync would still do: {left:#?}");
+    }
+    assert_ok(&Gfast::new("sync").args(["-q", "--no-owner"]).arg(&s).arg(dst.path().join("n")).output());
+    for (p, uid, gid, _) in owners_of(&dst.path().join("n")) {
+        assert_eq!((uid, gid), (0, 0), "{p} with --no-owner");
+    }
+}

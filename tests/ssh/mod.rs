@@ -445,3 +445,22 @@ both_transports!(ssh_sparse_files_stay_sparse_both_ways, |t| {
     assert!(sent <= 6 * MIB + 4 * GRAIN, "received {sent} bytes of data");
     check_sparse(src.path(), &back.path().join("got"));
 });
+
+both_transports!(ssh_as_root_keeps_owners_and_modes, |t| {
+    use crate::meta::{is_root, owned_tree, owners_of, GID, UID};
+    if !is_root() {
+        eprintln!("SKIP ssh_as_root_keeps_owners_and_modes: giving files to other users needs root");
+        return;
+    }
+    let Some(sshd) = Sshd::start("ssh_as_root_keeps_owners_and_modes") else { return };
+    let (src, there) = (TempDir::new("ssh-own-src"), TempDir::new("ssh-own-there"));
+    owned_tree(src.path());
+    // The one-shot receiver runs as the ssh user (root here): it keeps what it may.
+    let o = Gfast::push(&t).ssh(&sshd.ssh_cmd("user_key")).arg("-q").arg(src.path()).arg(remote(there.path())).output();
+    assert_ok(&o);
+    let got = owners_of(&there.path().join(src.path().file_name().unwrap()));
+    for (p, uid, gid, _) in &got {
+        assert_eq!((*uid, *gid), (UID, GID), "{p} keeps its owner");
+    }
+    assert_eq!(got.iter().find(|e| e.0 == "suid").unwrap().3, 0o4755, "the ssh user's own push keeps setuid");
+});

@@ -47,6 +47,8 @@ pub(crate) struct Wired {
     pub source: Box<dyn Source>,
     /// What the handshake agreed on.
     pub n: Negotiated,
+    /// Owners go by number only, no names (`--numeric-ids`).
+    pub numeric_ids: bool,
 }
 
 /// Where the sources go.
@@ -90,6 +92,8 @@ struct Shared {
     compress: bool,
     /// Holes go as ZERO blocks (capability bit 9).
     sparse: bool,
+    /// What FILE says of owners (capability bit 10).
+    owners: Owners,
     /// When a lane last told the receiver this end is busy checking chunks
     /// (milliseconds since `born`): see [`Shared::keep_alive`].
     born: Instant,
@@ -277,6 +281,11 @@ pub(crate) fn run_sender(
     }
     let (ctl, mut r, lanes, joined, early_done) = (w.ctl, w.ctl_r, w.lanes, w.joined, w.n.early_done());
     let (source, compress, delta, sparse) = (w.source, w.n.compress(), w.n.delta(), w.n.sparse());
+    let owners = match (w.n.owners(), w.numeric_ids) {
+        (false, _) => Owners::Not,
+        (true, true) => Owners::Numbers,
+        (true, false) => Owners::Named,
+    };
     if let Some(bits) = w.rate {
         // Each lane is paced at its share, in bytes per second.
         let share = (bits / 8 / lanes.len().max(1) as u64).max(1);
@@ -357,6 +366,7 @@ pub(crate) fn run_sender(
         source,
         compress,
         sparse,
+        owners,
         born: Instant::now(),
         alive_at: std::sync::atomic::AtomicU64::new(0),
         list_tx: Mutex::new(None),
@@ -501,6 +511,19 @@ pub(crate) fn run_sender(
 /// the control and lane threads on small files).
 struct Announcer {
     batch: Vec<crate::storage::walk::Item>,
+    /// Names of the owners met so far.
+    names: crate::storage::owners::Names,
+}
+
+/// What FILE says of owners (§4.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owners {
+    /// Nothing (capability bit 10 not accepted).
+    Not,
+    /// Ids only (`--numeric-ids`).
+    Numbers,
+    /// Ids and names.
+    Named,
 }
 
 /// Entries a walker gathers before it hands them over.
@@ -508,10 +531,15 @@ const ANNOUNCE_BATCH: usize = 64;
 
 impl Announcer {
     fn new() -> Self {
-        Announcer { batch: Vec::with_capacity(ANNOUNCE_BATCH) }
+        Announcer { batch: Vec::with_capacity(ANNOUNCE_BATCH), names: Default::default() }
     }
 
-    fn add(&mut self, sh: &Shared, it: crate::storage::walk::Item) {
+    fn add(&mut self, sh: &Shared, mut it: crate::storage::walk::Item) {
+        match (sh.owners, it.meta.owner.as_mut()) {
+            (Owners::Not, _) => it.meta.owner = None,
+            (Owners::Named, Some(o)) => self.names.name(o),
+            _ => {}
+        }
         sh.stats.files_total.fetch_add(1, Relaxed);
         sh.stats.bytes_total.fetch_add(it.meta.size, Relaxed);
         self.batch.push(it);

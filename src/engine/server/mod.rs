@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 pub(crate) struct ServeConfig {
     /// Everything is confined under this directory.
     pub root: PathBuf,
+    /// Gives received entries the owners the client sends, and keeps setuid,
+    /// setgid and sticky bits (`--preserve-owner`; a daemon running as root).
+    pub preserve_owner: bool,
     /// Shared secret clients must prove they know.
     pub token: Vec<u8>,
     /// Receive and verify, write nothing.
@@ -112,7 +115,7 @@ impl Server {
             libc::umask(m);
             m
         } as u32;
-        let mode_mask = if cfg.oneshot { 0o7777 } else { 0o777 & !umask };
+        let mode_mask = if cfg.oneshot || cfg.preserve_owner { 0o7777 } else { 0o777 & !umask };
         let me = Arc::new(Server {
             cfg,
             sessions: Mutex::new(HashMap::new()),
@@ -415,6 +418,11 @@ impl Server {
         let setup = Setup { mode, root, store: self.cfg.store, verbose: self.cfg.verbose, keys: Some(keys.clone()) };
         let sess = Session::new(setup, &n, &conn, w).map_err(WireError::Io)?;
         sess.set_mode_mask(self.mode_mask);
+        // Owners as rsync keeps them: where this end may give files away, and on
+        // a daemon only when its operator said so.
+        if (self.cfg.oneshot || self.cfg.preserve_owner) && crate::storage::owners::may_chown() {
+            sess.keep_owners(false);
+        }
         {
             // Checked and taken under one lock: concurrent AUTHs cannot pass it.
             let mut table = self.sessions.lock().expect("sessions");
@@ -564,6 +572,7 @@ impl Server {
                 None => LocalTree::client(),
             }),
             n: n.clone(),
+            numeric_ids: false,
         };
         let stats = Arc::new(Stats::new(lanes as usize));
         match run_sender(wired, std::slice::from_ref(&src), Target::Known(target, kind, is_dir), stats.clone(), None) {

@@ -103,6 +103,9 @@ impl Session {
         let mut seed = None;
         let mut guard = self.state.lock().expect("state");
         let st = &mut *guard;
+        if meta.owner.is_some() && !self.n.owners() {
+            return Err(Fatal::Protocol(ProtocolError::Unexpected("FILE with an owner without capability bit 10")));
+        }
         st.rx.on_file(&meta).map_err(Fatal::Protocol)?;
         let id = meta.id;
         let replies = {
@@ -120,7 +123,7 @@ impl Session {
                         remember_dir = created || !daemon;
                         None
                     }),
-                    EntryKind::Symlink => d.make_symlink(&comps, &meta, &self.tag).map(|_| None),
+                    EntryKind::Symlink => d.make_symlink(&comps, &meta, self.owner_of(&meta), &self.tag).map(|_| None),
                     EntryKind::File => {
                         let ident = Identity {
                             name: comps.last().map(|n| n.to_vec()).unwrap_or_default(),
@@ -228,7 +231,12 @@ impl Session {
                     Some(OpenFile { file, meta }) => {
                         let mode = meta.mode & self.mode_mask.load(Ordering::Relaxed);
                         let _working = Working::new(&self.working);
-                        file.place(mode, meta.mtime_sec, meta.mtime_nsec).map_err(|e| {
+                        let given = Given {
+                            mode: Some(mode),
+                            mtime: (meta.mtime_sec, meta.mtime_nsec),
+                            owner: self.owner_of(meta),
+                        };
+                        file.place(given).map_err(|e| {
                             file.discard();
                             format!("cannot put {} in place: {e}", show(&meta.path))
                         })
@@ -268,7 +276,10 @@ impl Session {
         for (m, set_mode) in dirs.iter().rev() {
             let Ok(comps) = components(&m.path) else { continue };
             let mode = set_mode.then(|| m.mode & self.mode_mask.load(Ordering::Relaxed));
-            if let Err(e) = st.dest.set_dir_meta(&comps, mode, m.mtime_sec, m.mtime_nsec) {
+            // A directory's owner is set where its mode is (a daemon: only on those it made).
+            let owner = set_mode.then(|| self.owner_of(m)).flatten();
+            let given = Given { mode, mtime: (m.mtime_sec, m.mtime_nsec), owner };
+            if let Err(e) = st.dest.set_dir_meta(&comps, given) {
                 say!("gfast serve: cannot set metadata of {}: {e}", show(&m.path));
             }
         }

@@ -23,12 +23,16 @@ pub(crate) fn receive_dialed(
     w: crate::engine::send::Wired,
     timeout: std::time::Duration,
 ) -> Result<Received, Error> {
-    let crate::engine::send::Wired { ctl, ctl_r, ctl_w, lanes, n, .. } = w;
+    let crate::engine::send::Wired { ctl, ctl_r, ctl_w, lanes, n, numeric_ids, .. } = w;
     let setup = Setup { mode: Mode::Receive, root: Some(root), store, verbose: false, keys: None };
     let s =
         Session::new(setup, &n, &ctl, ctl_w).map_err(|e| Error::Io(format!("cannot open '{}'", root.display()), e))?;
     // What a server sends gets no setuid, setgid or sticky bit here either.
     s.set_mode_mask(0o777);
+    // Owners as rsync keeps them: only where this end may give files away.
+    if store.owners {
+        s.keep_owners(numeric_ids);
+    }
     // A server that stays connected but sends nothing is given up on after --timeout.
     let (silent, over) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let watch = {

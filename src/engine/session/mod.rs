@@ -19,7 +19,7 @@ use crate::proto::path::{components, show};
 use crate::proto::receiver::{ChunkPlan, Next, Receiver};
 use crate::storage::dest::{DestError, Kept};
 use crate::storage::journal::Identity;
-use crate::storage::store::{self, Destination, IncomingRef, Opened, StoreConfig};
+use crate::storage::store::{self, Destination, Given, IncomingRef, Opened, StoreConfig};
 use crate::transport::conn::{Closer, Conn, ConnReader, ConnWriter};
 use crate::transport::framed::{eof_is_error, read_frame, read_header, write_frame, WireError};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -92,6 +92,9 @@ pub(crate) struct Session {
     /// Permission bits kept of what the peer sends (a daemon: no setuid, setgid
     /// or sticky bit, and its umask applied).
     mode_mask: std::sync::atomic::AtomicU32,
+    /// Owners the peer sends are given (§4.7), mapped by name unless the bool
+    /// (`--numeric-ids`) says by number; `None`: every entry is this end's user's.
+    owners: Mutex<Option<(crate::storage::owners::Ids, bool)>>,
     /// When the session was made, and milliseconds since then at its last frame
     /// from the peer (the daemon ends a session silent past --timeout).
     born: std::time::Instant,
@@ -142,6 +145,7 @@ impl Session {
             compressed_in: std::sync::atomic::AtomicU64::new(0),
             holes_in: std::sync::atomic::AtomicU64::new(0),
             mode_mask: std::sync::atomic::AtomicU32::new(0o7777),
+            owners: Mutex::new(None),
             born: std::time::Instant::now(),
             last_heard: std::sync::atomic::AtomicU64::new(0),
             working: std::sync::atomic::AtomicUsize::new(0),
@@ -180,6 +184,21 @@ impl Session {
     /// Keeps only these permission bits of what the peer sends.
     pub(crate) fn set_mode_mask(&self, mask: u32) {
         self.mode_mask.store(mask, Ordering::Relaxed);
+    }
+
+    /// Gives entries the owners the peer sends (by number when `numeric`): a
+    /// daemon with `--preserve-owner`, a one-shot end or a pulling client
+    /// running as root.
+    pub(crate) fn keep_owners(&self, numeric: bool) {
+        *self.owners.lock().expect("owners") = Some((Default::default(), numeric));
+    }
+
+    /// The ids to give `meta`'s entry, if owners are kept.
+    fn owner_of(&self, meta: &FileMeta) -> Option<(u32, u32)> {
+        let o = meta.owner.as_ref()?;
+        let mut g = self.owners.lock().expect("owners");
+        let (ids, numeric) = g.as_mut()?;
+        Some(ids.map(o, *numeric))
     }
 
     /// True once the session was ended with an ERROR.

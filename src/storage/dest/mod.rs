@@ -16,7 +16,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -208,9 +208,10 @@ impl DestRoot {
         &mut self,
         comps: &[&[u8]],
         target: &[u8],
-        mtime: (i64, u32),
+        given: Given,
         temp: &[u8],
     ) -> Result<(), DestError> {
+        let mtime = given.mtime;
         let (name, parent) = comps.split_last().ok_or_else(|| DestError::Refused("empty path".into()))?;
         let dir = self.dir(parent, true)?;
         let tmp = temp;
@@ -228,6 +229,12 @@ impl DestRoot {
         // Best effort: a file system that cannot time a link still gets the link.
         // SAFETY: valid descriptor, C string and a two-element timespec array.
         unsafe { libc::utimensat(dir.as_raw_fd(), cn.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+        if let Some(ids) = given.owner {
+            if let Err(e) = super::owners::chown_at(dir.as_fd(), tmp, ids) {
+                remove_temp(&dir, tmp);
+                return Err(DestError::Io(format!("cannot give symlink {} its owner", show(&comps.join(&b'/'))), e));
+            }
+        }
         rename_into_place(&dir, tmp, name).map_err(|e| {
             remove_temp(&dir, tmp);
             DestError::Io(format!("cannot put symlink {} in place", show(&comps.join(&b'/'))), e)
@@ -565,9 +572,28 @@ pub(crate) fn discard(t: &TempFile) {
 /// applied as given: the caller has masked it (a daemon strips setuid, setgid
 /// and sticky bits and applies its umask). The name renamed is checked to still
 /// be the verified inode, so nothing else can be put in place under its name.
-pub(crate) fn finalize(t: &TempFile, mode: u32, (mtime_sec, mtime_nsec): (i64, u32), durable: bool) -> io::Result<()> {
+/// What a complete entry is given (protocol-spec §5.6): its mode (`None`:
+/// left as it is), mtime, and owner and group (`None`: this end's user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Given {
+    /// Permission bits.
+    pub mode: Option<u32>,
+    /// Modification time: seconds, nanoseconds.
+    pub mtime: (i64, u32),
+    /// User and group ids.
+    pub owner: Option<(u32, u32)>,
+}
+
+pub(crate) fn finalize(t: &TempFile, given: Given, durable: bool) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    t.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+    let (mtime_sec, mtime_nsec) = given.mtime;
+    // The owner first: a change of owner clears setuid and setgid bits.
+    if let Some(ids) = given.owner {
+        super::owners::fchown(&t.file, ids)?;
+    }
+    if let Some(mode) = given.mode {
+        t.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+    }
     t.file.set_modified(to_system_time(mtime_sec, mtime_nsec))?;
     if durable {
         t.file.sync_data()?;
@@ -653,8 +679,12 @@ fn rename_into_place(dir: &OwnedFd, from: &[u8], to: &[u8]) -> io::Result<()> {
 }
 
 /// Sets mode (unless `None`) and mtime of an existing directory (applied after its contents).
-pub(crate) fn set_dir_meta(dir: &OwnedFd, mode: Option<u32>, mtime_sec: i64, mtime_nsec: u32) -> io::Result<()> {
-    if let Some(mode) = mode {
+pub(crate) fn set_dir_meta(dir: &OwnedFd, given: Given) -> io::Result<()> {
+    let (mtime_sec, mtime_nsec) = given.mtime;
+    if let Some(ids) = given.owner {
+        super::owners::chown_at(dir.as_fd(), b"", ids)?;
+    }
+    if let Some(mode) = given.mode {
         // SAFETY: valid descriptor.
         if unsafe { libc::fchmod(dir.as_raw_fd(), (mode & 0o7777) as libc::mode_t) } < 0 {
             return Err(io::Error::last_os_error());
@@ -704,7 +734,7 @@ mod tests {
             panic!("expected a partial file");
         };
         t.file.write_at(data, 0).unwrap();
-        finalize(&t, 0o644, (1_700_000_000, 0), false)
+        finalize(&t, Given { mode: Some(0o644), mtime: (1_700_000_000, 0), owner: None }, false)
     }
 
     #[test]
@@ -723,7 +753,7 @@ mod tests {
         };
         std::fs::write(base.join("d/g"), b"other").unwrap();
         t.file.write_at(b"two", 0).unwrap();
-        finalize(&t, 0o644, (1_700_000_000, 0), false).unwrap();
+        finalize(&t, Given { mode: Some(0o644), mtime: (1_700_000_000, 0), owner: None }, false).unwrap();
         assert_eq!(std::fs::read(base.join("d/g")).unwrap(), b"two");
         // A directory made under the name meanwhile is never replaced by a file.
         let Opened::Partial(t, _, _) = a.open_partial(&[b"d", b"h"], &ident(b"h", 3), Reuse::Partials).unwrap() else {
@@ -732,7 +762,7 @@ mod tests {
         std::fs::create_dir(base.join("d/h")).unwrap();
         std::fs::write(base.join("d/h/keep"), b"k").unwrap();
         t.file.write_at(b"tri", 0).unwrap();
-        assert!(finalize(&t, 0o644, (1_700_000_000, 0), false).is_err());
+        assert!(finalize(&t, Given { mode: Some(0o644), mtime: (1_700_000_000, 0), owner: None }, false).is_err());
         assert_eq!(std::fs::read(base.join("d/h/keep")).unwrap(), b"k");
         // A new session did not make d: it looks, and refuses a file over a directory.
         let mut b = DestRoot::open(&base).unwrap();
