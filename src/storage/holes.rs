@@ -12,7 +12,14 @@ use std::os::unix::fs::FileExt;
 /// file that changes under the look (the sender's size and mtime check then
 /// fails the file, protocol-spec §5.5).
 pub(crate) fn holes(file: &File, offset: u64, len: u64) -> Vec<(u64, u64)> {
+    holes_from(file, offset, len).0
+}
+
+/// As [`holes`], and where the first hole at or after `offset` starts (its
+/// end when there is none within the range: no hole before it either way).
+pub(crate) fn holes_from(file: &File, offset: u64, len: u64) -> (Vec<(u64, u64)>, u64) {
     let fd = file.as_raw_fd();
+    let mut clear = offset;
     let end = offset.saturating_add(len);
     let mut out = Vec::new();
     let mut at = offset;
@@ -20,7 +27,13 @@ pub(crate) fn holes(file: &File, offset: u64, len: u64) -> Vec<(u64, u64)> {
         // SAFETY: lseek on a descriptor we own; reads go by pread, so moving
         // the file offset does not disturb them.
         let h = unsafe { libc::lseek(fd, at as libc::off_t, libc::SEEK_HOLE) };
-        if h < 0 || h as u64 >= end {
+        if h < 0 {
+            break;
+        }
+        if at == offset {
+            clear = h as u64;
+        }
+        if h as u64 >= end {
             break;
         }
         let h = h as u64;
@@ -41,7 +54,7 @@ pub(crate) fn holes(file: &File, offset: u64, len: u64) -> Vec<(u64, u64)> {
         out.push((h, d));
         at = d;
     }
-    out
+    (out, clear)
 }
 
 /// Makes `len` bytes at `offset` of `file` a hole (zeros, no space taken),

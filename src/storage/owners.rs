@@ -39,16 +39,23 @@ impl Ids {
         if numeric {
             return (o.uid, o.gid);
         }
-        let uid = match o.user.is_empty() {
-            true => None,
-            false => *self.users.entry(o.user.clone()).or_insert_with(|| user_id(&o.user)),
-        };
-        let gid = match o.group.is_empty() {
-            true => None,
-            false => *self.groups.entry(o.group.clone()).or_insert_with(|| group_id(&o.group)),
-        };
+        let uid = cached(&mut self.users, &o.user, user_id);
+        let gid = cached(&mut self.groups, &o.group, group_id);
         (uid.unwrap_or(o.uid), gid.unwrap_or(o.gid))
     }
+}
+
+/// The id of `name` (none for an empty one), looked up once; a hit allocates nothing.
+fn cached(map: &mut HashMap<Vec<u8>, Option<u32>>, name: &[u8], look: fn(&[u8]) -> Option<u32>) -> Option<u32> {
+    if name.is_empty() {
+        return None;
+    }
+    if let Some(&id) = map.get(name) {
+        return id;
+    }
+    let id = look(name);
+    map.insert(name.to_vec(), id);
+    id
 }
 
 /// This process may give files to anyone (it runs as root).
