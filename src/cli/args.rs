@@ -194,7 +194,8 @@ pub(crate) struct SyncArgs {
 /// What `gfast sync` compares and does.
 #[derive(Args, Debug)]
 pub(crate) struct SyncFlags {
-    /// Accepted for rsync's habit: gfast sync always keeps modes, times and links.
+    /// Accepted for rsync's habit: gfast sync always keeps modes, times, links,
+    /// holes, and owners where the receiver is root.
     #[arg(short = 'a', long)]
     pub(crate) archive: bool,
     /// Compare whole-file checksums (xxh3-128, computed on both ends) instead of size and mtime.
@@ -343,6 +344,11 @@ pub(crate) struct NetArgs {
     /// Owners and groups by number, not mapped by name.
     #[arg(long)]
     pub(crate) numeric_ids: bool,
+    /// Keep extended attributes and POSIX ACLs (rsync -X, -A; one switch here:
+    /// ACLs travel as their system.posix_acl_* attributes, ids as numbers). A
+    /// daemon gives user.* attributes only, unless serve --preserve-owner.
+    #[arg(short = 'X', long, visible_alias = "acls", visible_short_alias = 'A')]
+    pub(crate) xattrs: bool,
     /// Print one JSON object with the job's statistics on stdout at the end.
     #[arg(long)]
     pub(crate) json: bool,

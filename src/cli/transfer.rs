@@ -76,6 +76,7 @@ fn local(
         store: StoreConfig {
             sparse: !cfg.net.no_sparse,
             owners: !cfg.net.no_owner && crate::storage::owners::may_chown(),
+            xattrs: cfg.net.xattrs,
             ..StoreConfig::default()
         },
     };
@@ -186,6 +187,7 @@ fn engine_config(cfg: &TransferConfig, far: &Reached, job_id: [u8; 16]) -> PushC
         sparse: !n.no_sparse,
         owners: !n.no_owner,
         numeric_ids: n.numeric_ids,
+        xattrs: n.xattrs,
         delta: n.delta,
         quic: n.transport == TransportArg::Quic,
         store,

@@ -63,6 +63,8 @@ pub(crate) struct PushConfig {
     pub owners: bool,
     /// Owners by number, not by name (`--numeric-ids`).
     pub numeric_ids: bool,
+    /// Offer extended attributes and ACLs (capability bit 11).
+    pub xattrs: bool,
     /// Ask for delta: files the receiver already has under their names are
     /// compared chunk by chunk and only the differing chunks are sent.
     pub delta: bool,
@@ -200,6 +202,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         .with(Caps::COMPRESS, cfg.compress)
         .with(Caps::SPARSE, cfg.sparse)
         .with(Caps::OWNERS, cfg.owners)
+        .with(Caps::XATTRS, cfg.xattrs)
         .with(Caps::DELTA, cfg.delta)
         // A pull's receiver is this end: it holds the window's files open.
         .with(Caps::WIDE_WINDOW, crate::engine::wide_window_fits());
@@ -218,6 +221,9 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
     }
     if cfg.owners && !caps.contains(Caps::OWNERS) {
         (cfg.notice)("the server cannot carry owners and groups (an older gfast): files get the receiving user's");
+    }
+    if cfg.xattrs && !caps.contains(Caps::XATTRS) {
+        (cfg.notice)("the server cannot carry extended attributes or ACLs (an older gfast): they are left behind");
     }
     if cfg.resume && !caps.contains(Caps::RESUME) {
         (cfg.notice)("the server cannot resume: everything is sent again");

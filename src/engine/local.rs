@@ -93,7 +93,12 @@ fn copy_one(d: &mut LocalDir, it: &Item) -> Result<u64, String> {
         }
     });
     let res = res.and_then(|_| {
-        let given = Given { mode: Some(m.mode & 0o7777), mtime: (m.mtime_sec, m.mtime_nsec), owner: d.owner_of(m) };
+        let given = Given {
+            mode: Some(m.mode & 0o7777),
+            mtime: (m.mtime_sec, m.mtime_nsec),
+            owner: d.owner_of(m),
+            xattrs: d.xattrs_of(m),
+        };
         file.place(given).map_err(|e| format!("cannot put {} in place: {e}", shown()))
     });
     if res.is_err() {
@@ -141,7 +146,16 @@ struct Placer<'a> {
 }
 
 impl Placer<'_> {
-    fn place(&mut self, it: Item) {
+    fn place(&mut self, mut it: Item) {
+        if self.d.keeps_xattrs() && it.meta.kind != EntryKind::Symlink {
+            match crate::storage::xattrs::read(&it.source) {
+                Ok(xs) => it.meta.xattrs = xs,
+                Err(e) => {
+                    let m = format!("'{}': cannot read its extended attributes: {e}", it.source.display());
+                    return self.fails.lock().expect("failures").add(m);
+                }
+            }
+        }
         let m = &it.meta;
         self.stats.files_total.fetch_add(1, Relaxed);
         self.stats.bytes_total.fetch_add(m.size, Relaxed);
@@ -243,7 +257,12 @@ pub(crate) fn copy(cfg: &LocalCopy<'_>, stats: Arc<Stats>) -> Result<u64, Error>
     // Deepest first: a parent's time is set after its children changed it.
     for m in dirs.iter().rev() {
         let Ok(c) = components(&m.path) else { continue };
-        let given = Given { mode: Some(m.mode & 0o7777), mtime: (m.mtime_sec, m.mtime_nsec), owner: d.owner_of(m) };
+        let given = Given {
+            mode: Some(m.mode & 0o7777),
+            mtime: (m.mtime_sec, m.mtime_nsec),
+            owner: d.owner_of(m),
+            xattrs: d.xattrs_of(m),
+        };
         if let Err(e) = d.set_dir_meta(&c, given) {
             fails.lock().expect("failures").add(format!("cannot set the metadata of {}: {e}", show(&m.path)));
         }

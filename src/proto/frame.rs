@@ -22,6 +22,12 @@ pub const MAX_COMPRESSED_CHUNK: u32 = 16 << 20;
 pub const FILE_OWNER: u8 = 1;
 /// Longest user or group name in a FILE (§4.7).
 pub const MAX_OWNER_NAME: usize = 255;
+/// FILE flag: extended attributes follow (§4.7; capability bit 11).
+pub const FILE_XATTRS: u8 = 2;
+/// Longest xattr name (Linux: XATTR_NAME_MAX) and value (XATTR_SIZE_MAX).
+pub const MAX_XATTR_NAME: usize = 255;
+/// Longest xattr value (Linux: XATTR_SIZE_MAX).
+pub const MAX_XATTR_VALUE: usize = 64 << 10;
 /// Raw bytes in every block of a compressed CHUNK but the last (§4.14).
 pub const BLOCK_RAW: usize = 1 << 20;
 /// A block's header in a compressed CHUNK: method u8, raw length u32, stored length u32.
@@ -173,7 +179,7 @@ impl Header {
             return Err(DecodeError::NotInHandshake(h.kind));
         }
         let compressed = h.kind == kind::CHUNK && h.flags == CHUNK_COMPRESSED;
-        let owned = h.kind == kind::FILE && h.flags == FILE_OWNER;
+        let owned = h.kind == kind::FILE && h.flags & !(FILE_OWNER | FILE_XATTRS) == 0;
         if h.flags != 0 && !compressed && !owned {
             return Err(DecodeError::Flags(h.kind, h.flags));
         }
@@ -242,6 +248,8 @@ pub struct FileMeta {
     pub link: Vec<u8>,
     /// Owner and group at the source (capability bit 10; `None` without it).
     pub owner: Option<Owner>,
+    /// Extended attributes, names and values (capability bit 11; empty without it).
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Who owns an entry at the source (§4.7): ids, and names where the source
@@ -565,7 +573,23 @@ pub fn decode_flagged(k: u8, flags: u8, p: &[u8]) -> Result<Frame, DecodeError> 
             } else {
                 None
             };
-            Frame::File(FileMeta { id, kind, mode, mtime_sec, mtime_nsec, size, path, link, owner })
+            let mut xattrs = Vec::new();
+            if flags & FILE_XATTRS != 0 {
+                let n = r.u16()? as usize;
+                // Bounded by the frame: each takes at least 6 bytes.
+                if n == 0 || n > r.b.len() / 6 {
+                    return Err(DecodeError::BadValue("xattr count"));
+                }
+                for _ in 0..n {
+                    let name = r.bytes16(MAX_XATTR_NAME)?.to_vec();
+                    let len = r.u32()? as usize;
+                    if name.is_empty() || len > MAX_XATTR_VALUE {
+                        return Err(DecodeError::BadValue("xattr"));
+                    }
+                    xattrs.push((name, r.take(len)?.to_vec()));
+                }
+            }
+            Frame::File(FileMeta { id, kind, mode, mtime_sec, mtime_nsec, size, path, link, owner, xattrs })
         }
         kind::FILE_READY => Frame::FileReady { id: r.u64()? },
         kind::FILE_END => Frame::FileEnd { id: r.u64()?, digest: r.array()? },
@@ -742,6 +766,14 @@ impl Frame {
                     put_bytes16(w, &o.user[..o.user.len().min(MAX_OWNER_NAME)]);
                     put_bytes16(w, &o.group[..o.group.len().min(MAX_OWNER_NAME)]);
                 }
+                if !m.xattrs.is_empty() {
+                    w.extend_from_slice(&(m.xattrs.len() as u16).to_be_bytes());
+                    for (name, value) in &m.xattrs {
+                        put_bytes16(w, name);
+                        w.extend_from_slice(&(value.len() as u32).to_be_bytes());
+                        w.extend_from_slice(value);
+                    }
+                }
             }
             Frame::FileReady { id } | Frame::FileDone { id } => w.extend_from_slice(&id.to_be_bytes()),
             Frame::FileEnd { id, digest } => {
@@ -822,7 +854,9 @@ impl Frame {
         }
         let len = (w.len() - start - HEADER_LEN) as u32;
         let flags = match self {
-            Frame::File(FileMeta { owner: Some(_), .. }) => FILE_OWNER,
+            Frame::File(m) => {
+                (if m.owner.is_some() { FILE_OWNER } else { 0 }) | (if m.xattrs.is_empty() { 0 } else { FILE_XATTRS })
+            }
             _ => 0,
         };
         let h = Header { kind: self.kind(), flags, len };

@@ -11,7 +11,7 @@ use super::error::code;
 use super::frame::{Frame, ID_LEN, MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE, NONCE_LEN};
 use super::{
     CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_OWNERS, CAP_PULL, CAP_RESUME, CAP_SPARSE, CAP_SYNC,
-    CAP_WIDE_WINDOW, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION,
+    CAP_WIDE_WINDOW, CAP_XATTRS, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION,
 };
 use std::fmt;
 
@@ -38,6 +38,8 @@ impl Caps {
     pub const SPARSE: Caps = Caps(CAP_SPARSE);
     /// Owners and groups in FILE (bit 10).
     pub const OWNERS: Caps = Caps(CAP_OWNERS);
+    /// Extended attributes in FILE (bit 11).
+    pub const XATTRS: Caps = Caps(CAP_XATTRS);
     /// Every bit this build understands.
     pub const ALL: Caps = Caps(CAPS);
 
@@ -133,6 +135,10 @@ impl Negotiated {
     /// FILE may carry owners and groups (§4.7).
     pub fn owners(&self) -> bool {
         self.caps.contains(Caps::OWNERS)
+    }
+    /// FILE may carry extended attributes (§4.7).
+    pub fn xattrs(&self) -> bool {
+        self.caps.contains(Caps::XATTRS)
     }
     /// What a compressed CHUNK's blocks may be in this session (§4.14).
     pub fn blocks(&self) -> super::chunk::BlockRules {

@@ -424,6 +424,7 @@ mod tests {
             path: format!("f{id}").into_bytes(),
             link: Vec::new(),
             owner: None,
+            xattrs: Vec::new(),
         }
     }
 

@@ -64,6 +64,7 @@ fn run(
             path: path.to_vec(),
             link: vec![],
             owner: None,
+            xattrs: Vec::new(),
         };
         tx.push(meta, i);
     }
@@ -196,6 +197,7 @@ fn early_done_goes_out_once_all_is_announced_and_the_end_waits_for_every_file() 
         path: b"f".to_vec(),
         link: vec![],
         owner: None,
+        xattrs: Vec::new(),
     };
     for early in [false, true] {
         let mut tx: Sender<()> = Sender::new(4096, 8);
@@ -272,6 +274,7 @@ fn announce_one(tx: &mut Sender<()>, size: u64) -> (Receiver, FileMeta) {
         path: b"f".to_vec(),
         link: vec![],
         owner: None,
+        xattrs: Vec::new(),
     };
     tx.push(meta, ());
     tx.close_input();

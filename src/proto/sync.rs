@@ -376,6 +376,7 @@ mod tests {
             path: path.as_bytes().to_vec(),
             link: Vec::new(),
             owner: None,
+            xattrs: Vec::new(),
         }
     }
 

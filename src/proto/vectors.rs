@@ -53,6 +53,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
         path: b"dir/a b".to_vec(),
         link: vec![],
         owner: None,
+        xattrs: Vec::new(),
     };
     vec![
         ("HELLO", Frame::Hello { min_version: 1, max_version: 1, caps: 0, nonce: [0x11; 32] }),
@@ -73,6 +74,16 @@ fn samples() -> Vec<(&'static str, Frame)> {
                     user: b"ann".to_vec(),
                     group: b"users".to_vec(),
                 }),
+                ..meta.clone()
+            }),
+        ),
+        (
+            "FILE_XATTRS",
+            Frame::File(FileMeta {
+                xattrs: vec![
+                    (b"user.a".to_vec(), b"1".to_vec()),
+                    (b"system.posix_acl_access".to_vec(), vec![2, 0, 0, 0]),
+                ],
                 ..meta
             }),
         ),

@@ -9,6 +9,7 @@ pub(crate) mod owners;
 pub(crate) mod pieces;
 pub(crate) mod store;
 pub(crate) mod walk;
+pub(crate) mod xattrs;
 
 /// Writes a small private file (mode 0600) whole or not at all: under a
 /// temporary name, synced, then put at `path`, replacing what is there when

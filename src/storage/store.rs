@@ -28,11 +28,13 @@ pub(crate) struct StoreConfig {
     /// A local copy gives entries the source's owner and group (as root; not
     /// with `--no-owner`).
     pub owners: bool,
+    /// A local copy gives entries the source's extended attributes and ACLs (`-X`, `-A`).
+    pub xattrs: bool,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { durable: false, io: IoMode::Pwrite, sparse: true, owners: false }
+        StoreConfig { durable: false, io: IoMode::Pwrite, sparse: true, owners: false, xattrs: false }
     }
 }
 
@@ -65,7 +67,7 @@ pub(crate) trait Incoming: Send + Sync {
     fn seed_from_old(&self, new_size: u64, chunk_size: u64) -> Vec<(u32, [u8; HASH_LEN])>;
     /// Every chunk verified and the digest matched: gives it its owner, mode
     /// and mtime and puts it under its final name.
-    fn place(&self, given: Given) -> io::Result<()>;
+    fn place(&self, given: Given<'_>) -> io::Result<()>;
     /// A local copy (no network): copies `len` bytes of `src` from its start
     /// into this file, in the kernel where it can (copy_file_range, which
     /// clones extents on file systems that share them).
@@ -129,7 +131,7 @@ pub(crate) trait Destination: Send {
     /// Opens a file to receive (§5.6, §5.11).
     fn open_file(&mut self, comps: &[&[u8]], ident: &Identity, reuse: Reuse) -> Result<Opened, DestError>;
     /// Gives a directory its owner, mode and mtime once its contents are complete.
-    fn set_dir_meta(&mut self, comps: &[&[u8]], given: Given) -> io::Result<()>;
+    fn set_dir_meta(&mut self, comps: &[&[u8]], given: Given<'_>) -> io::Result<()>;
 }
 
 /// The local directory tree under a root, confined (see [`DestRoot`]).
@@ -142,6 +144,16 @@ impl LocalDir {
     /// Opens the root directory.
     pub(crate) fn open(path: &Path, cfg: StoreConfig) -> io::Result<LocalDir> {
         Ok(LocalDir { root: DestRoot::open(path)?, cfg })
+    }
+
+    /// A local copy carries extended attributes.
+    pub(crate) fn keeps_xattrs(&self) -> bool {
+        self.cfg.xattrs
+    }
+
+    /// The attributes a local copy gives an entry (read into its record by the walk).
+    pub(crate) fn xattrs_of<'a>(&self, m: &'a FileMeta) -> Option<super::xattrs::Giving<'a>> {
+        self.cfg.xattrs.then_some((&m.xattrs[..], super::xattrs::Policy::Permitted))
     }
 
     /// The ids a local copy gives an entry: the source's, when it keeps owners.
@@ -168,7 +180,7 @@ impl Destination for LocalDir {
         tag: &str,
     ) -> Result<(), DestError> {
         let temp = dest::temp_name(tag, meta.id);
-        let given = Given { mode: None, mtime: (meta.mtime_sec, meta.mtime_nsec), owner };
+        let given = Given { mode: None, mtime: (meta.mtime_sec, meta.mtime_nsec), owner, xattrs: None };
         self.root.make_symlink(comps, &meta.link, given, &temp)
     }
 
@@ -195,7 +207,7 @@ impl Destination for LocalDir {
         })
     }
 
-    fn set_dir_meta(&mut self, comps: &[&[u8]], given: Given) -> io::Result<()> {
+    fn set_dir_meta(&mut self, comps: &[&[u8]], given: Given<'_>) -> io::Result<()> {
         let fd = self.root.dir(comps, false).map_err(|e| io::Error::other(e.to_string()))?;
         dest::set_dir_meta(&fd, given)
     }
@@ -239,7 +251,7 @@ impl Incoming for LocalFile {
         dest::seed_from_old(&self.t.dir, &self.t.name, &self.t.file, new_size, chunk_size)
     }
 
-    fn place(&self, given: Given) -> io::Result<()> {
+    fn place(&self, given: Given<'_>) -> io::Result<()> {
         dest::finalize(&self.t, given, self.durable)
     }
 
@@ -302,7 +314,7 @@ impl Incoming for Dropped {
     fn seed_from_old(&self, _: u64, _: u64) -> Vec<(u32, [u8; HASH_LEN])> {
         Vec::new()
     }
-    fn place(&self, _: Given) -> io::Result<()> {
+    fn place(&self, _: Given<'_>) -> io::Result<()> {
         Ok(())
     }
     fn discard(&self) {}
@@ -332,7 +344,7 @@ impl Destination for Discard {
     fn open_file(&mut self, _: &[&[u8]], _: &Identity, _: Reuse) -> Result<Opened, DestError> {
         Ok(Opened::Partial(Box::new(Dropped), Vec::new(), false))
     }
-    fn set_dir_meta(&mut self, _: &[&[u8]], _: Given) -> io::Result<()> {
+    fn set_dir_meta(&mut self, _: &[&[u8]], _: Given<'_>) -> io::Result<()> {
         Ok(())
     }
 }

@@ -80,6 +80,8 @@ pub(crate) fn meta_of(md: &Metadata, dest: Vec<u8>, link: Vec<u8>) -> Option<Fil
         link,
         // Names are looked up by the sender, once per id, if the session keeps owners.
         owner: Some(crate::proto::frame::Owner { uid: md.uid(), gid: md.gid(), ..Default::default() }),
+        // Read by the sender if the session carries them (bit 11).
+        xattrs: Vec::new(),
     })
 }
 

@@ -11,7 +11,9 @@
 use crate::util::*;
 use gfast::proto::auth::SessionKeys;
 use gfast::proto::frame::{kind, EntryKind, FileMeta, Frame, Limits, Owner, HEADER_LEN};
-use gfast::proto::{CAP_OWNERS, CAP_RESUME, CAP_SYNC, CAP_WIDE_WINDOW, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION};
+use gfast::proto::{
+    CAP_OWNERS, CAP_RESUME, CAP_SYNC, CAP_WIDE_WINDOW, CAP_XATTRS, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION,
+};
 use gfast::transport::framed::read_frame;
 use std::fs;
 use std::io::{Read, Write};
@@ -89,6 +91,7 @@ fn meta_of(id: u64, path: &str, size: u64) -> FileMeta {
         path: path.as_bytes().to_vec(),
         link: Vec::new(),
         owner: None,
+        xattrs: Vec::new(),
     }
 }
 
@@ -912,4 +915,41 @@ tcp_test!(owners_a_token_holder_sends_are_refused_or_ignored, |t| {
     let me = unsafe { libc::geteuid() };
     assert_eq!((md.uid(), md.gid() == 4343), (me, false), "the daemon's user, not the one sent");
     assert!(!root.path().join("a").exists());
+});
+
+// Over TCP only: the crafted client speaks plain TCP.
+tcp_test!(xattrs_a_token_holder_sends_are_refused_or_kept_to_user_ones, |t| {
+    let root = TempDir::new("xattrs-root");
+    let s = Server::start(&t, root.path(), &["--allow-no-encrypt"]);
+    let with = |path: &str| FileMeta {
+        kind: EntryKind::Dir,
+        mode: 0o755,
+        size: 0,
+        xattrs: vec![
+            (b"user.note".to_vec(), b"fine".to_vec()),
+            (b"trusted.evil".to_vec(), b"x".to_vec()),
+            (b"security.capability".to_vec(), vec![1, 0, 0, 2]),
+        ],
+        ..meta_of(0, path, 0)
+    };
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, 0, 1 << 20);
+    r.send(&Frame::File(with("a"))).unwrap();
+    match r.recv() {
+        Ok(Frame::Error { message, .. }) => assert!(message.contains("bit 11"), "{message}"),
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, CAP_XATTRS, 1 << 20);
+    assert_ne!(r.caps & CAP_XATTRS, 0, "bit 11 accepted");
+    r.send(&Frame::File(with("b"))).unwrap();
+    r.send(&Frame::Done { files: 1 }).unwrap();
+    assert!(matches!(r.recv(), Ok(Frame::FileDone { .. })));
+    assert!(matches!(r.recv(), Ok(Frame::SessionDone { .. })));
+    let b = root.path().join("b");
+    if xattr::get(&b, "user.note").is_err() {
+        eprintln!("SKIP the rest: the test directory's file system keeps no user xattrs");
+        return;
+    }
+    assert_eq!(xattr::get(&b, "user.note").unwrap().as_deref(), Some(&b"fine"[..]), "user.* is given");
+    assert_eq!(xattr::get(&b, "trusted.evil").unwrap(), None, "trusted.* is not");
+    assert_eq!(xattr::get(&b, "security.capability").unwrap(), None, "nor a file capability");
 });

@@ -272,3 +272,86 @@ fn a_local_copy_as_root_keeps_owners_and_rsync_agrees() {
         assert_eq!((uid, gid), (0, 0), "{p} with --no-owner");
     }
 }
+
+/// A tree with user xattrs on a file and a directory, and (where setfacl is
+/// installed) an access ACL on the file and a default ACL on the directory.
+/// False (and a message) where the file system keeps no user xattrs.
+fn xattr_tree(dir: &Path) -> bool {
+    fs::create_dir_all(dir.join("d")).unwrap();
+    fs::write(dir.join("d/f"), b"attributed").unwrap();
+    fs::write(dir.join("plain"), b"none").unwrap();
+    if let Err(e) = xattr::set(dir.join("d/f"), "user.origin", b"lab 7") {
+        eprintln!("SKIP: the test directory's file system keeps no user xattrs ({e})");
+        return false;
+    }
+    xattr::set(dir.join("d"), "user.project", b"\x00binary\xff").unwrap();
+    true
+}
+
+/// Sets ACLs with setfacl; false (and a message) where it is missing.
+fn acls(dir: &Path) -> bool {
+    let ok = std::process::Command::new("setfacl").args(["-m", "u:4242:rw"]).arg(dir.join("d/f")).status();
+    let ok2 = std::process::Command::new("setfacl").args(["-d", "-m", "g:4343:rx"]).arg(dir.join("d")).status();
+    match (ok, ok2) {
+        (Ok(a), Ok(b)) if a.success() && b.success() => true,
+        _ => {
+            eprintln!("SKIP the ACL part: setfacl is missing or refused (.ci/run installs acl)");
+            false
+        }
+    }
+}
+
+fn xattr_of(p: &Path, name: &str) -> Option<Vec<u8>> {
+    xattr::get(p, name).unwrap()
+}
+
+both_transports!(xattrs_and_acls_travel_with_x, |t| {
+    let (src, root, back) = (TempDir::new("xa-src"), TempDir::new("xa-dst"), TempDir::new("xa-back"));
+    if !xattr_tree(src.path()) {
+        return;
+    }
+    let with_acls = is_root() && acls(src.path());
+    let name = src.path().file_name().unwrap();
+    // A default daemon: user.* only, and only with -X.
+    let d = Server::start(&t, root.path(), &["--allow-pull"]);
+    assert_ok(&Gfast::push(&t).pin(&d).arg("-q").arg(src.path()).arg(d.url("none/")).output());
+    assert_eq!(xattr_of(&root.path().join("none").join(name).join("d/f"), "user.origin"), None, "not without -X");
+    assert_ok(&Gfast::push(&t).pin(&d).args(["-q", "-X"]).arg(src.path()).arg(d.url("x/")).output());
+    let got = root.path().join("x").join(name);
+    assert_eq!(xattr_of(&got.join("d/f"), "user.origin").as_deref(), Some(&b"lab 7"[..]));
+    assert_eq!(xattr_of(&got.join("d"), "user.project").as_deref(), Some(&b"\x00binary\xff"[..]));
+    assert_eq!(xattr_of(&got.join("plain"), "user.origin"), None);
+    if with_acls {
+        assert_eq!(xattr_of(&got.join("d/f"), "system.posix_acl_access"), None, "a daemon gives no ACL");
+    }
+    // A pull (the client runs as root here): everything, ACLs included; rsync -aX(A) agrees.
+    assert_ok(&Gfast::pull(&t).pin(&d).args(["-q", "-A"]).arg(d.url("x")).arg(back.path().join("x")).output());
+    let pulled = back.path().join("x").join(name);
+    assert_eq!(xattr_of(&pulled.join("d/f"), "user.origin").as_deref(), Some(&b"lab 7"[..]));
+    if with_acls {
+        // A daemon whose operator said --preserve-owner gives them, ACLs included.
+        let keep = TempDir::new("xa-keep");
+        let k = Server::start(&t, keep.path(), &["--preserve-owner"]);
+        assert_ok(&Gfast::push(&t).pin(&k).args(["-q", "-A"]).arg(src.path()).arg(k.url("")).output());
+        for (p, a) in [("d/f", "system.posix_acl_access"), ("d", "system.posix_acl_default")] {
+            let want = xattr_of(&src.path().join(p), a);
+            assert!(want.is_some(), "{p} {a} at the source");
+            assert_eq!(xattr_of(&keep.path().join(name).join(p), a), want, "{p} {a} over the network");
+        }
+        // The default daemon's copy has none; compare with the source through a local copy too.
+        let local = back.path().join("local");
+        assert_ok(
+            &Gfast::new("sync").args(["-q", "-A"]).arg(format!("{}/", src.path().display())).arg(&local).output(),
+        );
+        let extra: &[&str] = &["-A", "-X"];
+        if let Some(left) = rsync_would(&format!("{}/", src.path().display()), &format!("{}/", local.display()), extra)
+        {
+            assert!(left.is_empty(), "rsync -aAX would still do: {left:#?}");
+        }
+        assert_eq!(
+            xattr_of(&local.join("d"), "system.posix_acl_default"),
+            xattr_of(&src.path().join("d"), "system.posix_acl_default"),
+            "the default ACL"
+        );
+    }
+});

@@ -94,6 +94,8 @@ struct Shared {
     sparse: bool,
     /// What FILE says of owners (capability bit 10).
     owners: Owners,
+    /// FILE carries extended attributes (capability bit 11).
+    xattrs: bool,
     /// When a lane last told the receiver this end is busy checking chunks
     /// (milliseconds since `born`): see [`Shared::keep_alive`].
     born: Instant,
@@ -281,6 +283,7 @@ pub(crate) fn run_sender(
     }
     let (ctl, mut r, lanes, joined, early_done) = (w.ctl, w.ctl_r, w.lanes, w.joined, w.n.early_done());
     let (source, compress, delta, sparse) = (w.source, w.n.compress(), w.n.delta(), w.n.sparse());
+    let xattrs = w.n.xattrs();
     let owners = match (w.n.owners(), w.numeric_ids) {
         (false, _) => Owners::Not,
         (true, true) => Owners::Numbers,
@@ -367,6 +370,7 @@ pub(crate) fn run_sender(
         compress,
         sparse,
         owners,
+        xattrs,
         born: Instant::now(),
         alive_at: std::sync::atomic::AtomicU64::new(0),
         list_tx: Mutex::new(None),
@@ -539,6 +543,12 @@ impl Announcer {
             (Owners::Not, _) => it.meta.owner = None,
             (Owners::Named, Some(o)) => self.names.name(o),
             _ => {}
+        }
+        if sh.xattrs && it.meta.kind != crate::proto::frame::EntryKind::Symlink {
+            match crate::storage::xattrs::read(&it.source) {
+                Ok(xs) => it.meta.xattrs = xs,
+                Err(e) => say!("gfast: {}: extended attributes not sent: {e}", it.source.display()),
+            }
         }
         sh.stats.files_total.fetch_add(1, Relaxed);
         sh.stats.bytes_total.fetch_add(it.meta.size, Relaxed);

@@ -423,6 +423,16 @@ impl Server {
         if (self.cfg.oneshot || self.cfg.preserve_owner) && crate::storage::owners::may_chown() {
             sess.keep_owners(false);
         }
+        // Extended attributes: a daemon gives `user.*` only, unless its operator
+        // said --preserve-owner; a one-shot end what its user may set.
+        if n.xattrs() {
+            use crate::storage::xattrs::Policy;
+            sess.keep_xattrs(if self.cfg.oneshot || self.cfg.preserve_owner {
+                Policy::Permitted
+            } else {
+                Policy::User
+            });
+        }
         {
             // Checked and taken under one lock: concurrent AUTHs cannot pass it.
             let mut table = self.sessions.lock().expect("sessions");

@@ -106,6 +106,9 @@ impl Session {
         if meta.owner.is_some() && !self.n.owners() {
             return Err(Fatal::Protocol(ProtocolError::Unexpected("FILE with an owner without capability bit 10")));
         }
+        if !meta.xattrs.is_empty() && !self.n.xattrs() {
+            return Err(Fatal::Protocol(ProtocolError::Unexpected("FILE with xattrs without capability bit 11")));
+        }
         st.rx.on_file(&meta).map_err(Fatal::Protocol)?;
         let id = meta.id;
         let replies = {
@@ -235,6 +238,7 @@ impl Session {
                             mode: Some(mode),
                             mtime: (meta.mtime_sec, meta.mtime_nsec),
                             owner: self.owner_of(meta),
+                            xattrs: self.xattrs_of(meta),
                         };
                         file.place(given).map_err(|e| {
                             file.discard();
@@ -278,7 +282,8 @@ impl Session {
             let mode = set_mode.then(|| m.mode & self.mode_mask.load(Ordering::Relaxed));
             // A directory's owner is set where its mode is (a daemon: only on those it made).
             let owner = set_mode.then(|| self.owner_of(m)).flatten();
-            let given = Given { mode, mtime: (m.mtime_sec, m.mtime_nsec), owner };
+            let xattrs = set_mode.then(|| self.xattrs_of(m)).flatten();
+            let given = Given { mode, mtime: (m.mtime_sec, m.mtime_nsec), owner, xattrs };
             if let Err(e) = st.dest.set_dir_meta(&comps, given) {
                 say!("gfast serve: cannot set metadata of {}: {e}", show(&m.path));
             }

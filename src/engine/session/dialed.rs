@@ -33,6 +33,9 @@ pub(crate) fn receive_dialed(
     if store.owners {
         s.keep_owners(numeric_ids);
     }
+    if n.xattrs() {
+        s.keep_xattrs(crate::storage::xattrs::Policy::Permitted);
+    }
     // A server that stays connected but sends nothing is given up on after --timeout.
     let (silent, over) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let watch = {

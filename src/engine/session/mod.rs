@@ -95,6 +95,9 @@ pub(crate) struct Session {
     /// Owners the peer sends are given (§4.7), mapped by name unless the bool
     /// (`--numeric-ids`) says by number; `None`: every entry is this end's user's.
     owners: Mutex<Option<(crate::storage::owners::Ids, bool)>>,
+    /// Extended attributes the peer sends (§4.7) are given, those this policy
+    /// allows; `None`: none.
+    xattrs: Mutex<Option<crate::storage::xattrs::Policy>>,
     /// When the session was made, and milliseconds since then at its last frame
     /// from the peer (the daemon ends a session silent past --timeout).
     born: std::time::Instant,
@@ -146,6 +149,7 @@ impl Session {
             holes_in: std::sync::atomic::AtomicU64::new(0),
             mode_mask: std::sync::atomic::AtomicU32::new(0o7777),
             owners: Mutex::new(None),
+            xattrs: Mutex::new(None),
             born: std::time::Instant::now(),
             last_heard: std::sync::atomic::AtomicU64::new(0),
             working: std::sync::atomic::AtomicUsize::new(0),
@@ -191,6 +195,17 @@ impl Session {
     /// running as root.
     pub(crate) fn keep_owners(&self, numeric: bool) {
         *self.owners.lock().expect("owners") = Some((Default::default(), numeric));
+    }
+
+    /// Gives entries the extended attributes the peer sends that `policy` allows.
+    pub(crate) fn keep_xattrs(&self, policy: crate::storage::xattrs::Policy) {
+        *self.xattrs.lock().expect("xattrs") = Some(policy);
+    }
+
+    /// The attributes to give `meta`'s entry, if they are kept.
+    fn xattrs_of<'a>(&self, meta: &'a FileMeta) -> Option<crate::storage::xattrs::Giving<'a>> {
+        let p = (*self.xattrs.lock().expect("xattrs"))?;
+        (!meta.xattrs.is_empty()).then_some((&meta.xattrs[..], p))
     }
 
     /// The ids to give `meta`'s entry, if owners are kept.

@@ -208,7 +208,7 @@ impl DestRoot {
         &mut self,
         comps: &[&[u8]],
         target: &[u8],
-        given: Given,
+        given: Given<'_>,
         temp: &[u8],
     ) -> Result<(), DestError> {
         let mtime = given.mtime;
@@ -575,21 +575,27 @@ pub(crate) fn discard(t: &TempFile) {
 /// What a complete entry is given (protocol-spec §5.6): its mode (`None`:
 /// left as it is), mtime, and owner and group (`None`: this end's user).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Given {
+pub(crate) struct Given<'a> {
     /// Permission bits.
     pub mode: Option<u32>,
     /// Modification time: seconds, nanoseconds.
     pub mtime: (i64, u32),
     /// User and group ids.
     pub owner: Option<(u32, u32)>,
+    /// Extended attributes to give, and which of them (none: nothing given).
+    pub xattrs: Option<super::xattrs::Giving<'a>>,
 }
 
-pub(crate) fn finalize(t: &TempFile, given: Given, durable: bool) -> io::Result<()> {
+pub(crate) fn finalize(t: &TempFile, given: Given<'_>, durable: bool) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let (mtime_sec, mtime_nsec) = given.mtime;
     // The owner first: a change of owner clears setuid and setgid bits.
     if let Some(ids) = given.owner {
         super::owners::fchown(&t.file, ids)?;
+    }
+    // Before the mode: an ACL sets the group bits, the mode then its mask.
+    if let Some((xs, policy)) = given.xattrs {
+        super::xattrs::apply(&t.file, xs, policy)?;
     }
     if let Some(mode) = given.mode {
         t.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
@@ -679,10 +685,13 @@ fn rename_into_place(dir: &OwnedFd, from: &[u8], to: &[u8]) -> io::Result<()> {
 }
 
 /// Sets mode (unless `None`) and mtime of an existing directory (applied after its contents).
-pub(crate) fn set_dir_meta(dir: &OwnedFd, given: Given) -> io::Result<()> {
+pub(crate) fn set_dir_meta(dir: &OwnedFd, given: Given<'_>) -> io::Result<()> {
     let (mtime_sec, mtime_nsec) = given.mtime;
     if let Some(ids) = given.owner {
         super::owners::chown_at(dir.as_fd(), b"", ids)?;
+    }
+    if let Some((xs, policy)) = given.xattrs.filter(|(xs, _)| !xs.is_empty()) {
+        super::xattrs::apply(&File::from(dir.try_clone()?), xs, policy)?;
     }
     if let Some(mode) = given.mode {
         // SAFETY: valid descriptor.
@@ -734,7 +743,7 @@ mod tests {
             panic!("expected a partial file");
         };
         t.file.write_at(data, 0).unwrap();
-        finalize(&t, Given { mode: Some(0o644), mtime: (1_700_000_000, 0), owner: None }, false)
+        finalize(&t, Given { mode: Some(0o644), mtime: (1_700_000_000, 0), owner: None, xattrs: None }, false)
     }
 
     #[test]
@@ -753,7 +762,7 @@ mod tests {
         };
         std::fs::write(base.join("d/g"), b"other").unwrap();
         t.file.write_at(b"two", 0).unwrap();
-        finalize(&t, Given { mode: Some(0o644), mtime: (1_700_000_000, 0), owner: None }, false).unwrap();
+        finalize(&t, Given { mode: Some(0o644), mtime: (1_700_000_000, 0), owner: None, xattrs: None }, false).unwrap();
         assert_eq!(std::fs::read(base.join("d/g")).unwrap(), b"two");
         // A directory made under the name meanwhile is never replaced by a file.
         let Opened::Partial(t, _, _) = a.open_partial(&[b"d", b"h"], &ident(b"h", 3), Reuse::Partials).unwrap() else {
@@ -762,7 +771,8 @@ mod tests {
         std::fs::create_dir(base.join("d/h")).unwrap();
         std::fs::write(base.join("d/h/keep"), b"k").unwrap();
         t.file.write_at(b"tri", 0).unwrap();
-        assert!(finalize(&t, Given { mode: Some(0o644), mtime: (1_700_000_000, 0), owner: None }, false).is_err());
+        assert!(finalize(&t, Given { mode: Some(0o644), mtime: (1_700_000_000, 0), owner: None, xattrs: None }, false)
+            .is_err());
         assert_eq!(std::fs::read(base.join("d/h/keep")).unwrap(), b"k");
         // A new session did not make d: it looks, and refuses a file over a directory.
         let mut b = DestRoot::open(&base).unwrap();
