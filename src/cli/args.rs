@@ -121,6 +121,10 @@ pub(crate) struct ServeArgs {
     /// such bits are stripped, whatever a token holder sends. Needs root.
     #[arg(long, conflicts_with_all = ["oneshot", "discard"])]
     pub(crate) preserve_owner: bool,
+    /// Make the device nodes clients send (off by default: each fails). FIFOs
+    /// and sockets are made without it. Needs root.
+    #[arg(long, conflicts_with_all = ["oneshot", "discard"])]
+    pub(crate) allow_devices: bool,
     /// Serve pulls only: refuse every push (implies --allow-pull), e.g. to
     /// publish a dataset that clients with the token must not change.
     #[arg(long, conflicts_with_all = ["oneshot", "discard"])]
@@ -349,6 +353,12 @@ pub(crate) struct NetArgs {
     /// daemon gives user.* attributes only, unless serve --preserve-owner.
     #[arg(short = 'X', long, visible_alias = "acls", visible_short_alias = 'A')]
     pub(crate) xattrs: bool,
+    /// Send FIFOs, sockets and device nodes (rsync -D: --specials --devices,
+    /// one switch here); a device is made only where the receiver is root, on a
+    /// daemon with serve --allow-devices. Without it they are skipped and
+    /// reported.
+    #[arg(short = 'D', long, visible_alias = "specials")]
+    pub(crate) devices: bool,
     /// Print one JSON object with the job's statistics on stdout at the end.
     #[arg(long)]
     pub(crate) json: bool,

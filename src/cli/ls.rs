@@ -79,7 +79,11 @@ fn type_char(k: EntryKind) -> char {
     match k {
         EntryKind::Dir => 'd',
         EntryKind::Symlink => 'l',
-        _ => '-',
+        EntryKind::Fifo => 'p',
+        EntryKind::Socket => 's',
+        EntryKind::CharDev => 'c',
+        EntryKind::BlockDev => 'b',
+        EntryKind::File => '-',
     }
 }
 
@@ -87,7 +91,11 @@ fn kind_name(k: EntryKind) -> &'static str {
     match k {
         EntryKind::Dir => "dir",
         EntryKind::Symlink => "symlink",
-        _ => "file",
+        EntryKind::Fifo => "fifo",
+        EntryKind::Socket => "socket",
+        EntryKind::CharDev => "char-device",
+        EntryKind::BlockDev => "block-device",
+        EntryKind::File => "file",
     }
 }
 

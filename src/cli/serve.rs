@@ -99,8 +99,15 @@ pub(super) fn serve(a: ServeArgs) -> Result<(), Error> {
             false => eprintln!("gfast serve: --preserve-owner: not running as root, so files stay this user's"),
         }
     }
+    if a.allow_devices {
+        match crate::storage::owners::may_chown() {
+            true => eprintln!("gfast serve: --allow-devices: device nodes clients send are made"),
+            false => eprintln!("gfast serve: --allow-devices: not running as root, so device nodes cannot be made"),
+        }
+    }
     let cfg = ServeConfig {
         preserve_owner: a.preserve_owner,
+        allow_devices: a.allow_devices,
         tls,
         allow_plain: a.allow_no_encrypt,
         allow_pull: a.allow_pull || a.read_only,
@@ -174,6 +181,7 @@ fn serve_oneshot(a: ServeArgs) -> Result<(), Error> {
     raise_fd_limit();
     let cfg = ServeConfig {
         preserve_owner: false,
+        allow_devices: false,
         root,
         token: token.clone().into_bytes(),
         discard: false,

@@ -77,6 +77,7 @@ fn local(
             sparse: !cfg.net.no_sparse,
             owners: !cfg.net.no_owner && crate::storage::owners::may_chown(),
             xattrs: cfg.net.xattrs,
+            specials: cfg.net.devices,
             ..StoreConfig::default()
         },
     };
@@ -188,6 +189,7 @@ fn engine_config(cfg: &TransferConfig, far: &Reached, job_id: [u8; 16]) -> PushC
         owners: !n.no_owner,
         numeric_ids: n.numeric_ids,
         xattrs: n.xattrs,
+        specials: n.devices,
         delta: n.delta,
         quic: n.transport == TransportArg::Quic,
         store,

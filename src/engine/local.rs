@@ -170,6 +170,20 @@ impl Placer<'_> {
             }
             EntryKind::Dir => self.d.make_dir(&comps).map(|_| self.dirs.push(m.clone())),
             EntryKind::Symlink => self.d.make_symlink(&comps, m, self.d.owner_of(m), &self.tag),
+            k if !self.d.keeps_specials() || (k.is_device() && !crate::storage::owners::may_chown()) => {
+                let why = if self.d.keeps_specials() { "device nodes need root" } else { "pass -D to copy it" };
+                let m = format!("'{}': special file (fifo, socket or device) skipped: {why}", it.source.display());
+                return self.fails.lock().expect("failures").add(m);
+            }
+            EntryKind::Fifo | EntryKind::Socket | EntryKind::CharDev | EntryKind::BlockDev => {
+                let given = Given {
+                    mode: Some(m.mode & 0o7777),
+                    mtime: (m.mtime_sec, m.mtime_nsec),
+                    owner: self.d.owner_of(m),
+                    xattrs: None,
+                };
+                self.d.make_special(&comps, m, given, &self.tag)
+            }
         };
         match res {
             Ok(()) => {

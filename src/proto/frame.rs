@@ -207,6 +207,14 @@ pub enum EntryKind {
     Dir,
     /// A symbolic link; its target travels in the entry.
     Symlink,
+    /// A named pipe (capability bit 12).
+    Fifo,
+    /// A Unix socket's name (bit 12).
+    Socket,
+    /// A character device; its number travels in `rdev` (bit 12).
+    CharDev,
+    /// A block device; its number travels in `rdev` (bit 12).
+    BlockDev,
 }
 
 impl EntryKind {
@@ -215,6 +223,10 @@ impl EntryKind {
             EntryKind::File => 0,
             EntryKind::Dir => 1,
             EntryKind::Symlink => 2,
+            EntryKind::Fifo => 3,
+            EntryKind::Socket => 4,
+            EntryKind::CharDev => 5,
+            EntryKind::BlockDev => 6,
         }
     }
     fn from_code(c: u8) -> Result<Self, DecodeError> {
@@ -222,6 +234,10 @@ impl EntryKind {
             0 => EntryKind::File,
             1 => EntryKind::Dir,
             2 => EntryKind::Symlink,
+            3 => EntryKind::Fifo,
+            4 => EntryKind::Socket,
+            5 => EntryKind::CharDev,
+            6 => EntryKind::BlockDev,
             _ => return Err(DecodeError::BadValue("entry kind")),
         })
     }
@@ -250,6 +266,19 @@ pub struct FileMeta {
     pub owner: Option<Owner>,
     /// Extended attributes, names and values (capability bit 11; empty without it).
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A device's number (`st_rdev`); 0 for every other kind.
+    pub rdev: u64,
+}
+
+impl EntryKind {
+    /// A FIFO, socket or device node (capability bit 12).
+    pub fn is_special(self) -> bool {
+        matches!(self, EntryKind::Fifo | EntryKind::Socket | EntryKind::CharDev | EntryKind::BlockDev)
+    }
+    /// A device node: its number travels.
+    pub fn is_device(self) -> bool {
+        matches!(self, EntryKind::CharDev | EntryKind::BlockDev)
+    }
 }
 
 /// Who owns an entry at the source (§4.7): ids, and names where the source
@@ -565,6 +594,7 @@ pub fn decode_flagged(k: u8, flags: u8, p: &[u8]) -> Result<Frame, DecodeError> 
             if kind != EntryKind::Symlink && !link.is_empty() {
                 return Err(DecodeError::BadValue("link target of a non-symlink entry"));
             }
+            let rdev = if kind.is_device() { r.u64()? } else { 0 };
             let owner = if flags & FILE_OWNER != 0 {
                 let (uid, gid) = (r.u32()?, r.u32()?);
                 let user = r.bytes16(MAX_OWNER_NAME)?.to_vec();
@@ -589,7 +619,7 @@ pub fn decode_flagged(k: u8, flags: u8, p: &[u8]) -> Result<Frame, DecodeError> 
                     xattrs.push((name, r.take(len)?.to_vec()));
                 }
             }
-            Frame::File(FileMeta { id, kind, mode, mtime_sec, mtime_nsec, size, path, link, owner, xattrs })
+            Frame::File(FileMeta { id, kind, mode, mtime_sec, mtime_nsec, size, path, link, owner, xattrs, rdev })
         }
         kind::FILE_READY => Frame::FileReady { id: r.u64()? },
         kind::FILE_END => Frame::FileEnd { id: r.u64()?, digest: r.array()? },
@@ -760,6 +790,9 @@ impl Frame {
                 w.extend_from_slice(&m.size.to_be_bytes());
                 put_bytes16(w, &m.path);
                 put_bytes16(w, &m.link);
+                if m.kind.is_device() {
+                    w.extend_from_slice(&m.rdev.to_be_bytes());
+                }
                 if let Some(o) = &m.owner {
                     w.extend_from_slice(&o.uid.to_be_bytes());
                     w.extend_from_slice(&o.gid.to_be_bytes());

@@ -10,8 +10,8 @@ use super::auth::SessionKeys;
 use super::error::code;
 use super::frame::{Frame, ID_LEN, MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE, NONCE_LEN};
 use super::{
-    CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_OWNERS, CAP_PULL, CAP_RESUME, CAP_SPARSE, CAP_SYNC,
-    CAP_WIDE_WINDOW, CAP_XATTRS, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION,
+    CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_OWNERS, CAP_PULL, CAP_RESUME, CAP_SPARSE, CAP_SPECIALS,
+    CAP_SYNC, CAP_WIDE_WINDOW, CAP_XATTRS, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION,
 };
 use std::fmt;
 
@@ -40,6 +40,8 @@ impl Caps {
     pub const OWNERS: Caps = Caps(CAP_OWNERS);
     /// Extended attributes in FILE (bit 11).
     pub const XATTRS: Caps = Caps(CAP_XATTRS);
+    /// FIFOs, sockets and devices (bit 12).
+    pub const SPECIALS: Caps = Caps(CAP_SPECIALS);
     /// Every bit this build understands.
     pub const ALL: Caps = Caps(CAPS);
 
@@ -135,6 +137,10 @@ impl Negotiated {
     /// FILE may carry owners and groups (§4.7).
     pub fn owners(&self) -> bool {
         self.caps.contains(Caps::OWNERS)
+    }
+    /// FILE may announce FIFOs, sockets and devices (§4.7).
+    pub fn specials(&self) -> bool {
+        self.caps.contains(Caps::SPECIALS)
     }
     /// FILE may carry extended attributes (§4.7).
     pub fn xattrs(&self) -> bool {

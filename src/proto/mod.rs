@@ -54,6 +54,9 @@ pub const CAP_OWNERS: u64 = 1 << 10;
 /// Capability bit: extended attributes, ACLs among them (protocol-spec §2.2,
 /// §4.7): a FILE may carry its entry's xattrs (FILE flag bit 1).
 pub const CAP_XATTRS: u64 = 1 << 11;
+/// Capability bit: special files (protocol-spec §2.2, §4.7): FILE kinds 3 to
+/// 6, FIFOs, sockets and device nodes.
+pub const CAP_SPECIALS: u64 = 1 << 12;
 /// Capability bits this build understands (protocol-spec §2.2).
 pub const CAPS: u64 = CAP_COMPRESS
     | CAP_DELTA
@@ -64,7 +67,8 @@ pub const CAPS: u64 = CAP_COMPRESS
     | CAP_WIDE_WINDOW
     | CAP_SPARSE
     | CAP_OWNERS
-    | CAP_XATTRS;
+    | CAP_XATTRS
+    | CAP_SPECIALS;
 /// Most chunks listed in one FILE_HAVE frame (fits the control frame limit).
 pub const MAX_HAVE_PER_FRAME: usize = 50_000;
 /// Most entries announced and not yet settled (W of protocol-spec §5.3): the

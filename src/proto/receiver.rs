@@ -425,6 +425,7 @@ mod tests {
             link: Vec::new(),
             owner: None,
             xattrs: Vec::new(),
+            rdev: 0,
         }
     }
 

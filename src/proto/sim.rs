@@ -65,6 +65,7 @@ fn run(
             link: vec![],
             owner: None,
             xattrs: Vec::new(),
+            rdev: 0,
         };
         tx.push(meta, i);
     }
@@ -198,6 +199,7 @@ fn early_done_goes_out_once_all_is_announced_and_the_end_waits_for_every_file() 
         link: vec![],
         owner: None,
         xattrs: Vec::new(),
+        rdev: 0,
     };
     for early in [false, true] {
         let mut tx: Sender<()> = Sender::new(4096, 8);
@@ -275,6 +277,7 @@ fn announce_one(tx: &mut Sender<()>, size: u64) -> (Receiver, FileMeta) {
         link: vec![],
         owner: None,
         xattrs: Vec::new(),
+        rdev: 0,
     };
     tx.push(meta, ());
     tx.close_input();

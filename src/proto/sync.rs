@@ -226,7 +226,8 @@ pub fn decide(
         size: match src.kind {
             EntryKind::File => d.size != src.size,
             EntryKind::Symlink => d.link != src.link,
-            EntryKind::Dir => false,
+            // A device's number is not listed (§4.23): devices compare by kind, time and mode.
+            EntryKind::Dir | EntryKind::Fifo | EntryKind::Socket | EntryKind::CharDev | EntryKind::BlockDev => false,
         },
         time: d.mtime_sec != src.mtime_sec || d.mtime_nsec != src.mtime_nsec,
         perms: d.mode & 0o7777 != src.mode & mask & 0o7777,
@@ -244,6 +245,14 @@ pub fn decide(
         EntryKind::Symlink => {
             if diff.size {
                 Change::Update(Diff { time: false, perms: false, ..diff })
+            } else {
+                Change::Same
+            }
+        }
+        // Made again when its time or mode differs.
+        EntryKind::Fifo | EntryKind::Socket | EntryKind::CharDev | EntryKind::BlockDev => {
+            if diff.time || diff.perms {
+                Change::Update(Diff { size: false, sum: false, ..diff })
             } else {
                 Change::Same
             }
@@ -282,6 +291,8 @@ fn kind_letter(k: EntryKind) -> char {
         EntryKind::File => 'f',
         EntryKind::Dir => 'd',
         EntryKind::Symlink => 'L',
+        EntryKind::Fifo | EntryKind::Socket => 'S',
+        EntryKind::CharDev | EntryKind::BlockDev => 'D',
     }
 }
 
@@ -302,6 +313,7 @@ pub fn itemize(change: Change, m: &FileMeta, name: &str, remote: bool) -> Option
             let y = match (m.kind, change) {
                 (EntryKind::File, _) => transfer,
                 (EntryKind::Symlink, _) => 'c',
+                (k, _) if k.is_special() => 'c',
                 _ => '.',
             };
             let f = |on: bool, c: char| if on { c } else { '.' };
@@ -377,6 +389,7 @@ mod tests {
             link: Vec::new(),
             owner: None,
             xattrs: Vec::new(),
+            rdev: 0,
         }
     }
 

@@ -54,6 +54,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
         link: vec![],
         owner: None,
         xattrs: Vec::new(),
+        rdev: 0,
     };
     vec![
         ("HELLO", Frame::Hello { min_version: 1, max_version: 1, caps: 0, nonce: [0x11; 32] }),
@@ -77,6 +78,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 ..meta.clone()
             }),
         ),
+        ("FILE_DEVICE", Frame::File(FileMeta { kind: EntryKind::CharDev, size: 0, rdev: 0x0103, ..meta.clone() })),
         (
             "FILE_XATTRS",
             Frame::File(FileMeta {
@@ -202,7 +204,9 @@ fn mutate(f: Frame, rng: &mut Rng) -> Frame {
     match f {
         Frame::File(mut m) => {
             m.id = r;
-            m.size = r >> 3;
+            if m.kind == EntryKind::File {
+                m.size = r >> 3;
+            }
             m.mtime_sec = r as i64;
             m.mtime_nsec = (r % 1_000_000_000) as u32;
             m.path = name;

@@ -30,11 +30,13 @@ pub(crate) struct StoreConfig {
     pub owners: bool,
     /// A local copy gives entries the source's extended attributes and ACLs (`-X`, `-A`).
     pub xattrs: bool,
+    /// A local copy makes FIFOs, sockets and (as root) device nodes (`-D`).
+    pub specials: bool,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { durable: false, io: IoMode::Pwrite, sparse: true, owners: false, xattrs: false }
+        StoreConfig { durable: false, io: IoMode::Pwrite, sparse: true, owners: false, xattrs: false, specials: false }
     }
 }
 
@@ -118,6 +120,9 @@ pub(crate) trait Destination: Send {
         owner: Option<(u32, u32)>,
         tag: &str,
     ) -> Result<(), DestError>;
+    /// Creates a FIFO, socket or device node (§4.7, capability bit 12),
+    /// replacing a file or link at the name, owned by `owner`.
+    fn make_special(&mut self, comps: &[&[u8]], meta: &FileMeta, given: Given<'_>, tag: &str) -> Result<(), DestError>;
     /// What is under `comps` (sync, §5.15), in listing order, the entry at
     /// `comps` itself first (with an empty path); nothing there lists nothing.
     fn list(
@@ -144,6 +149,11 @@ impl LocalDir {
     /// Opens the root directory.
     pub(crate) fn open(path: &Path, cfg: StoreConfig) -> io::Result<LocalDir> {
         Ok(LocalDir { root: DestRoot::open(path)?, cfg })
+    }
+
+    /// A local copy makes special files.
+    pub(crate) fn keeps_specials(&self) -> bool {
+        self.cfg.specials
     }
 
     /// A local copy carries extended attributes.
@@ -182,6 +192,11 @@ impl Destination for LocalDir {
         let temp = dest::temp_name(tag, meta.id);
         let given = Given { mode: None, mtime: (meta.mtime_sec, meta.mtime_nsec), owner, xattrs: None };
         self.root.make_symlink(comps, &meta.link, given, &temp)
+    }
+
+    fn make_special(&mut self, comps: &[&[u8]], meta: &FileMeta, given: Given<'_>, tag: &str) -> Result<(), DestError> {
+        let temp = dest::temp_name(tag, meta.id);
+        self.root.make_special(comps, (meta.kind, meta.rdev), given, &temp)
     }
 
     fn list(
@@ -339,6 +354,9 @@ impl Destination for Discard {
     }
 
     fn make_symlink(&mut self, _: &[&[u8]], _: &FileMeta, _: Option<(u32, u32)>, _: &str) -> Result<(), DestError> {
+        Ok(())
+    }
+    fn make_special(&mut self, _: &[&[u8]], _: &FileMeta, _: Given<'_>, _: &str) -> Result<(), DestError> {
         Ok(())
     }
     fn open_file(&mut self, _: &[&[u8]], _: &Identity, _: Reuse) -> Result<Opened, DestError> {

@@ -66,6 +66,14 @@ pub(crate) fn meta_of(md: &Metadata, dest: Vec<u8>, link: Vec<u8>) -> Option<Fil
         EntryKind::Dir
     } else if ft.is_symlink() {
         EntryKind::Symlink
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else if ft.is_socket() {
+        EntryKind::Socket
+    } else if ft.is_char_device() {
+        EntryKind::CharDev
+    } else if ft.is_block_device() {
+        EntryKind::BlockDev
     } else {
         return None;
     };
@@ -82,6 +90,7 @@ pub(crate) fn meta_of(md: &Metadata, dest: Vec<u8>, link: Vec<u8>) -> Option<Fil
         owner: Some(crate::proto::frame::Owner { uid: md.uid(), gid: md.gid(), ..Default::default() }),
         // Read by the sender if the session carries them (bit 11).
         xattrs: Vec::new(),
+        rdev: if kind.is_device() { md.rdev() } else { 0 },
     })
 }
 

@@ -12,7 +12,7 @@ use crate::util::*;
 use gfast::proto::auth::SessionKeys;
 use gfast::proto::frame::{kind, EntryKind, FileMeta, Frame, Limits, Owner, HEADER_LEN};
 use gfast::proto::{
-    CAP_OWNERS, CAP_RESUME, CAP_SYNC, CAP_WIDE_WINDOW, CAP_XATTRS, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION,
+    CAP_OWNERS, CAP_RESUME, CAP_SPECIALS, CAP_SYNC, CAP_WIDE_WINDOW, CAP_XATTRS, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION,
 };
 use gfast::transport::framed::read_frame;
 use std::fs;
@@ -92,6 +92,7 @@ fn meta_of(id: u64, path: &str, size: u64) -> FileMeta {
         link: Vec::new(),
         owner: None,
         xattrs: Vec::new(),
+        rdev: 0,
     }
 }
 
@@ -952,4 +953,33 @@ tcp_test!(xattrs_a_token_holder_sends_are_refused_or_kept_to_user_ones, |t| {
     assert_eq!(xattr::get(&b, "user.note").unwrap().as_deref(), Some(&b"fine"[..]), "user.* is given");
     assert_eq!(xattr::get(&b, "trusted.evil").unwrap(), None, "trusted.* is not");
     assert_eq!(xattr::get(&b, "security.capability").unwrap(), None, "nor a file capability");
+});
+
+// Over TCP only: the crafted client speaks plain TCP.
+tcp_test!(device_nodes_a_token_holder_sends_are_refused, |t| {
+    let root = TempDir::new("devices-root");
+    let s = Server::start(&t, root.path(), &["--allow-no-encrypt"]);
+    // /dev/sda's number, 8:0, with everyone allowed to write it.
+    let dev = |path: &str| FileMeta {
+        kind: EntryKind::BlockDev,
+        mode: 0o666,
+        size: 0,
+        rdev: libc::makedev(8, 0),
+        ..meta_of(0, path, 0)
+    };
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, 0, 1 << 20);
+    r.send(&Frame::File(dev("a"))).unwrap();
+    match r.recv() {
+        Ok(Frame::Error { message, .. }) => assert!(message.contains("bit 12"), "{message}"),
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, CAP_SPECIALS, 1 << 20);
+    assert_ne!(r.caps & CAP_SPECIALS, 0, "bit 12 accepted");
+    r.send(&Frame::File(dev("b"))).unwrap();
+    match r.recv() {
+        Ok(Frame::FileFailed { message, .. }) => assert!(message.contains("--allow-devices"), "{message}"),
+        other => panic!("expected FILE_FAILED, got {other:?}"),
+    }
+    assert!(fs::symlink_metadata(root.path().join("b")).is_err(), "no device node made");
+    assert!(fs::symlink_metadata(root.path().join("a")).is_err());
 });

@@ -355,3 +355,87 @@ both_transports!(xattrs_and_acls_travel_with_x, |t| {
         );
     }
 });
+
+/// A FIFO, a socket, and (as root) a character device like /dev/null, with a
+/// regular file beside them.
+fn special_tree(dir: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    fs::write(dir.join("regular"), b"r").unwrap();
+    let c = std::ffi::CString::new(dir.join("pipe").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o640) }, 0);
+    drop(std::os::unix::net::UnixListener::bind(dir.join("sock")).unwrap());
+    if is_root() {
+        let c = std::ffi::CString::new(dir.join("null").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string; makedev(1, 3) is /dev/null's number.
+        assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) }, 0);
+    }
+}
+
+fn kind_of(p: &Path) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    match fs::symlink_metadata(p).map(|m| m.file_type()) {
+        Ok(t) if t.is_fifo() => "fifo",
+        Ok(t) if t.is_socket() => "socket",
+        Ok(t) if t.is_char_device() => "char",
+        Ok(t) if t.is_file() => "file",
+        Ok(_) => "other",
+        Err(_) => "missing",
+    }
+}
+
+both_transports!(fifos_sockets_and_devices_travel_with_d, |t| {
+    let (src, plain, devs) = (TempDir::new("sp-src"), TempDir::new("sp-plain"), TempDir::new("sp-devs"));
+    special_tree(src.path());
+    let name = src.path().file_name().unwrap();
+    let d = Server::start(&t, plain.path(), &[]);
+    // Without -D they are skipped, said, and the job says it is incomplete.
+    let o = Gfast::push(&t).pin(&d).arg("-q").arg(src.path()).arg(d.url("none/")).output();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("special file") && stderr(&o).contains("-D"), "{}", stderr(&o));
+    assert_eq!(kind_of(&plain.path().join("none").join(name).join("regular")), "file");
+    assert_eq!(kind_of(&plain.path().join("none").join(name).join("pipe")), "missing");
+    // With -D a default daemon makes the FIFO and the socket, never a device.
+    let o = Gfast::push(&t).pin(&d).args(["-q", "-D"]).arg(src.path()).arg(d.url("d/")).output();
+    let got = plain.path().join("d").join(name);
+    assert_eq!((kind_of(&got.join("pipe")), kind_of(&got.join("sock"))), ("fifo", "socket"));
+    assert_eq!(fs::symlink_metadata(got.join("pipe")).unwrap().mode() & 0o777, 0o640);
+    if is_root() {
+        assert!(!o.status.success(), "the device failed");
+        assert!(stderr(&o).contains("--allow-devices"), "{}", stderr(&o));
+        assert_eq!(kind_of(&got.join("null")), "missing");
+        // A daemon started with --allow-devices makes it, with its number.
+        let k = Server::start(&t, devs.path(), &["--allow-devices"]);
+        assert_ok(&Gfast::push(&t).pin(&k).args(["-q", "-D"]).arg(src.path()).arg(k.url("")).output());
+        let null = devs.path().join(name).join("null");
+        assert_eq!(kind_of(&null), "char");
+        assert_eq!(fs::symlink_metadata(&null).unwrap().rdev(), libc::makedev(1, 3));
+    } else {
+        assert_ok(&o);
+    }
+});
+
+#[test]
+fn a_local_copy_with_d_makes_special_files_and_rsync_agrees() {
+    let (src, dst) = (TempDir::new("sp-local-src"), TempDir::new("sp-local-dst"));
+    special_tree(src.path());
+    let s = format!("{}/", src.path().display());
+    let copy = dst.path().join("copy");
+    for _ in 0..2 {
+        // Twice: the second run finds them in place.
+        assert_ok(&Gfast::new("sync").args(["-q", "-D"]).arg(&s).arg(&copy).output());
+        assert_eq!((kind_of(&copy.join("pipe")), kind_of(&copy.join("sock"))), ("fifo", "socket"));
+        if is_root() {
+            assert_eq!(kind_of(&copy.join("null")), "char");
+        }
+        // rsync -a includes -D (devices as root).
+        if let Some(left) = rsync_would(&s, &format!("{}/", copy.display()), &[]) {
+            assert!(left.is_empty(), "rsync would still do: {left:#?}");
+        }
+    }
+    // Without -D, into a fresh directory: they are skipped, and said.
+    let o = Gfast::new("sync").arg("-q").arg(&s).arg(dst.path().join("none")).output();
+    assert!(!o.status.success() && stderr(&o).contains("-D"), "{}", stderr(&o));
+    assert_eq!(kind_of(&dst.path().join("none/regular")), "file");
+    assert_eq!(kind_of(&dst.path().join("none/pipe")), "missing");
+}

@@ -96,6 +96,8 @@ struct Shared {
     owners: Owners,
     /// FILE carries extended attributes (capability bit 11).
     xattrs: bool,
+    /// FIFOs, sockets and devices may be announced (capability bit 12).
+    specials: bool,
     /// When a lane last told the receiver this end is busy checking chunks
     /// (milliseconds since `born`): see [`Shared::keep_alive`].
     born: Instant,
@@ -283,7 +285,7 @@ pub(crate) fn run_sender(
     }
     let (ctl, mut r, lanes, joined, early_done) = (w.ctl, w.ctl_r, w.lanes, w.joined, w.n.early_done());
     let (source, compress, delta, sparse) = (w.source, w.n.compress(), w.n.delta(), w.n.sparse());
-    let xattrs = w.n.xattrs();
+    let (xattrs, specials) = (w.n.xattrs(), w.n.specials());
     let owners = match (w.n.owners(), w.numeric_ids) {
         (false, _) => Owners::Not,
         (true, true) => Owners::Numbers,
@@ -371,6 +373,7 @@ pub(crate) fn run_sender(
         sparse,
         owners,
         xattrs,
+        specials,
         born: Instant::now(),
         alive_at: std::sync::atomic::AtomicU64::new(0),
         list_tx: Mutex::new(None),
@@ -539,6 +542,13 @@ impl Announcer {
     }
 
     fn add(&mut self, sh: &Shared, mut it: crate::storage::walk::Item) {
+        if it.meta.kind.is_special() && !sh.specials {
+            let error = std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "special file (fifo, socket or device) skipped: pass -D to send it (the receiver must be a gfast that makes them)",
+            );
+            return record_walk_failure(sh, crate::storage::walk::WalkError { path: it.source, error });
+        }
         match (sh.owners, it.meta.owner.as_mut()) {
             (Owners::Not, _) => it.meta.owner = None,
             (Owners::Named, Some(o)) => self.names.name(o),
@@ -582,7 +592,10 @@ fn record_walk_failure(sh: &Shared, e: crate::storage::walk::WalkError) {
     wf.0 += 1;
     if wf.1.len() < 100 {
         let path = e.path.as_os_str().as_bytes().to_vec();
-        let message = format!("cannot read '{}': {}", e.path.display(), e.error);
+        let message = match e.error.kind() {
+            std::io::ErrorKind::Unsupported => format!("'{}': {}", e.path.display(), e.error),
+            _ => format!("cannot read '{}': {}", e.path.display(), e.error),
+        };
         wf.1.push(Failure { path, code: code::IO, message });
     }
 }

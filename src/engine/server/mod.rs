@@ -34,6 +34,8 @@ pub(crate) struct ServeConfig {
     /// Gives received entries the owners the client sends, and keeps setuid,
     /// setgid and sticky bits (`--preserve-owner`; a daemon running as root).
     pub preserve_owner: bool,
+    /// Makes the device nodes clients send (`--allow-devices`; as root).
+    pub allow_devices: bool,
     /// Shared secret clients must prove they know.
     pub token: Vec<u8>,
     /// Receive and verify, write nothing.
@@ -422,6 +424,9 @@ impl Server {
         // a daemon only when its operator said so.
         if (self.cfg.oneshot || self.cfg.preserve_owner) && crate::storage::owners::may_chown() {
             sess.keep_owners(false);
+        }
+        if (self.cfg.oneshot || self.cfg.allow_devices) && crate::storage::owners::may_chown() {
+            sess.allow_devices();
         }
         // Extended attributes: a daemon gives `user.*` only, unless its operator
         // said --preserve-owner; a one-shot end what its user may set.

@@ -106,6 +106,9 @@ impl Session {
         if meta.owner.is_some() && !self.n.owners() {
             return Err(Fatal::Protocol(ProtocolError::Unexpected("FILE with an owner without capability bit 10")));
         }
+        if meta.kind.is_special() && !self.n.specials() {
+            return Err(Fatal::Protocol(ProtocolError::Unexpected("a special file without capability bit 12")));
+        }
         if !meta.xattrs.is_empty() && !self.n.xattrs() {
             return Err(Fatal::Protocol(ProtocolError::Unexpected("FILE with xattrs without capability bit 11")));
         }
@@ -127,6 +130,19 @@ impl Session {
                         None
                     }),
                     EntryKind::Symlink => d.make_symlink(&comps, &meta, self.owner_of(&meta), &self.tag).map(|_| None),
+                    k if k.is_device() && !self.devices.load(Ordering::Relaxed) => Err(DestError::Refused(format!(
+                        "{}: device nodes are not made here (they need root, and on a daemon serve --allow-devices)",
+                        show(&meta.path)
+                    ))),
+                    EntryKind::Fifo | EntryKind::Socket | EntryKind::CharDev | EntryKind::BlockDev => {
+                        let given = Given {
+                            mode: Some(meta.mode & self.mode_mask.load(Ordering::Relaxed)),
+                            mtime: (meta.mtime_sec, meta.mtime_nsec),
+                            owner: self.owner_of(&meta),
+                            xattrs: None,
+                        };
+                        d.make_special(&comps, &meta, given, &self.tag).map(|_| None)
+                    }
                     EntryKind::File => {
                         let ident = Identity {
                             name: comps.last().map(|n| n.to_vec()).unwrap_or_default(),

@@ -33,6 +33,9 @@ pub(crate) fn receive_dialed(
     if store.owners {
         s.keep_owners(numeric_ids);
     }
+    if crate::storage::owners::may_chown() {
+        s.allow_devices();
+    }
     if n.xattrs() {
         s.keep_xattrs(crate::storage::xattrs::Policy::Permitted);
     }

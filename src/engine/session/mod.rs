@@ -98,6 +98,9 @@ pub(crate) struct Session {
     /// Extended attributes the peer sends (§4.7) are given, those this policy
     /// allows; `None`: none.
     xattrs: Mutex<Option<crate::storage::xattrs::Policy>>,
+    /// Device nodes the peer announces are made (root, and a daemon only with
+    /// `--allow-devices`); otherwise each fails.
+    devices: AtomicBool,
     /// When the session was made, and milliseconds since then at its last frame
     /// from the peer (the daemon ends a session silent past --timeout).
     born: std::time::Instant,
@@ -150,6 +153,7 @@ impl Session {
             mode_mask: std::sync::atomic::AtomicU32::new(0o7777),
             owners: Mutex::new(None),
             xattrs: Mutex::new(None),
+            devices: AtomicBool::new(false),
             born: std::time::Instant::now(),
             last_heard: std::sync::atomic::AtomicU64::new(0),
             working: std::sync::atomic::AtomicUsize::new(0),
@@ -195,6 +199,11 @@ impl Session {
     /// running as root.
     pub(crate) fn keep_owners(&self, numeric: bool) {
         *self.owners.lock().expect("owners") = Some((Default::default(), numeric));
+    }
+
+    /// Makes the device nodes the peer announces.
+    pub(crate) fn allow_devices(&self) {
+        self.devices.store(true, Ordering::Relaxed);
     }
 
     /// Gives entries the extended attributes the peer sends that `policy` allows.

@@ -36,6 +36,8 @@ impl Session {
             };
             let Some(item) = next else { break };
             match item {
+                // A peer without bit 12 cannot read these kinds (§4.23).
+                Ok(e) if e.kind.is_special() && !self.n.specials() => {}
                 Ok(e) => {
                     bytes += listed_len(&e);
                     batch.push(e);

@@ -78,6 +78,10 @@ fn kind_of_mode(m: libc::mode_t) -> Option<EntryKind> {
         libc::S_IFREG => Some(EntryKind::File),
         libc::S_IFDIR => Some(EntryKind::Dir),
         libc::S_IFLNK => Some(EntryKind::Symlink),
+        libc::S_IFIFO => Some(EntryKind::Fifo),
+        libc::S_IFSOCK => Some(EntryKind::Socket),
+        libc::S_IFCHR => Some(EntryKind::CharDev),
+        libc::S_IFBLK => Some(EntryKind::BlockDev),
         _ => None,
     }
 }

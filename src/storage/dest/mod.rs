@@ -241,6 +241,54 @@ impl DestRoot {
         })
     }
 
+    /// Creates a FIFO, socket or device node (`kind`, `mode`, `rdev`) under a
+    /// temporary name, gives it its time, owner and mode, and renames it into
+    /// place, replacing a file or link there.
+    pub(crate) fn make_special(
+        &mut self,
+        comps: &[&[u8]],
+        (kind, rdev): (crate::proto::frame::EntryKind, u64),
+        given: Given<'_>,
+        temp: &[u8],
+    ) -> Result<(), DestError> {
+        use crate::proto::frame::EntryKind;
+        let shown = || show(&comps.join(&b'/'));
+        let (name, parent) = comps.split_last().ok_or_else(|| DestError::Refused("empty path".into()))?;
+        let dir = self.dir(parent, true)?;
+        let fmt = match kind {
+            EntryKind::Fifo => libc::S_IFIFO,
+            EntryKind::Socket => libc::S_IFSOCK,
+            EntryKind::CharDev => libc::S_IFCHR,
+            EntryKind::BlockDev => libc::S_IFBLK,
+            _ => return Err(DestError::Refused(format!("{} is not a special file", shown()))),
+        };
+        let cn = cstr(temp).map_err(|e| DestError::Io("temporary name".into(), e))?;
+        let mode = given.mode.unwrap_or(0o600) & 0o7777;
+        // SAFETY: valid C string and descriptor.
+        if unsafe { libc::mknodat(dir.as_raw_fd(), cn.as_ptr(), fmt | (mode & 0o777), rdev as libc::dev_t) } < 0 {
+            return Err(DestError::Io(format!("cannot create {}", shown()), io::Error::last_os_error()));
+        }
+        let fail = |what: &str, e: io::Error| {
+            remove_temp(&dir, temp);
+            DestError::Io(format!("cannot {what} {}", shown()), e)
+        };
+        if let Some(ids) = given.owner {
+            super::owners::chown_at(dir.as_fd(), temp, ids).map_err(|e| fail("give its owner to", e))?;
+        }
+        // After the owner (which clears setuid and setgid), the whole mode.
+        // SAFETY: valid descriptor and C string; the name is a node this call made.
+        if unsafe { libc::fchmodat(dir.as_raw_fd(), cn.as_ptr(), mode as libc::mode_t, 0) } < 0 {
+            return Err(fail("set the mode of", io::Error::last_os_error()));
+        }
+        let ts = [
+            libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+            libc::timespec { tv_sec: given.mtime.0 as libc::time_t, tv_nsec: given.mtime.1 as libc::c_long },
+        ];
+        // SAFETY: valid descriptor, C string and a two-element timespec array.
+        unsafe { libc::utimensat(dir.as_raw_fd(), cn.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+        rename_into_place(&dir, temp, name).map_err(|e| fail("put in place", e))
+    }
+
     /// Drops the descriptors kept of directory `key` and everything below it
     /// (it is about to be removed).
     pub(crate) fn forget_dirs(&mut self, key: &[u8]) {
