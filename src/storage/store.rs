@@ -121,7 +121,7 @@ pub(crate) trait Destination: Send {
         tag: &str,
     ) -> Result<(), DestError>;
     /// Creates a FIFO, socket or device node (§4.7, capability bit 12),
-    /// replacing a file or link at the name, owned by `owner`.
+    /// replacing a file or link at the name, and gives it what `given` says.
     fn make_special(&mut self, comps: &[&[u8]], meta: &FileMeta, given: Given<'_>, tag: &str) -> Result<(), DestError>;
     /// What is under `comps` (sync, §5.15), in listing order, the entry at
     /// `comps` itself first (with an empty path); nothing there lists nothing.

@@ -84,38 +84,62 @@ impl Squeeze {
         c: &Holed,
     ) -> ([u8; crate::proto::frame::HASH_LEN], Option<std::io::Error>, u64) {
         let (offset, spans) = (c.head.offset, c.spans);
-        let mut read_err = None;
         self.enc.start(c.head.id, c.len);
-        let mut hasher = ChunkHasher::new();
+        let mut rd = SpanReader::new(c.corrupt);
         let mut data = 0u64;
-        let mut corrupt = c.corrupt;
         for s in spans {
             if s.hole {
-                hasher.update_zeros(s.raw);
+                rd.hasher.update_zeros(s.raw);
                 self.enc.push_zero(s.raw);
                 continue;
             }
             let buf = &mut piece[..s.raw];
-            if read_err.is_none() {
-                if let Err(e) = src.read_exact_at(buf, offset + s.at as u64) {
-                    read_err = Some(e);
-                }
-            }
-            if read_err.is_some() {
-                buf.fill(0);
-            }
-            hasher.update(buf);
-            if std::mem::take(&mut corrupt) {
-                buf[0] ^= 1;
-            }
+            rd.read(src, buf, offset + s.at as u64);
             self.enc.push(buf);
             data += s.raw as u64;
         }
-        let mut hash = hasher.finish();
-        if read_err.is_some() {
+        let (hash, read_err) = rd.finish();
+        (hash, read_err, data)
+    }
+}
+
+/// Reads a chunk's data blocks and hashes them in order, the holes' zeros
+/// included: a read error leaves zeros and a hash that cannot match (as in the
+/// plain path); the test hook corrupts the first data byte after hashing.
+struct SpanReader {
+    hasher: ChunkHasher,
+    read_err: Option<std::io::Error>,
+    corrupt: bool,
+}
+
+impl SpanReader {
+    fn new(corrupt: bool) -> SpanReader {
+        SpanReader { hasher: ChunkHasher::new(), read_err: None, corrupt }
+    }
+
+    /// Fills `buf` from `at` of `src`, hashes it, and applies the test hook.
+    fn read(&mut self, src: &dyn SourceFile, buf: &mut [u8], at: u64) {
+        if self.read_err.is_none() {
+            if let Err(e) = src.read_exact_at(buf, at) {
+                self.read_err = Some(e);
+            }
+        }
+        if self.read_err.is_some() {
+            buf.fill(0);
+        }
+        self.hasher.update(buf);
+        if std::mem::take(&mut self.corrupt) {
+            buf[0] ^= 1;
+        }
+    }
+
+    /// The chunk's hash (spoilt after a read error) and the error.
+    fn finish(self) -> ([u8; crate::proto::frame::HASH_LEN], Option<std::io::Error>) {
+        let mut hash = self.hasher.finish();
+        if self.read_err.is_some() {
             hash[0] ^= 0xff;
         }
-        (hash, read_err, data)
+        (hash, self.read_err)
     }
 }
 
@@ -133,35 +157,21 @@ pub(super) fn send_stored_sparse(
     let (head, spans) = (&c.head, c.spans);
     w.write_all(&head.encode_prefix_flagged(CHUNK_COMPRESSED, stored_body_len(spans) as u32))?;
     w.write_all(&(c.len as u32).to_be_bytes())?;
-    let mut hasher = ChunkHasher::new();
-    let (mut read_err, mut data, mut corrupt) = (None, 0u64, c.corrupt);
+    let mut rd = SpanReader::new(c.corrupt);
+    let mut data = 0u64;
     for s in spans {
         if s.hole {
             w.write_all(&BlockHead { method: method::ZERO, raw: s.raw as u32, stored: 0 }.encode())?;
-            hasher.update_zeros(s.raw);
+            rd.hasher.update_zeros(s.raw);
             continue;
         }
         w.write_all(&BlockHead { method: method::STORED, raw: s.raw as u32, stored: s.raw as u32 }.encode())?;
         let buf = &mut piece[..s.raw];
-        if read_err.is_none() {
-            if let Err(e) = src.read_exact_at(buf, head.offset + s.at as u64) {
-                read_err = Some(e);
-            }
-        }
-        if read_err.is_some() {
-            buf.fill(0);
-        }
-        hasher.update(buf);
-        if std::mem::take(&mut corrupt) {
-            buf[0] ^= 1;
-        }
+        rd.read(src, buf, head.offset + s.at as u64);
         w.write_all(buf)?;
         data += s.raw as u64;
     }
-    let mut hash = hasher.finish();
-    if read_err.is_some() {
-        hash[0] ^= 0xff;
-    }
+    let (hash, read_err) = rd.finish();
     w.write_all(&hash)?;
     Ok((hash, read_err, data))
 }
