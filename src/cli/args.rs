@@ -359,6 +359,11 @@ pub(crate) struct NetArgs {
     /// reported.
     #[arg(short = 'D', long, visible_alias = "specials")]
     pub(crate) devices: bool,
+    /// Keep hard links (rsync -H): a file with several names at the source is
+    /// sent once, and its other names are linked to it at the destination
+    /// (after every other entry, so the first name is in place).
+    #[arg(short = 'H', long)]
+    pub(crate) hard_links: bool,
     /// Print one JSON object with the job's statistics on stdout at the end.
     #[arg(long)]
     pub(crate) json: bool,

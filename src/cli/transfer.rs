@@ -78,6 +78,7 @@ fn local(
             owners: !cfg.net.no_owner && crate::storage::owners::may_chown(),
             xattrs: cfg.net.xattrs,
             specials: cfg.net.devices,
+            hardlinks: cfg.net.hard_links,
             ..StoreConfig::default()
         },
     };
@@ -190,6 +191,7 @@ fn engine_config(cfg: &TransferConfig, far: &Reached, job_id: [u8; 16]) -> PushC
         numeric_ids: n.numeric_ids,
         xattrs: n.xattrs,
         specials: n.devices,
+        hardlinks: n.hard_links,
         delta: n.delta,
         quic: n.transport == TransportArg::Quic,
         store,

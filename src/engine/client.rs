@@ -67,6 +67,8 @@ pub(crate) struct PushConfig {
     pub xattrs: bool,
     /// Offer FIFOs, sockets and devices (capability bit 12).
     pub specials: bool,
+    /// Offer hard links (capability bit 13).
+    pub hardlinks: bool,
     /// Ask for delta: files the receiver already has under their names are
     /// compared chunk by chunk and only the differing chunks are sent.
     pub delta: bool,
@@ -206,6 +208,7 @@ pub(crate) fn dial(cfg: &PushConfig, stats: &Stats, first: Option<Frame>) -> Res
         .with(Caps::OWNERS, cfg.owners)
         .with(Caps::XATTRS, cfg.xattrs)
         .with(Caps::SPECIALS, cfg.specials)
+        .with(Caps::HARDLINKS, cfg.hardlinks)
         .with(Caps::DELTA, cfg.delta)
         // A pull's receiver is this end: it holds the window's files open.
         .with(Caps::WIDE_WINDOW, crate::engine::wide_window_fits());

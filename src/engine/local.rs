@@ -107,6 +107,20 @@ fn copy_one(d: &mut LocalDir, it: &Item) -> Result<u64, String> {
     res.map(|_| m.size)
 }
 
+/// `-H`: links `it` to the copy of `first`, the first name of the same source
+/// file, if that copy is in place (same size and mtime); else copies it whole.
+fn link_one(d: &mut LocalDir, it: &Item, first: &[u8], (n, tag): (u64, &str)) -> Result<(), String> {
+    let m = &it.meta;
+    let comps = components(&m.path).map_err(|e| format!("{}: {e}", show(&m.path)))?;
+    let target = components(first).map_err(|e| format!("{}: {e}", show(first)))?;
+    let there = d.stat(&target);
+    let placed = there.is_some_and(|(size, mtime)| size == m.size && mtime == (m.mtime_sec, m.mtime_nsec));
+    if !placed {
+        return copy_one(d, it).map(|_| ());
+    }
+    d.make_hardlink(&comps, &target, u64::MAX - n, tag).map_err(|e| e.to_string())
+}
+
 fn worker(
     root: PathBuf,
     store: StoreConfig,
@@ -143,10 +157,22 @@ struct Placer<'a> {
     stats: &'a Stats,
     fails: &'a Mutex<Failures>,
     tag: String,
+    /// `-H`: the first name of each file with several, and the other names,
+    /// linked once every file is copied.
+    linked: std::collections::HashMap<(u64, u64), Vec<u8>>,
+    links: Vec<(Item, Vec<u8>)>,
 }
 
 impl Placer<'_> {
     fn place(&mut self, mut it: Item) {
+        if let (true, Some(key)) = (self.d.keeps_hardlinks(), it.inode) {
+            if let Some(first) = self.linked.get(&key) {
+                self.stats.files_total.fetch_add(1, Relaxed);
+                let first = first.clone();
+                return self.links.push((it, first));
+            }
+            self.linked.insert(key, it.meta.path.clone());
+        }
         if self.d.keeps_xattrs() && it.meta.kind != EntryKind::Symlink {
             match crate::storage::xattrs::read(&it.source) {
                 Ok(xs) => it.meta.xattrs = xs,
@@ -241,7 +267,16 @@ pub(crate) fn copy(cfg: &LocalCopy<'_>, stats: Arc<Stats>) -> Result<u64, Error>
         handles.push(std::thread::spawn(move || worker(root, store, rx, stats, fails)));
     }
     let tag = format!("l{}", std::process::id());
-    let mut placer = Placer { d, tx, dirs: Vec::new(), stats: &stats, fails: &fails, tag };
+    let mut placer = Placer {
+        d,
+        tx,
+        dirs: Vec::new(),
+        stats: &stats,
+        fails: &fails,
+        tag,
+        linked: Default::default(),
+        links: Vec::new(),
+    };
     let walk_failed = std::cell::Cell::new(0u64);
     let on_walk_error = |e: crate::storage::walk::WalkError| {
         walk_failed.set(walk_failed.get() + 1);
@@ -259,10 +294,14 @@ pub(crate) fn copy(cfg: &LocalCopy<'_>, stats: Arc<Stats>) -> Result<u64, Error>
         }
         Some(plan) => removals = merge_roots(&mut placer, plan, roots, &target, &on_walk_error)?,
     }
-    let Placer { mut d, tx, dirs, .. } = placer;
+    let Placer { mut d, tx, dirs, links, tag, .. } = placer;
     drop(tx);
     for h in handles {
         let _ = h.join();
+    }
+    for (n, (it, first)) in links.into_iter().enumerate() {
+        link_one(&mut d, &it, &first, (n as u64, &tag)).unwrap_or_else(|m| fails.lock().expect("failures").add(m));
+        stats.files_done.fetch_add(1, Relaxed);
     }
     let failed = fails.lock().expect("failures").count;
     if let Some(plan) = cfg.sync {

@@ -24,6 +24,9 @@ pub const FILE_OWNER: u8 = 1;
 pub const MAX_OWNER_NAME: usize = 255;
 /// FILE flag: extended attributes follow (§4.7; capability bit 11).
 pub const FILE_XATTRS: u8 = 2;
+/// FILE flag: a hard link to the earlier entry whose path is in `link` (§4.7;
+/// capability bit 13).
+pub const FILE_HARDLINK: u8 = 4;
 /// Longest xattr name (Linux: XATTR_NAME_MAX) and value (XATTR_SIZE_MAX).
 pub const MAX_XATTR_NAME: usize = 255;
 /// Longest xattr value (Linux: XATTR_SIZE_MAX).
@@ -179,7 +182,7 @@ impl Header {
             return Err(DecodeError::NotInHandshake(h.kind));
         }
         let compressed = h.kind == kind::CHUNK && h.flags == CHUNK_COMPRESSED;
-        let owned = h.kind == kind::FILE && h.flags & !(FILE_OWNER | FILE_XATTRS) == 0;
+        let owned = h.kind == kind::FILE && h.flags & !(FILE_OWNER | FILE_XATTRS | FILE_HARDLINK) == 0;
         if h.flags != 0 && !compressed && !owned {
             return Err(DecodeError::Flags(h.kind, h.flags));
         }
@@ -268,6 +271,16 @@ pub struct FileMeta {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// A device's number (`st_rdev`); 0 for every other kind.
     pub rdev: u64,
+    /// A hard link to the entry at `link`, announced and placed earlier in the
+    /// session (capability bit 13): no data of its own, `size` 0.
+    pub hardlink: bool,
+}
+
+impl FileMeta {
+    /// Data chunks travel for this entry (a regular file, not a hard link).
+    pub fn carries_data(&self) -> bool {
+        self.kind == EntryKind::File && !self.hardlink
+    }
 }
 
 impl EntryKind {
@@ -591,7 +604,11 @@ pub fn decode_flagged(k: u8, flags: u8, p: &[u8]) -> Result<Frame, DecodeError> 
             if kind != EntryKind::File && size != 0 {
                 return Err(DecodeError::BadValue("size of a non-file entry"));
             }
-            if kind != EntryKind::Symlink && !link.is_empty() {
+            let hardlink = flags & FILE_HARDLINK != 0;
+            if hardlink && (kind != EntryKind::File || size != 0 || link.is_empty()) {
+                return Err(DecodeError::BadValue("a hard link is a file of size 0 naming its target"));
+            }
+            if kind != EntryKind::Symlink && !link.is_empty() && !hardlink {
                 return Err(DecodeError::BadValue("link target of a non-symlink entry"));
             }
             let rdev = if kind.is_device() { r.u64()? } else { 0 };
@@ -619,7 +636,20 @@ pub fn decode_flagged(k: u8, flags: u8, p: &[u8]) -> Result<Frame, DecodeError> 
                     xattrs.push((name, r.take(len)?.to_vec()));
                 }
             }
-            Frame::File(FileMeta { id, kind, mode, mtime_sec, mtime_nsec, size, path, link, owner, xattrs, rdev })
+            Frame::File(FileMeta {
+                id,
+                kind,
+                mode,
+                mtime_sec,
+                mtime_nsec,
+                size,
+                path,
+                link,
+                owner,
+                xattrs,
+                rdev,
+                hardlink,
+            })
         }
         kind::FILE_READY => Frame::FileReady { id: r.u64()? },
         kind::FILE_END => Frame::FileEnd { id: r.u64()?, digest: r.array()? },
@@ -888,7 +918,9 @@ impl Frame {
         let len = (w.len() - start - HEADER_LEN) as u32;
         let flags = match self {
             Frame::File(m) => {
-                (if m.owner.is_some() { FILE_OWNER } else { 0 }) | (if m.xattrs.is_empty() { 0 } else { FILE_XATTRS })
+                (if m.owner.is_some() { FILE_OWNER } else { 0 })
+                    | (if m.xattrs.is_empty() { 0 } else { FILE_XATTRS })
+                    | (if m.hardlink { FILE_HARDLINK } else { 0 })
             }
             _ => 0,
         };

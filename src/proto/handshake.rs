@@ -10,8 +10,8 @@ use super::auth::SessionKeys;
 use super::error::code;
 use super::frame::{Frame, ID_LEN, MAX_CHUNK_SIZE, MAX_COMPRESSED_CHUNK, MIN_CHUNK_SIZE, NONCE_LEN};
 use super::{
-    CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_OWNERS, CAP_PULL, CAP_RESUME, CAP_SPARSE, CAP_SPECIALS,
-    CAP_SYNC, CAP_WIDE_WINDOW, CAP_XATTRS, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION,
+    CAPS, CAP_COMPRESS, CAP_DELTA, CAP_EARLY_DONE, CAP_HARDLINKS, CAP_OWNERS, CAP_PULL, CAP_RESUME, CAP_SPARSE,
+    CAP_SPECIALS, CAP_SYNC, CAP_WIDE_WINDOW, CAP_XATTRS, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION,
 };
 use std::fmt;
 
@@ -42,6 +42,8 @@ impl Caps {
     pub const XATTRS: Caps = Caps(CAP_XATTRS);
     /// FIFOs, sockets and devices (bit 12).
     pub const SPECIALS: Caps = Caps(CAP_SPECIALS);
+    /// Hard links (bit 13).
+    pub const HARDLINKS: Caps = Caps(CAP_HARDLINKS);
     /// Every bit this build understands.
     pub const ALL: Caps = Caps(CAPS);
 
@@ -137,6 +139,10 @@ impl Negotiated {
     /// FILE may carry owners and groups (§4.7).
     pub fn owners(&self) -> bool {
         self.caps.contains(Caps::OWNERS)
+    }
+    /// FILE may announce hard links (§4.7).
+    pub fn hardlinks(&self) -> bool {
+        self.caps.contains(Caps::HARDLINKS)
     }
     /// FILE may announce FIFOs, sockets and devices (§4.7).
     pub fn specials(&self) -> bool {

@@ -57,6 +57,9 @@ pub const CAP_XATTRS: u64 = 1 << 11;
 /// Capability bit: special files (protocol-spec §2.2, §4.7): FILE kinds 3 to
 /// 6, FIFOs, sockets and device nodes.
 pub const CAP_SPECIALS: u64 = 1 << 12;
+/// Capability bit: hard links (protocol-spec §2.2, §4.7): a FILE may name an
+/// earlier, settled entry to link to (FILE flag bit 2).
+pub const CAP_HARDLINKS: u64 = 1 << 13;
 /// Capability bits this build understands (protocol-spec §2.2).
 pub const CAPS: u64 = CAP_COMPRESS
     | CAP_DELTA
@@ -68,7 +71,8 @@ pub const CAPS: u64 = CAP_COMPRESS
     | CAP_SPARSE
     | CAP_OWNERS
     | CAP_XATTRS
-    | CAP_SPECIALS;
+    | CAP_SPECIALS
+    | CAP_HARDLINKS;
 /// Most chunks listed in one FILE_HAVE frame (fits the control frame limit).
 pub const MAX_HAVE_PER_FRAME: usize = 50_000;
 /// Most entries announced and not yet settled (W of protocol-spec §5.3): the

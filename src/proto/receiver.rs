@@ -426,6 +426,7 @@ mod tests {
             owner: None,
             xattrs: Vec::new(),
             rdev: 0,
+            hardlink: false,
         }
     }
 

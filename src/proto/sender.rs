@@ -6,7 +6,7 @@
 //! asks, so a slow lane simply asks less often and never holds the others back.
 
 use super::error::{code, ProtocolError};
-use super::frame::{AckStatus, EntryKind, FileMeta, Frame, HASH_LEN};
+use super::frame::{AckStatus, FileMeta, Frame, HASH_LEN};
 use super::hash::file_digest;
 use std::collections::{HashMap, VecDeque};
 
@@ -118,6 +118,9 @@ pub struct Sender<S> {
     input_closed: bool,
     done_sent: bool,
     failures: Vec<Failure>,
+    /// Hard links are announced (bit 13): paths of the entries that failed, so
+    /// a link to one goes as a file of its own instead (§4.7).
+    failed_paths: Option<std::collections::HashSet<Vec<u8>>>,
     failed: u64,
     stats: SenderStats,
     resume: bool,
@@ -170,6 +173,7 @@ impl<S: Clone> Sender<S> {
             input_closed: false,
             done_sent: false,
             failures: Vec::new(),
+            failed_paths: None,
             failed: 0,
             stats: SenderStats::default(),
             resume: false,
@@ -228,6 +232,14 @@ impl<S: Clone> Sender<S> {
         self.next_id - 1
     }
 
+    /// Hard links will be pushed (entries with `hardlink` set, their target's
+    /// path in `link` and their real size): each is announced once every entry
+    /// that carries data before it settled, so its target is in place; a link
+    /// whose target failed goes as a file of its own (§4.7).
+    pub fn with_hardlinks(&mut self) {
+        self.failed_paths = Some(Default::default());
+    }
+
     /// No more entries will be pushed.
     pub fn close_input(&mut self) {
         self.input_closed = true;
@@ -245,8 +257,18 @@ impl<S: Clone> Sender<S> {
         if let Some(f) = self.outbox.pop_front() {
             return Some(f);
         }
-        if self.files.len() < self.window {
-            if let Some((meta, source)) = self.queued.pop_front() {
+        let link_waits =
+            self.queued.front().is_some_and(|(m, _)| m.hardlink) && self.files.values().any(|f| f.meta.carries_data());
+        if self.files.len() < self.window && !link_waits {
+            if let Some((mut meta, source)) = self.queued.pop_front() {
+                if meta.hardlink {
+                    if self.failed_paths.as_ref().is_some_and(|fp| fp.contains(&meta.link)) {
+                        (meta.hardlink, meta.link) = (false, Vec::new());
+                    } else {
+                        self.stats.bytes_total -= meta.size;
+                        meta.size = 0;
+                    }
+                }
                 let n = meta.size.div_ceil(self.chunk_size) as usize;
                 let frame = Frame::File(meta.clone());
                 self.stats.announced += 1;
@@ -304,7 +326,7 @@ impl<S: Clone> Sender<S> {
         match *frame {
             Frame::FileReady { id } => {
                 let f = self.files.get_mut(&id).ok_or(ProtocolError::UnknownFile(id))?;
-                if f.ready || f.meta.kind != EntryKind::File {
+                if f.ready || !f.meta.carries_data() {
                     return Err(ProtocolError::Unexpected("FILE_READY"));
                 }
                 f.ready = true;
@@ -318,11 +340,11 @@ impl<S: Clone> Sender<S> {
             }
             Frame::FileDone { id } => {
                 let f = self.files.get(&id).ok_or(ProtocolError::UnknownFile(id))?;
-                let in_place = f.meta.kind == EntryKind::File && !f.ready;
+                let in_place = f.meta.carries_data() && !f.ready;
                 if in_place && !self.resume {
                     return Err(ProtocolError::Unexpected("FILE_DONE for a file never made ready"));
                 }
-                if !in_place && f.meta.kind == EntryKind::File && f.hashed < f.hashes.len() {
+                if !in_place && f.meta.carries_data() && f.hashed < f.hashes.len() {
                     return Err(ProtocolError::Unexpected("FILE_DONE before all chunks were sent"));
                 }
                 let f = self.files.remove(&id).expect("checked above");
@@ -336,7 +358,7 @@ impl<S: Clone> Sender<S> {
             Frame::FileHave { id, ref chunks } => {
                 let cs = self.chunk_size;
                 let f = self.files.get_mut(&id).ok_or(ProtocolError::UnknownFile(id))?;
-                if !self.resume || f.ready || f.meta.kind != EntryKind::File {
+                if !self.resume || f.ready || !f.meta.carries_data() {
                     return Err(ProtocolError::Unexpected("FILE_HAVE"));
                 }
                 // Not trusted yet: each is hashed from the source before it is
@@ -352,7 +374,7 @@ impl<S: Clone> Sender<S> {
             }
             Frame::FileSums { id, ref chunks } => {
                 let f = self.files.get_mut(&id).ok_or(ProtocolError::UnknownFile(id))?;
-                if !self.delta || f.ready || f.meta.kind != EntryKind::File {
+                if !self.delta || f.ready || !f.meta.carries_data() {
                     return Err(ProtocolError::Unexpected("FILE_SUMS"));
                 }
                 for &(idx, hash) in chunks {
@@ -553,6 +575,9 @@ impl<S: Clone> Sender<S> {
 
     fn record_failure(&mut self, path: Vec<u8>, code: u16, message: String) {
         self.failed += 1;
+        if let Some(fp) = &mut self.failed_paths {
+            fp.insert(path.clone());
+        }
         if self.failures.len() < MAX_FAILURES_KEPT {
             self.failures.push(Failure { path, code, message });
         }

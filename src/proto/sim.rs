@@ -66,6 +66,7 @@ fn run(
             owner: None,
             xattrs: Vec::new(),
             rdev: 0,
+            hardlink: false,
         };
         tx.push(meta, i);
     }
@@ -200,6 +201,7 @@ fn early_done_goes_out_once_all_is_announced_and_the_end_waits_for_every_file() 
         owner: None,
         xattrs: Vec::new(),
         rdev: 0,
+        hardlink: false,
     };
     for early in [false, true] {
         let mut tx: Sender<()> = Sender::new(4096, 8);
@@ -278,6 +280,7 @@ fn announce_one(tx: &mut Sender<()>, size: u64) -> (Receiver, FileMeta) {
         owner: None,
         xattrs: Vec::new(),
         rdev: 0,
+        hardlink: false,
     };
     tx.push(meta, ());
     tx.close_input();

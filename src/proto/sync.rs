@@ -390,6 +390,7 @@ mod tests {
             owner: None,
             xattrs: Vec::new(),
             rdev: 0,
+            hardlink: false,
         }
     }
 

@@ -55,6 +55,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
         owner: None,
         xattrs: Vec::new(),
         rdev: 0,
+        hardlink: false,
     };
     vec![
         ("HELLO", Frame::Hello { min_version: 1, max_version: 1, caps: 0, nonce: [0x11; 32] }),
@@ -79,6 +80,10 @@ fn samples() -> Vec<(&'static str, Frame)> {
             }),
         ),
         ("FILE_DEVICE", Frame::File(FileMeta { kind: EntryKind::CharDev, size: 0, rdev: 0x0103, ..meta.clone() })),
+        (
+            "FILE_HARDLINK",
+            Frame::File(FileMeta { size: 0, hardlink: true, link: b"dir/first".to_vec(), ..meta.clone() }),
+        ),
         (
             "FILE_XATTRS",
             Frame::File(FileMeta {

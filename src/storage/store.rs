@@ -32,11 +32,21 @@ pub(crate) struct StoreConfig {
     pub xattrs: bool,
     /// A local copy makes FIFOs, sockets and (as root) device nodes (`-D`).
     pub specials: bool,
+    /// A local copy links files the source links (`-H`).
+    pub hardlinks: bool,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { durable: false, io: IoMode::Pwrite, sparse: true, owners: false, xattrs: false, specials: false }
+        StoreConfig {
+            durable: false,
+            io: IoMode::Pwrite,
+            sparse: true,
+            owners: false,
+            xattrs: false,
+            specials: false,
+            hardlinks: false,
+        }
     }
 }
 
@@ -120,6 +130,8 @@ pub(crate) trait Destination: Send {
         owner: Option<(u32, u32)>,
         tag: &str,
     ) -> Result<(), DestError>;
+    /// Makes `comps` a hard link to the file at `target` (§4.7, bit 13).
+    fn make_hardlink(&mut self, comps: &[&[u8]], target: &[&[u8]], id: u64, tag: &str) -> Result<(), DestError>;
     /// Creates a FIFO, socket or device node (§4.7, capability bit 12),
     /// replacing a file or link at the name, and gives it what `given` says.
     fn make_special(&mut self, comps: &[&[u8]], meta: &FileMeta, given: Given<'_>, tag: &str) -> Result<(), DestError>;
@@ -149,6 +161,16 @@ impl LocalDir {
     /// Opens the root directory.
     pub(crate) fn open(path: &Path, cfg: StoreConfig) -> io::Result<LocalDir> {
         Ok(LocalDir { root: DestRoot::open(path)?, cfg })
+    }
+
+    /// Size and mtime of the regular file at `comps`, if there is one.
+    pub(crate) fn stat(&mut self, comps: &[&[u8]]) -> Option<(u64, (i64, u32))> {
+        self.root.stat_file(comps)
+    }
+
+    /// A local copy links what the source links.
+    pub(crate) fn keeps_hardlinks(&self) -> bool {
+        self.cfg.hardlinks
     }
 
     /// A local copy makes special files.
@@ -192,6 +214,10 @@ impl Destination for LocalDir {
         let temp = dest::temp_name(tag, meta.id);
         let given = Given { mode: None, mtime: (meta.mtime_sec, meta.mtime_nsec), owner, xattrs: None };
         self.root.make_symlink(comps, &meta.link, given, &temp)
+    }
+
+    fn make_hardlink(&mut self, comps: &[&[u8]], target: &[&[u8]], id: u64, tag: &str) -> Result<(), DestError> {
+        self.root.make_hardlink(comps, target, &dest::temp_name(tag, id))
     }
 
     fn make_special(&mut self, comps: &[&[u8]], meta: &FileMeta, given: Given<'_>, tag: &str) -> Result<(), DestError> {
@@ -357,6 +383,9 @@ impl Destination for Discard {
         Ok(())
     }
     fn make_special(&mut self, _: &[&[u8]], _: &FileMeta, _: Given<'_>, _: &str) -> Result<(), DestError> {
+        Ok(())
+    }
+    fn make_hardlink(&mut self, _: &[&[u8]], _: &[&[u8]], _: u64, _: &str) -> Result<(), DestError> {
         Ok(())
     }
     fn open_file(&mut self, _: &[&[u8]], _: &Identity, _: Reuse) -> Result<Opened, DestError> {

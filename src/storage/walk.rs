@@ -22,6 +22,8 @@ pub(crate) struct Item {
     pub meta: FileMeta,
     /// The local path of the source.
     pub source: PathBuf,
+    /// A regular file with more than one name: its device and inode (`-H`).
+    pub inode: Option<(u64, u64)>,
 }
 
 /// A source that could not be read; the walk goes on without it.
@@ -91,6 +93,7 @@ pub(crate) fn meta_of(md: &Metadata, dest: Vec<u8>, link: Vec<u8>) -> Option<Fil
         // Read by the sender if the session carries them (bit 11).
         xattrs: Vec::new(),
         rdev: if kind.is_device() { md.rdev() } else { 0 },
+        hardlink: false,
     })
 }
 
@@ -168,7 +171,8 @@ impl Walker {
                 Err(error) => return Some(Err(WalkError { path, error })),
             }
         }
-        Some(Ok(Item { meta, source: path }))
+        let inode = (meta.kind == EntryKind::File && md.nlink() > 1).then(|| (md.dev(), md.ino()));
+        Some(Ok(Item { meta, source: path, inode }))
     }
 }
 

@@ -12,7 +12,8 @@ use crate::util::*;
 use gfast::proto::auth::SessionKeys;
 use gfast::proto::frame::{kind, EntryKind, FileMeta, Frame, Limits, Owner, HEADER_LEN};
 use gfast::proto::{
-    CAP_OWNERS, CAP_RESUME, CAP_SPECIALS, CAP_SYNC, CAP_WIDE_WINDOW, CAP_XATTRS, FILE_WINDOW, FILE_WINDOW_WIDE, VERSION,
+    CAP_HARDLINKS, CAP_OWNERS, CAP_RESUME, CAP_SPECIALS, CAP_SYNC, CAP_WIDE_WINDOW, CAP_XATTRS, FILE_WINDOW,
+    FILE_WINDOW_WIDE, VERSION,
 };
 use gfast::transport::framed::read_frame;
 use std::fs;
@@ -93,6 +94,7 @@ fn meta_of(id: u64, path: &str, size: u64) -> FileMeta {
         owner: None,
         xattrs: Vec::new(),
         rdev: 0,
+        hardlink: false,
     }
 }
 
@@ -982,4 +984,49 @@ tcp_test!(device_nodes_a_token_holder_sends_are_refused, |t| {
     }
     assert!(fs::symlink_metadata(root.path().join("b")).is_err(), "no device node made");
     assert!(fs::symlink_metadata(root.path().join("a")).is_err());
+});
+
+// Over TCP only: the crafted client speaks plain TCP.
+tcp_test!(hard_links_a_token_holder_sends_stay_under_the_root, |t| {
+    let (root, outside) = (TempDir::new("links-root"), TempDir::new("links-outside"));
+    fs::write(outside.path().join("secret"), b"outside").unwrap();
+    fs::create_dir_all(root.path().join("dir")).unwrap();
+    fs::write(root.path().join("mine"), b"mine").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("out")).unwrap();
+    let s = Server::start(&t, root.path(), &["--allow-no-encrypt"]);
+    let link = |path: &str, to: &str| {
+        Frame::File(FileMeta { hardlink: true, link: to.as_bytes().to_vec(), ..meta_of(0, path, 0) })
+    };
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, 0, 1 << 20);
+    r.send(&link("a", "mine")).unwrap();
+    match r.recv() {
+        Ok(Frame::Error { message, .. }) => assert!(message.contains("bit 13"), "{message}"),
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    let abs = outside.path().join("secret").display().to_string();
+    for (to, why) in [
+        ("../x", "a path out of the root"),
+        (abs.as_str(), "an absolute path"),
+        ("dir", "a directory"),
+        ("out", "a symlink out"),
+    ] {
+        let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, CAP_HARDLINKS, 1 << 20);
+        r.send(&link("b", to)).unwrap();
+        match r.recv() {
+            Ok(Frame::FileFailed { .. }) | Ok(Frame::Error { .. }) => {}
+            other => panic!("{why}: expected a refusal, got {other:?}"),
+        }
+        assert!(fs::symlink_metadata(root.path().join("b")).is_err(), "{why}: nothing made");
+    }
+    assert_eq!(fs::read(outside.path().join("secret")).unwrap(), b"outside");
+    // A link to a file under the root is made.
+    let mut r = Raw::welcome([127, 0, 0, 2], &s.addr, CAP_HARDLINKS, 1 << 20);
+    r.send(&link("c", "mine")).unwrap();
+    r.send(&Frame::Done { files: 1 }).unwrap();
+    assert!(matches!(r.recv(), Ok(Frame::FileDone { .. })));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::metadata(root.path().join("c")).unwrap().ino(),
+        fs::metadata(root.path().join("mine")).unwrap().ino()
+    );
 });

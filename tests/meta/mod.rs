@@ -439,3 +439,65 @@ fn a_local_copy_with_d_makes_special_files_and_rsync_agrees() {
     assert_eq!(kind_of(&dst.path().join("none/regular")), "file");
     assert_eq!(kind_of(&dst.path().join("none/pipe")), "missing");
 }
+
+/// Two link groups: `a/one`, `a/two` and `b/three` are one file; `b/x` and
+/// `b/y` another (8 MiB: several chunks); `solo` has one name.
+fn linked_tree(dir: &Path) {
+    fs::create_dir_all(dir.join("a")).unwrap();
+    fs::create_dir_all(dir.join("b")).unwrap();
+    fs::write(dir.join("a/one"), b"linked three times").unwrap();
+    fs::hard_link(dir.join("a/one"), dir.join("a/two")).unwrap();
+    fs::hard_link(dir.join("a/one"), dir.join("b/three")).unwrap();
+    write_random(&dir.join("b/x"), 8 << 20, 21);
+    fs::hard_link(dir.join("b/x"), dir.join("b/y")).unwrap();
+    fs::write(dir.join("solo"), b"alone").unwrap();
+}
+
+/// The link groups of `linked_tree` are links at `dst` too.
+fn check_linked(src: &Path, dst: &Path) {
+    assert_same_tree(src, dst);
+    let ino = |p: &str| fs::metadata(dst.join(p)).unwrap().ino();
+    assert_eq!(ino("a/one"), ino("a/two"));
+    assert_eq!(ino("a/one"), ino("b/three"));
+    assert_eq!(ino("b/x"), ino("b/y"));
+    assert_ne!(ino("a/one"), ino("b/x"));
+    assert_eq!(fs::metadata(dst.join("a/one")).unwrap().nlink(), 3);
+}
+
+both_transports!(hard_links_are_kept_with_h, |t| {
+    let (src, root) = (TempDir::new("hl-src"), TempDir::new("hl-dst"));
+    linked_tree(src.path());
+    let name = src.path().file_name().unwrap();
+    let d = Server::start(&t, root.path(), &[]);
+    let o = Gfast::push(&t).pin(&d).args(["-q", "-H", "--json"]).arg(src.path()).arg(d.url("h/")).output();
+    assert_ok(&o);
+    // Each file's data went once.
+    let sent = parse_json(&o)["bytes_sent"].as_u64().unwrap();
+    assert_eq!(sent, (8 << 20) + 18 + 5, "each linked file's data once");
+    check_linked(src.path(), &root.path().join("h").join(name));
+    // Without -H, separate files (as before).
+    assert_ok(&Gfast::push(&t).pin(&d).arg("-q").arg(src.path()).arg(d.url("n/")).output());
+    let n = root.path().join("n").join(name);
+    assert_ne!(fs::metadata(n.join("a/one")).unwrap().ino(), fs::metadata(n.join("a/two")).unwrap().ino());
+    // Again with -H over those separate files: the names become links.
+    assert_ok(&Gfast::push(&t).pin(&d).args(["-q", "-H"]).arg(src.path()).arg(d.url("n/")).output());
+    check_linked(src.path(), &n);
+    // rsync -aH agrees (directory times aside: a daemon sets those only on
+    // directories the session made, and these were made by the first push).
+    if let Some(left) = rsync_would(&format!("{}/", src.path().display()), &format!("{}/", n.display()), &["-H", "-O"])
+    {
+        assert!(left.is_empty(), "rsync -aH would still do: {left:#?}");
+    }
+});
+
+#[test]
+fn hard_links_are_kept_in_a_local_copy() {
+    let (src, dst) = (TempDir::new("hl-local-src"), TempDir::new("hl-local-dst"));
+    linked_tree(src.path());
+    let s = format!("{}/", src.path().display());
+    assert_ok(&Gfast::new("sync").args(["-q", "-H"]).arg(&s).arg(dst.path().join("c")).output());
+    check_linked(src.path(), &dst.path().join("c"));
+    if let Some(left) = rsync_would(&s, &format!("{}/", dst.path().join("c").display()), &["-H"]) {
+        assert!(left.is_empty(), "rsync -aH would still do: {left:#?}");
+    }
+}

@@ -98,6 +98,8 @@ struct Shared {
     xattrs: bool,
     /// FIFOs, sockets and devices may be announced (capability bit 12).
     specials: bool,
+    /// Files with several names go once, the other names as hard links (bit 13).
+    hardlinks: bool,
     /// When a lane last told the receiver this end is busy checking chunks
     /// (milliseconds since `born`): see [`Shared::keep_alive`].
     born: Instant,
@@ -285,7 +287,7 @@ pub(crate) fn run_sender(
     }
     let (ctl, mut r, lanes, joined, early_done) = (w.ctl, w.ctl_r, w.lanes, w.joined, w.n.early_done());
     let (source, compress, delta, sparse) = (w.source, w.n.compress(), w.n.delta(), w.n.sparse());
-    let (xattrs, specials) = (w.n.xattrs(), w.n.specials());
+    let (xattrs, specials, hardlinks) = (w.n.xattrs(), w.n.specials(), w.n.hardlinks());
     let owners = match (w.n.owners(), w.numeric_ids) {
         (false, _) => Owners::Not,
         (true, true) => Owners::Numbers,
@@ -355,6 +357,9 @@ pub(crate) fn run_sender(
     sender.set_resume(resume);
     sender.set_early_done(early_done);
     sender.set_delta(delta);
+    if hardlinks {
+        sender.with_hardlinks();
+    }
     let shared = Arc::new(Shared {
         sender: Mutex::new(sender),
         cv: Condvar::new(),
@@ -374,6 +379,7 @@ pub(crate) fn run_sender(
         owners,
         xattrs,
         specials,
+        hardlinks,
         born: Instant::now(),
         alive_at: std::sync::atomic::AtomicU64::new(0),
         list_tx: Mutex::new(None),
@@ -520,6 +526,10 @@ struct Announcer {
     batch: Vec<crate::storage::walk::Item>,
     /// Names of the owners met so far.
     names: crate::storage::owners::Names,
+    /// `-H`: the first name sent of each file with several (device, inode).
+    linked: std::collections::HashMap<(u64, u64), Vec<u8>>,
+    /// `-H`: the other names, announced after everything else (§4.7).
+    links: Vec<crate::storage::walk::Item>,
 }
 
 /// What FILE says of owners (§4.7).
@@ -538,7 +548,12 @@ const ANNOUNCE_BATCH: usize = 64;
 
 impl Announcer {
     fn new() -> Self {
-        Announcer { batch: Vec::with_capacity(ANNOUNCE_BATCH), names: Default::default() }
+        Announcer {
+            batch: Vec::with_capacity(ANNOUNCE_BATCH),
+            names: Default::default(),
+            linked: Default::default(),
+            links: Vec::new(),
+        }
     }
 
     fn add(&mut self, sh: &Shared, mut it: crate::storage::walk::Item) {
@@ -554,6 +569,18 @@ impl Announcer {
             (Owners::Named, Some(o)) => self.names.name(o),
             _ => {}
         }
+        if let (true, Some(key)) = (sh.hardlinks, it.inode) {
+            match self.linked.get(&key) {
+                Some(first) => {
+                    (it.meta.hardlink, it.meta.link) = (true, first.clone());
+                    sh.stats.files_total.fetch_add(1, Relaxed);
+                    return self.links.push(it);
+                }
+                None => {
+                    self.linked.insert(key, it.meta.path.clone());
+                }
+            }
+        }
         if sh.xattrs && it.meta.kind != crate::proto::frame::EntryKind::Symlink {
             match crate::storage::xattrs::read(&it.source) {
                 Ok(xs) => it.meta.xattrs = xs,
@@ -566,6 +593,13 @@ impl Announcer {
         if self.batch.len() >= ANNOUNCE_BATCH {
             self.flush(sh);
         }
+    }
+
+    /// At the end of the walk: hands over what is gathered, the hard links last.
+    fn finish(&mut self, sh: &Shared) {
+        let links = std::mem::take(&mut self.links);
+        self.batch.extend(links);
+        self.flush(sh);
     }
 
     /// Hands over what is gathered: before the walker waits for anything else,
@@ -611,7 +645,7 @@ fn walk(sh: &Shared, roots: Vec<(PathBuf, Vec<u8>)>, prune: Option<crate::storag
             Err(e) => record_walk_failure(sh, e),
         }
     }
-    out.flush(sh);
+    out.finish(sh);
     let mut g = sh.lock();
     g.close_input();
     sh.wake_after(&g);

@@ -358,6 +358,7 @@ pub(super) fn sync_walk(
         }
         removals.extend(gone.out);
     }
+    out.finish(sh);
     finish_removals(sh, plan, &base, removals);
     let mut g = sh.lock();
     g.close_input();

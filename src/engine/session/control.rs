@@ -106,6 +106,9 @@ impl Session {
         if meta.owner.is_some() && !self.n.owners() {
             return Err(Fatal::Protocol(ProtocolError::Unexpected("FILE with an owner without capability bit 10")));
         }
+        if meta.hardlink && !self.n.hardlinks() {
+            return Err(Fatal::Protocol(ProtocolError::Unexpected("a hard link without capability bit 13")));
+        }
         if meta.kind.is_special() && !self.n.specials() {
             return Err(Fatal::Protocol(ProtocolError::Unexpected("a special file without capability bit 12")));
         }
@@ -125,6 +128,10 @@ impl Session {
                 let daemon = self.mode_mask.load(Ordering::Relaxed) != 0o7777;
                 let mut remember_dir = false;
                 let res = match meta.kind {
+                    _ if meta.hardlink => components(&meta.link)
+                        .map_err(|e| DestError::Refused(format!("{}: link target: {e}", show(&meta.path))))
+                        .and_then(|target| d.make_hardlink(&comps, &target, meta.id, &self.tag))
+                        .map(|_| None),
                     EntryKind::Dir => d.make_dir(&comps).map(|created| {
                         remember_dir = created || !daemon;
                         None

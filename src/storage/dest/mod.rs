@@ -241,6 +241,46 @@ impl DestRoot {
         })
     }
 
+    /// Size and mtime of the regular file at `comps` (never through a symlink).
+    pub(crate) fn stat_file(&mut self, comps: &[&[u8]]) -> Option<(u64, (i64, u32))> {
+        let (name, parent) = comps.split_last()?;
+        let dir = self.dir(parent, false).ok()?;
+        let st = lstat_at(&dir, name).ok()?;
+        (st.st_mode & libc::S_IFMT == libc::S_IFREG)
+            .then_some((st.st_size as u64, (st.st_mtime, st.st_mtime_nsec.clamp(0, 999_999_999) as u32)))
+    }
+
+    /// Makes `comps` a hard link to the regular file at `target` (both under
+    /// the root, never through a symlink), through a temporary name and a
+    /// rename; a name that is that file already is left as it is.
+    pub(crate) fn make_hardlink(&mut self, comps: &[&[u8]], target: &[&[u8]], temp: &[u8]) -> Result<(), DestError> {
+        let shown = || show(&comps.join(&b'/'));
+        let (tname, tparent) = target.split_last().ok_or_else(|| DestError::Refused("empty link target".into()))?;
+        let tdir = self.dir(tparent, false)?;
+        let st = lstat_at(&tdir, tname)
+            .map_err(|e| DestError::Io(format!("cannot link {} to {}", shown(), show(&target.join(&b'/'))), e))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(DestError::Refused(format!("{}: its link target is not a regular file", shown())));
+        }
+        let (name, parent) = comps.split_last().ok_or_else(|| DestError::Refused("empty path".into()))?;
+        let dir = self.dir(parent, true)?;
+        if lstat_at(&dir, name).is_ok_and(|n| n.st_ino == st.st_ino && n.st_dev == st.st_dev) {
+            return Ok(());
+        }
+        let (ct, cn) = (
+            cstr(tname).map_err(|e| DestError::Io("link target".into(), e))?,
+            cstr(temp).map_err(|e| DestError::Io("temporary name".into(), e))?,
+        );
+        // SAFETY: valid descriptors and C strings; flags 0: a symlink is not followed.
+        if unsafe { libc::linkat(tdir.as_raw_fd(), ct.as_ptr(), dir.as_raw_fd(), cn.as_ptr(), 0) } < 0 {
+            return Err(DestError::Io(format!("cannot link {}", shown()), io::Error::last_os_error()));
+        }
+        rename_into_place(&dir, temp, name).map_err(|e| {
+            remove_temp(&dir, temp);
+            DestError::Io(format!("cannot put the link {} in place", shown()), e)
+        })
+    }
+
     /// Creates a FIFO, socket or device node (`kind`, `mode`, `rdev`) under a
     /// temporary name, gives it its time, owner and mode, and renames it into
     /// place, replacing a file or link there.
