@@ -209,7 +209,7 @@ fn mutate(f: Frame, rng: &mut Rng) -> Frame {
     match f {
         Frame::File(mut m) => {
             m.id = r;
-            if m.kind == EntryKind::File {
+            if m.carries_data() {
                 m.size = r >> 3;
             }
             m.mtime_sec = r as i64;
