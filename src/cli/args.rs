@@ -198,8 +198,8 @@ pub(crate) struct SyncArgs {
 /// What `gfast sync` compares and does.
 #[derive(Args, Debug)]
 pub(crate) struct SyncFlags {
-    /// Accepted for rsync's habit: gfast sync always keeps modes, times, links,
-    /// holes, and owners where the receiver is root.
+    /// Accepted for rsync's habit: gfast sync always keeps modes, times,
+    /// symlinks, holes, special files (-D), and owners where the receiver is root.
     #[arg(short = 'a', long)]
     pub(crate) archive: bool,
     /// Compare whole-file checksums (xxh3-128, computed on both ends) instead of size and mtime.
@@ -354,9 +354,9 @@ pub(crate) struct NetArgs {
     #[arg(short = 'X', long, visible_alias = "acls", visible_short_alias = 'A')]
     pub(crate) xattrs: bool,
     /// Send FIFOs, sockets and device nodes (rsync -D: --specials --devices,
-    /// one switch here); a device is made only where the receiver is root, on a
-    /// daemon with serve --allow-devices. Without it they are skipped and
-    /// reported.
+    /// one switch here; on by default for sync, as part of -a); a device is
+    /// made only where the receiver is root, on a daemon with serve
+    /// --allow-devices. Without it they are skipped and reported.
     #[arg(short = 'D', long, visible_alias = "specials")]
     pub(crate) devices: bool,
     /// Keep hard links (rsync -H): a file with several names at the source is

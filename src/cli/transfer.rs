@@ -77,7 +77,7 @@ fn local(
             sparse: !cfg.net.no_sparse,
             owners: !cfg.net.no_owner && crate::storage::owners::may_chown(),
             xattrs: cfg.net.xattrs,
-            specials: cfg.net.devices,
+            specials: cfg.net.devices || cfg.sync.is_some(),
             hardlinks: cfg.net.hard_links,
             ..StoreConfig::default()
         },
@@ -190,7 +190,7 @@ fn engine_config(cfg: &TransferConfig, far: &Reached, job_id: [u8; 16]) -> PushC
         owners: !n.no_owner,
         numeric_ids: n.numeric_ids,
         xattrs: n.xattrs,
-        specials: n.devices,
+        specials: n.devices || cfg.sync.is_some(),
         hardlinks: n.hard_links,
         delta: n.delta,
         quic: n.transport == TransportArg::Quic,

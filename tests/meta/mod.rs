@@ -421,9 +421,9 @@ fn a_local_copy_with_d_makes_special_files_and_rsync_agrees() {
     special_tree(src.path());
     let s = format!("{}/", src.path().display());
     let copy = dst.path().join("copy");
-    for _ in 0..2 {
-        // Twice: the second run finds them in place.
-        assert_ok(&Gfast::new("sync").args(["-q", "-D"]).arg(&s).arg(&copy).output());
+    for args in [&["-q", "-D"][..], &["-q"]] {
+        // Twice, the second time with -D implied: it finds them in place.
+        assert_ok(&Gfast::new("sync").args(args).arg(&s).arg(&copy).output());
         assert_eq!((kind_of(&copy.join("pipe")), kind_of(&copy.join("sock"))), ("fifo", "socket"));
         if is_root() {
             assert_eq!(kind_of(&copy.join("null")), "char");
@@ -433,8 +433,9 @@ fn a_local_copy_with_d_makes_special_files_and_rsync_agrees() {
             assert!(left.is_empty(), "rsync would still do: {left:#?}");
         }
     }
-    // Without -D, into a fresh directory: they are skipped, and said.
-    let o = Gfast::new("sync").arg("-q").arg(&s).arg(dst.path().join("none")).output();
+    // A push without -D (a sync has it on, as part of -a), into a fresh
+    // directory: they are skipped, and said.
+    let o = Gfast::new("push").arg("-q").arg(&s).arg(dst.path().join("none")).output();
     assert!(!o.status.success() && stderr(&o).contains("-D"), "{}", stderr(&o));
     assert_eq!(kind_of(&dst.path().join("none/regular")), "file");
     assert_eq!(kind_of(&dst.path().join("none/pipe")), "missing");
