@@ -287,3 +287,75 @@ fn before_auth_only_small_handshake_frames_are_read() {
     let h = Header { kind: kind::CHUNK, flags: 0, len: 100 }.encode();
     assert_eq!(decode(&h, &Limits::control()), Err(DecodeError::NotInHandshake(kind::CHUNK)));
 }
+
+/// FILE's extensions (flag bits 0-2, kinds 3-6) bounded and checked: counts
+/// past the frame, empty or oversized names and values, a hard link with data
+/// or no target, a device without its number, unknown flags — each an error,
+/// never a panic or an allocation from a stated length.
+#[test]
+fn malformed_file_extensions_are_refused() {
+    let base = FileMeta {
+        id: 1,
+        kind: EntryKind::File,
+        mode: 0o644,
+        mtime_sec: 0,
+        mtime_nsec: 0,
+        size: 0,
+        path: b"f".to_vec(),
+        link: vec![],
+        owner: None,
+        xattrs: Vec::new(),
+        rdev: 0,
+        hardlink: false,
+    };
+    let payload = |m: &FileMeta| Frame::File(m.clone()).to_vec()[HEADER_LEN..].to_vec();
+    let with = |m: &FileMeta, tail: &[u8]| {
+        let mut p = payload(m);
+        p.extend_from_slice(tail);
+        p
+    };
+    let bad = |flags: u8, p: &[u8], why: &str| {
+        assert!(decode_flagged(kind::FILE, flags, p).is_err(), "{why}");
+    };
+    // xattrs: a count of 0, a count past the frame, an empty name, a value over 64 KiB.
+    bad(FILE_XATTRS, &with(&base, &0u16.to_be_bytes()), "no xattrs");
+    bad(FILE_XATTRS, &with(&base, &u16::MAX.to_be_bytes()), "65535 xattrs in a few bytes");
+    let mut t = 1u16.to_be_bytes().to_vec();
+    t.extend_from_slice(&0u16.to_be_bytes());
+    t.extend_from_slice(&1u32.to_be_bytes());
+    t.push(b'x');
+    bad(FILE_XATTRS, &with(&base, &t), "an empty name");
+    let mut t = 1u16.to_be_bytes().to_vec();
+    t.extend_from_slice(&6u16.to_be_bytes());
+    t.extend_from_slice(b"user.a");
+    t.extend_from_slice(&(MAX_XATTR_VALUE as u32 + 1).to_be_bytes());
+    bad(FILE_XATTRS, &with(&base, &t), "a value over 64 KiB");
+    let mut t = 1u16.to_be_bytes().to_vec();
+    t.extend_from_slice(&6u16.to_be_bytes());
+    t.extend_from_slice(b"user.a");
+    t.extend_from_slice(&1000u32.to_be_bytes());
+    bad(FILE_XATTRS, &with(&base, &t), "a value longer than the frame");
+    // Owner: names over 255 bytes, or cut short.
+    let mut t = [1u32.to_be_bytes(), 2u32.to_be_bytes()].concat();
+    t.extend_from_slice(&300u16.to_be_bytes());
+    t.extend_from_slice(&[b'a'; 300]);
+    t.extend_from_slice(&0u16.to_be_bytes());
+    bad(FILE_OWNER, &with(&base, &t), "a user name of 300 bytes");
+    bad(FILE_OWNER, &with(&base, &[0, 0, 0, 1]), "an owner cut short");
+    // Hard links: with data, or without a target.
+    let link = FileMeta { link: b"g".to_vec(), ..base.clone() };
+    assert!(decode_flagged(kind::FILE, FILE_HARDLINK, &payload(&link)).is_ok(), "a well-formed link");
+    bad(FILE_HARDLINK, &payload(&base), "a link without a target");
+    bad(FILE_HARDLINK, &payload(&FileMeta { size: 5, ..link.clone() }), "a link with data");
+    let dir = FileMeta { kind: EntryKind::Dir, ..link };
+    bad(FILE_HARDLINK, &payload(&dir), "a link that is a directory");
+    // A device without its number; an unknown kind; an unknown flag.
+    let dev = FileMeta { kind: EntryKind::CharDev, ..base.clone() };
+    let p = payload(&dev);
+    bad(0, &p[..p.len() - 8], "a device without rdev");
+    let mut p = payload(&base);
+    p[8] = 7;
+    bad(0, &p, "kind 7");
+    let h = Header { kind: kind::FILE, flags: 8, len: 10 }.encode();
+    assert!(Header::decode(&h, &Limits::control()).is_err(), "FILE flag bit 3");
+}
